@@ -1,0 +1,58 @@
+"""The suite as a user runs it: option errors, and a real ``--benchmark-only`` run whose stored JSON
+keeps pytest-benchmark's format and carries our ``extra_info`` and machine info."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRA_INFO_FIELDS = {
+    "kind", "model", "device", "device_name", "batch_size", "samples", "dataset", "pipeline", "precision",
+    "memory_format", "compile", "threads", "final_loss", "flops_per_image", "peak_memory_mib",
+    "images_per_second", "achieved_tflops",
+}
+
+
+def run(*args, cwd=REPO):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env.pop("PYTEST_XDIST_WORKER_COUNT", None)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--devices=tpu", "unknown device 'tpu'"),
+    (f"--devices=cpu,cuda:{torch.cuda.device_count()}", "was requested but this machine has only"),
+    ("--models=vgg,resnet", "--models: unknown resnet; choose from googlenet, vgg"),
+    ("--epoch-samples=0", "--epoch-samples must be a positive integer"),
+    ("--dataset=cifar", "invalid choice: 'cifar'"),
+])
+def test_bad_options_are_usage_errors_naming_the_choices(option, message):
+    result = run("-m", "pytest", "--collect-only", "-q", option)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert message in result.stderr
+
+
+def test_benchmark_run_stores_pytest_benchmark_json_with_our_fields(tmp_path, mnist_root):
+    result = run("-m", "pytest", "benchmarks/test_epoch.py", "benchmarks/test_step.py", "--benchmark-only",
+                 "--devices=cpu", "--models=vgg", "--epoch-samples=256", "--epoch-rounds=2",
+                 "--benchmark-min-rounds=2", "-k", "resident or (b128 and forward)",
+                 f"--mnist-root={mnist_root}", f"--benchmark-storage={tmp_path}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [saved] = list(tmp_path.glob("*/0001_*.json"))
+    stored = json.loads(saved.read_text())
+    assert {b["name"] for b in stored["benchmarks"]} == {"test_epoch[vgg-cpu-resident]", "test_step[vgg-b128-cpu-forward]"}
+    for bench in stored["benchmarks"]:
+        assert EXTRA_INFO_FIELDS <= bench["extra_info"].keys()
+        assert bench["extra_info"]["images_per_second"] > 0
+    epoch = next(b for b in stored["benchmarks"] if b["name"].startswith("test_epoch"))
+    assert epoch["stats"]["rounds"] == 2 and epoch["extra_info"]["samples"] == 256
+    assert {"torch", "torchvision", "cuda", "cudnn", "cpu_name", "gpus"} <= stored["machine_info"]["mnistbench"].keys()
+
+    compared = run("-m", "pytest_benchmark", "compare", str(saved))
+    assert compared.returncode == 0, compared.stderr
+    assert "test_epoch[vgg-cpu-resident]" in compared.stdout

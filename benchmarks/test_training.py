@@ -1,0 +1,54 @@
+"""Correctness of the harness around the loop: divergence, devices, FLOP counts."""
+import pytest
+import torch
+
+from mnistbench import devices, flops, training
+
+
+def test_nan_loss_fails_naming_model_and_step(mnist_train):
+    run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, samples=512)
+    run.epoch()  # four healthy steps
+    with torch.no_grad():
+        run.model.classifier[-1].bias.fill_(float("nan"))
+    with pytest.raises(training.NonFiniteLossError, match=r"vgg: loss became nan at step 4"):
+        run.epoch()
+
+
+def test_check_finite_points_at_the_first_bad_step():
+    training.check_finite(torch.tensor([2.3, 1.1]), "vgg")
+    with pytest.raises(training.NonFiniteLossError, match="googlenet: loss became inf at step 12"):
+        training.check_finite(torch.tensor([2.3, float("inf"), float("nan")]), "googlenet", first_step=11)
+
+
+def test_devices_all_lists_the_cpu_and_every_gpu():
+    assert devices.parse("all")[0] == "cpu"
+    assert devices.parse("all").count("cpu") == 1
+    assert len(devices.parse("all")) == 1 + torch.cuda.device_count() + torch.backends.mps.is_available()
+    assert devices.parse(" cpu , cpu ") == ["cpu"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("tpu", "unknown device 'tpu'"),
+    ("cpu,gpu", "unknown device 'gpu'"),
+    (f"cuda:{torch.cuda.device_count()}", "was requested but this machine has only: cpu"),
+    (",", "--devices is empty"),
+])
+def test_devices_refuses_unknown_or_absent_devices(spec, message):
+    with pytest.raises(ValueError, match=message):
+        devices.parse(spec)
+
+
+def test_vgg_flops_per_image_come_from_the_flop_counter():
+    # Independent check by hand from the architecture: 2 FLOPs per multiply-add.
+    convolutions = 2 * (28 * 28 * 32 * 1 * 9 + 28 * 28 * 32 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 14 * 14 * 64 * 64 * 9)
+    linears = 2 * (64 * 7 * 7 * 128 + 128 * 10)
+    forward = convolutions + linears
+    assert flops.per_image("vgg", train=False) == forward
+    # Backward costs twice the forward, less the input gradient of the first convolution (the images need none).
+    assert flops.per_image("vgg", train=True) == 3 * forward - 2 * 28 * 28 * 32 * 1 * 9
+
+
+def test_googlenet_training_costs_about_three_forward_passes():
+    forward, train = flops.per_image("googlenet", False), flops.per_image("googlenet", True)
+    assert forward > 10**7
+    assert 2.5 * forward < train < 3 * forward

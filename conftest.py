@@ -1,0 +1,134 @@
+"""Command-line options, fixtures and pytest-benchmark hooks of the suite.
+
+Logic lives in ``mnistbench``; this file only turns options into parameters and fixtures.
+Without ``--benchmark-only`` the run is a smoke run: every benchmark executes once, untimed, on a
+few hundred samples, so that ``pytest`` proves the whole suite works in minutes.
+"""
+import os
+
+import pytest
+
+import models
+from mnistbench import data, devices, machine, pipelines
+
+SMOKE_EPOCH_SAMPLES = 256
+STEP_BATCH_SIZES = ("recipe", 512)  # the article's batch size, and one large batch
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("mnistbench")
+    group.addoption("--devices", default="all",
+                    help="'all' (default: cpu, every cuda:N, mps) or a comma list such as 'cpu,cuda:0'")
+    group.addoption("--models", default=",".join(models.names()),
+                    help=f"comma list of models to benchmark (default: {','.join(models.names())})")
+    group.addoption("--mnist-root", default=None,
+                    help=f"data root holding MNIST/raw/ (default: ${data.ROOT_ENV}, else {data.DEFAULT_ROOT})")
+    group.addoption("--dataset", default="mnist", choices=data.DATASETS,
+                    help="training data; 'synthetic' is random pixels for pure throughput, recorded as such")
+    group.addoption("--epoch-samples", type=int, default=None,
+                    help=f"time each epoch over the first N samples of the shuffled epoch "
+                         f"(default: the full split with --benchmark-only, else {SMOKE_EPOCH_SAMPLES})")
+    group.addoption("--epoch-rounds", type=int, default=3, help="timed epochs per epoch benchmark (default: 3)")
+
+
+def _comma_list(value: str, valid, option: str) -> list[str]:
+    chosen = [item.strip() for item in value.split(",") if item.strip()]
+    unknown = [item for item in chosen if item not in valid]
+    if unknown or not chosen:
+        raise pytest.UsageError(f"{option}: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(valid)}")
+    return chosen
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    try:
+        config.mnistbench_devices = devices.parse(config.getoption("devices"))
+    except ValueError as error:
+        raise pytest.UsageError(f"--devices: {error}") from None
+    config.mnistbench_models = _comma_list(config.getoption("models"), models.names(), "--models")
+    for option in ("epoch_samples", "epoch_rounds"):
+        value = config.getoption(option)
+        if value is not None and value < 1:
+            raise pytest.UsageError(f"--{option.replace('_', '-')} must be a positive integer, got {value}")
+    config.mnistbench_full = bool(config.getoption("benchmark_only"))
+    if not config.mnistbench_full and not config.getoption("benchmark_enable"):
+        config.option.benchmark_disable = True
+    devices.share_cpu_threads()
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (in pytest.ini) spreads tests over the cores, but timed benchmarks must own the machine."""
+    return 0 if config.getoption("benchmark_only") else None
+
+
+def pytest_generate_tests(metafunc):
+    config = metafunc.config
+    names = metafunc.fixturenames
+    if "batch_size" in names:
+        pairs = [(model, models.recipe(model).batch_size if size == "recipe" else size)
+                 for model in config.mnistbench_models for size in STEP_BATCH_SIZES]
+        metafunc.parametrize(("model_name", "batch_size"), pairs, ids=[f"{m}-b{b}" for m, b in pairs])
+    elif "model_name" in names:
+        metafunc.parametrize("model_name", config.mnistbench_models)
+    if "device" in names:
+        metafunc.parametrize("device", config.mnistbench_devices)
+    if "pipeline_name" in names:
+        metafunc.parametrize("pipeline_name", list(pipelines.PIPELINES))
+
+
+@pytest.fixture(scope="session")
+def dataset_name(pytestconfig) -> str:
+    return pytestconfig.getoption("dataset")
+
+
+@pytest.fixture(scope="session")
+def mnist_root(pytestconfig):
+    return data.resolve_root(pytestconfig.getoption("mnist_root"))
+
+
+def _load_or_fail(name, root, train):
+    try:
+        return data.load(name, root, train=train)
+    except data.DataError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def train_set(dataset_name, mnist_root):
+    """The training split chosen by ``--dataset``; untransformed, each pipeline adds its own."""
+    return _load_or_fail(dataset_name, mnist_root, train=True)
+
+
+@pytest.fixture(scope="session")
+def mnist_train(mnist_root):
+    """Real MNIST, whatever ``--dataset`` says: the correctness tests check real digits."""
+    return _load_or_fail("mnist", mnist_root, train=True)
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_root):
+    return _load_or_fail("mnist", mnist_root, train=False)
+
+
+@pytest.fixture(scope="session")
+def epoch_samples(pytestconfig) -> int | None:
+    """Samples per timed epoch: the option, else the full split (``None``) or the smoke size."""
+    chosen = pytestconfig.getoption("epoch_samples")
+    if chosen is None and not pytestconfig.mnistbench_full:
+        return SMOKE_EPOCH_SAMPLES
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def epoch_rounds(pytestconfig) -> int:
+    return pytestconfig.getoption("epoch_rounds")
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["mnistbench"] = machine.info()
+
+
+def pytest_report_header(config):
+    mode = "full benchmark" if config.mnistbench_full else "smoke run (benchmarks execute once, untimed)"
+    return (f"mnistbench: {mode}; devices {','.join(config.mnistbench_devices)}; "
+            f"models {','.join(config.mnistbench_models)}; {os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')} worker(s)")

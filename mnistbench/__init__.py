@@ -1,0 +1,1 @@
+"""mnistbench: train the source articles' CNNs on MNIST on every device, time them honestly, keep the history."""

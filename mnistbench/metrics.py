@@ -1,0 +1,40 @@
+"""The ``extra_info`` every benchmark stores, so a result can be read, compared and divided on its own."""
+import torch
+
+from . import devices, flops
+
+
+def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size: int, samples: int,
+               dataset: str, pipeline: str | None, train: bool, final_loss: float | None) -> dict:
+    """Configuration and derived speed of one timed benchmark.
+
+    ``samples`` is the number of images one timed round processes. Throughput fields are present only
+    when pytest-benchmark actually timed the rounds (not under ``--benchmark-disable``).
+    """
+    flops_per_image = flops.per_image(model_name, train)
+    peak_mib, peak_source = devices.peak_memory(device)
+    info = {
+        "kind": kind,
+        "model": model_name,
+        "device": device,
+        "device_name": devices.name(device),
+        "batch_size": batch_size,
+        "samples": samples,
+        "dataset": dataset,
+        "pipeline": pipeline,
+        "precision": "fp32",
+        "memory_format": "contiguous",
+        "compile": "eager",
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "threads": torch.get_num_threads(),
+        "final_loss": final_loss,
+        "flops_per_image": flops_per_image,
+        "peak_memory_mib": round(peak_mib, 1),
+        "peak_memory_source": peak_source,
+    }
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:
+        median = stats.stats.median
+        info["images_per_second"] = samples / median
+        info["achieved_tflops"] = flops_per_image * samples / median / 1e12
+    return info
