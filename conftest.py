@@ -9,7 +9,7 @@ import os
 import pytest
 
 import models
-from mnistbench import data, devices, machine, pipelines
+from mnistbench import data, devices, machine, pipelines, ratio
 
 SMOKE_EPOCH_SAMPLES = 256
 STEP_BATCH_SIZES = ("recipe", 512)  # the article's batch size, and one large batch
@@ -126,6 +126,20 @@ def epoch_rounds(pytestconfig) -> int:
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["mnistbench"] = machine.info()
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    config.mnistbench_output_json = output_json
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    """After a run on two or more devices, the GPU/CPU ratio table (the same code as ``mnistbench ratio``)."""
+    document = getattr(config, "mnistbench_output_json", None)
+    table = ratio.summary(document) if document else None
+    if table:
+        terminalreporter.section("speedup over the CPU (CPU median / accelerator median)")
+        terminalreporter.write_line(table)
 
 
 def pytest_report_header(config):
