@@ -7,9 +7,10 @@ few hundred samples, so that ``pytest`` proves the whole suite works in minutes.
 import os
 
 import pytest
+import torch
 
 import models
-from mnistbench import data, devices, machine, pipelines, ratio
+from mnistbench import data, devices, guards, machine, pipelines, ratio, variants
 
 SMOKE_EPOCH_SAMPLES = 256
 STEP_BATCH_SIZES = ("recipe", 512)  # the article's batch size, and one large batch
@@ -29,6 +30,13 @@ def pytest_addoption(parser):
                     help=f"time each epoch over the first N samples of the shuffled epoch "
                          f"(default: the full split with --benchmark-only, else {SMOKE_EPOCH_SAMPLES})")
     group.addoption("--epoch-rounds", type=int, default=3, help="timed epochs per epoch benchmark (default: 3)")
+    group.addoption("--precisions", default=",".join(variants.PRECISIONS),
+                    help="step benchmark precisions: fp32, tf32 (CUDA), bf16, fp16 (CUDA); default: all a device supports")
+    group.addoption("--memory-formats", default=",".join(variants.MEMORY_FORMATS),
+                    help="step benchmark memory formats: contiguous, channels_last (default: both)")
+    group.addoption("--compile", default=None,
+                    help="step benchmark compile modes: eager, compile, cudagraphs (CUDA) "
+                         "(default: all with --benchmark-only, else eager; compilation is tested on its own)")
 
 
 def _comma_list(value: str, valid, option: str) -> list[str]:
@@ -46,11 +54,17 @@ def pytest_configure(config):
     except ValueError as error:
         raise pytest.UsageError(f"--devices: {error}") from None
     config.mnistbench_models = _comma_list(config.getoption("models"), models.names(), "--models")
+    config.mnistbench_full = bool(config.getoption("benchmark_only"))
+    default_compile = ",".join(variants.COMPILE_MODES) if config.mnistbench_full else "eager"
+    config.mnistbench_variant_choices = {
+        "precisions": _comma_list(config.getoption("precisions"), variants.PRECISIONS, "--precisions"),
+        "memory_formats": _comma_list(config.getoption("memory_formats"), variants.MEMORY_FORMATS, "--memory-formats"),
+        "compile_modes": _comma_list(config.getoption("compile") or default_compile, variants.COMPILE_MODES, "--compile"),
+    }
     for option in ("epoch_samples", "epoch_rounds"):
         value = config.getoption(option)
         if value is not None and value < 1:
             raise pytest.UsageError(f"--{option.replace('_', '-')} must be a positive integer, got {value}")
-    config.mnistbench_full = bool(config.getoption("benchmark_only"))
     if not config.mnistbench_full and not config.getoption("benchmark_enable"):
         config.option.benchmark_disable = True
     devices.share_cpu_threads()
@@ -70,7 +84,11 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize(("model_name", "batch_size"), pairs, ids=[f"{m}-b{b}" for m, b in pairs])
     elif "model_name" in names:
         metafunc.parametrize("model_name", config.mnistbench_models)
-    if "device" in names:
+    if "variant" in names:
+        cases = [(device, variant) for device in config.mnistbench_devices
+                 for variant in variants.matrix(device, **config.mnistbench_variant_choices)]
+        metafunc.parametrize(("device", "variant"), cases, ids=[f"{d}-{v}" for d, v in cases])
+    elif "device" in names:
         metafunc.parametrize("device", config.mnistbench_devices)
     if "pipeline_name" in names:
         metafunc.parametrize("pipeline_name", list(pipelines.PIPELINES))
@@ -122,6 +140,14 @@ def epoch_samples(pytestconfig) -> int | None:
 @pytest.fixture(scope="session")
 def epoch_rounds(pytestconfig) -> int:
     return pytestconfig.getoption("epoch_rounds")
+
+
+@pytest.fixture(autouse=True)
+def _release_accelerator_memory():
+    """After each test, hand cached GPU memory back, so one case's out-of-memory cannot starve the next."""
+    yield
+    if torch.cuda.is_available():
+        guards.free_accelerator_memory()
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

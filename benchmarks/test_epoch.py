@@ -1,17 +1,31 @@
-"""Full training epochs: model x device x pipeline, the articles' recipe, fixed rounds."""
-from mnistbench import devices, metrics
+"""Full training epochs: model x device x setup, the articles' recipe, fixed rounds.
+
+``reference`` and ``resident`` are the two data pipelines in fp32; ``fast`` is resident data with the
+device's fastest honest variant (``mnistbench.variants.FAST``), on the same network, data and optimizer.
+"""
+import pytest
+
+from mnistbench import devices, guards, metrics, variants
 from mnistbench.training import TrainingRun
 
+SETUPS = {"reference": "reference", "resident": "resident", "fast": "resident"}  # setup -> data pipeline
 
-def test_epoch(benchmark, model_name, device, pipeline_name, train_set, dataset_name, epoch_samples, epoch_rounds):
-    run = TrainingRun.create(model_name, device, pipeline_name, train_set, samples=epoch_samples)
-    run.warm_up()
-    devices.reset_peak_memory(device)
-    benchmark.group = f"epoch {model_name} {pipeline_name}"
-    # Epochs are long and stable: fixed rounds, no calibration; TrainingRun.epoch synchronises the device.
-    losses = benchmark.pedantic(run.epoch, rounds=epoch_rounds, iterations=1)
+
+@pytest.mark.parametrize("setup", list(SETUPS))
+def test_epoch(benchmark, model_name, device, setup, train_set, dataset_name, epoch_samples, epoch_rounds):
+    variant = variants.fast(device) if setup == "fast" else variants.Variant()
+    if reason := variant.unsupported_on(device):
+        pytest.skip(f"fast {variant} on {device}: {reason}")
+    case = f"{model_name} {setup} epoch ({variant}) on {device}"
+    with guards.skip_unrunnable(case):
+        run = TrainingRun.create(model_name, device, SETUPS[setup], train_set, variant=variant, samples=epoch_samples)
+        run.warm_up()
+        devices.reset_peak_memory(device)
+        benchmark.group = f"epoch {model_name} {setup}"
+        # Epochs are long and stable: fixed rounds, no calibration; TrainingRun.epoch synchronises the device.
+        losses = benchmark.pedantic(run.epoch, rounds=epoch_rounds, iterations=1)
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind="epoch", model_name=model_name, device=device, batch_size=run.pipeline.batch_size,
-        samples=run.pipeline.samples, dataset=dataset_name, pipeline=pipeline_name, train=True,
-        final_loss=losses.mean().item()))
+        samples=run.pipeline.samples, dataset=dataset_name, pipeline=SETUPS[setup], train=True,
+        final_loss=losses.mean().item(), variant=variant, first_step_seconds=run.first_step_seconds))
     assert len(losses) == len(run.pipeline)

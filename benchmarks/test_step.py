@@ -1,49 +1,52 @@
-"""Single steps on a fixed batch of real digits already on the device: model x device x batch size.
+"""Single steps on a fixed batch of real digits already on the device:
+model x batch size x device x variant (precision, memory format, compile) x mode.
 
 ``train`` is one full optimizer step (forward, backward, Adam); ``forward`` is inference only.
+Compilation happens in the untimed warm-up and is stored as ``first_step_seconds``.
 """
+import time
+
 import pytest
 import torch
 
 import models
-from mnistbench import devices, metrics, training
+from mnistbench import devices, guards, metrics, training
 from mnistbench.pipelines import normalized_images
 
 WARM_UP_STEPS = 3
 
 
 @pytest.mark.parametrize("mode", ["train", "forward"])
-def test_step(benchmark, model_name, batch_size, device, mode, train_set, dataset_name):
+def test_step(benchmark, model_name, batch_size, device, variant, mode, train_set, dataset_name):
     recipe = models.recipe(model_name)
     devices.prepare(device)
+    variant.configure_backends()
     torch.manual_seed(0)
-    model = models.build(model_name).to(device)
-    images = normalized_images(train_set.data[:batch_size], recipe.normalize_mean, recipe.normalize_std).to(device)
-    labels = train_set.targets[:batch_size].to(device)
+    with guards.skip_unrunnable(f"{model_name} {mode} step, batch {batch_size}, {variant} on {device}"):
+        model = models.build(model_name).to(device)
+        images = normalized_images(train_set.data[:batch_size], recipe.normalize_mean, recipe.normalize_std).to(device)
+        labels = train_set.targets[:batch_size].to(device)
+        if mode == "train":
+            step = training.make_train_step(variant.prepare_model(model.train()), training.make_optimizer(model, recipe),
+                                            device, variant)
+        else:
+            step = training.make_forward_step(variant.prepare_model(model.eval()), device, variant)
 
-    if mode == "train":
-        optimizer = training.make_optimizer(model, recipe)
-        model.train()
-
-        def step():
-            loss = training.train_step(model, optimizer, images, labels)
+        def synchronized_step():
+            loss = step(images, labels)
             devices.synchronize(device)
             return loss
-    else:
-        model.eval()
 
-        @torch.inference_mode()
-        def step():
-            logits = model(images)
-            devices.synchronize(device)
-            return torch.nn.functional.cross_entropy(logits, labels)
-
-    for _ in range(WARM_UP_STEPS):
-        step()
-    devices.reset_peak_memory(device)
-    benchmark.group = f"step {model_name} {mode} b{batch_size}"
-    loss = benchmark(step)
-    training.check_finite(loss.reshape(1).cpu(), model_name)
+        start = time.perf_counter()
+        synchronized_step()
+        first_step_seconds = time.perf_counter() - start
+        for _ in range(WARM_UP_STEPS):
+            synchronized_step()
+        devices.reset_peak_memory(device)
+        benchmark.group = f"step {model_name} {mode} b{batch_size}"
+        loss = benchmark(synchronized_step)
+    training.check_finite(loss.reshape(1).float().cpu(), model_name)
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind=f"step-{mode}", model_name=model_name, device=device, batch_size=batch_size,
-        samples=batch_size, dataset=dataset_name, pipeline=None, train=mode == "train", final_loss=loss.item()))
+        samples=batch_size, dataset=dataset_name, pipeline=None, train=mode == "train", final_loss=loss.item(),
+        variant=variant, first_step_seconds=first_step_seconds))

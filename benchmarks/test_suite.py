@@ -30,6 +30,8 @@ def run(*args, cwd=REPO):
     ("--models=vgg,resnet", "--models: unknown resnet; choose from googlenet, vgg"),
     ("--epoch-samples=0", "--epoch-samples must be a positive integer"),
     ("--dataset=cifar", "invalid choice: 'cifar'"),
+    ("--precisions=fp64", "--precisions: unknown fp64; choose from fp32, tf32, bf16, fp16"),
+    ("--compile=jit", "--compile: unknown jit; choose from eager, compile, cudagraphs"),
 ])
 def test_bad_options_are_usage_errors_naming_the_choices(option, message):
     result = run("-m", "pytest", "--collect-only", "-q", option)
@@ -40,12 +42,14 @@ def test_bad_options_are_usage_errors_naming_the_choices(option, message):
 def test_benchmark_run_stores_pytest_benchmark_json_with_our_fields(tmp_path, mnist_root):
     result = run("-m", "pytest", "benchmarks/test_epoch.py", "benchmarks/test_step.py", "--benchmark-only",
                  "--devices=cpu", "--models=vgg", "--epoch-samples=256", "--epoch-rounds=2",
-                 "--benchmark-min-rounds=2", "-k", "resident or (b128 and forward)",
+                 "--benchmark-min-rounds=2", "--precisions=fp32", "--memory-formats=contiguous", "--compile=eager",
+                 "-k", "resident or (b128 and forward)",
                  f"--mnist-root={mnist_root}", f"--benchmark-storage={tmp_path}")
     assert result.returncode == 0, result.stdout + result.stderr
     [saved] = list(tmp_path.glob("*/0001_*.json"))
     stored = json.loads(saved.read_text())
-    assert {b["name"] for b in stored["benchmarks"]} == {"test_epoch[vgg-cpu-resident]", "test_step[vgg-b128-cpu-forward]"}
+    assert {b["name"] for b in stored["benchmarks"]} == {"test_epoch[vgg-cpu-resident]",
+                                                        "test_step[vgg-b128-cpu-fp32-contiguous-eager-forward]"}
     for bench in stored["benchmarks"]:
         assert EXTRA_INFO_FIELDS <= bench["extra_info"].keys()
         assert bench["extra_info"]["images_per_second"] > 0

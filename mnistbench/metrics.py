@@ -1,31 +1,35 @@
 """The ``extra_info`` every benchmark stores, so a result can be read, compared and divided on its own."""
 import torch
 
-from . import devices, flops
+from . import devices, flops, peaks
+from .variants import Variant
 
 
 def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size: int, samples: int,
-               dataset: str, pipeline: str | None, train: bool, final_loss: float | None) -> dict:
+               dataset: str, pipeline: str | None, train: bool, final_loss: float | None,
+               variant: Variant = Variant(), first_step_seconds: float | None = None) -> dict:
     """Configuration and derived speed of one timed benchmark.
 
     ``samples`` is the number of images one timed round processes. Throughput fields are present only
-    when pytest-benchmark actually timed the rounds (not under ``--benchmark-disable``).
+    when pytest-benchmark actually timed the rounds (not under ``--benchmark-disable``). Utilisation is
+    achieved over the dense peak for the precision used, only for devices with a known peak.
     """
     flops_per_image = flops.per_image(model_name, train)
     peak_mib, peak_source = devices.peak_memory(device)
+    device_name = devices.name(device)
     info = {
         "kind": kind,
         "model": model_name,
         "device": device,
-        "device_name": devices.name(device),
+        "device_name": device_name,
         "batch_size": batch_size,
         "samples": samples,
         "dataset": dataset,
         "pipeline": pipeline,
-        "precision": "fp32",
-        "memory_format": "contiguous",
-        "compile": "eager",
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "precision": variant.precision,
+        "memory_format": variant.memory_format,
+        "compile": variant.compile,
+        "first_step_seconds": first_step_seconds,
         "threads": torch.get_num_threads(),
         "final_loss": final_loss,
         "flops_per_image": flops_per_image,
@@ -37,4 +41,8 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
         median = stats.stats.median
         info["images_per_second"] = samples / median
         info["achieved_tflops"] = flops_per_image * samples / median / 1e12
+        peak = peaks.peak_tflops(device_name, variant.precision)
+        if peak is not None:
+            info["peak_tflops"] = peak
+            info["utilisation"] = info["achieved_tflops"] / peak
     return info

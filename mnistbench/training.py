@@ -1,8 +1,10 @@
 """The training loop of the articles: Adam, cross-entropy, one optimizer step per batch.
 
-``TrainingRun`` holds one model being trained on one device through one pipeline; its ``epoch`` is
-what the epoch benchmark times, synchronisation included.
+``TrainingRun`` holds one model being trained on one device through one pipeline in one speed
+variant; its ``epoch`` is what the epoch benchmark times, synchronisation included.
 """
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -12,35 +14,58 @@ from torch import nn
 import models
 
 from . import devices, pipelines
+from .variants import Variant
 
 WARM_UP_BATCHES = 3
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training diverged: a loss became NaN or infinite."""
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Forward, backward and one optimizer step; returns the loss, still on the device."""
-    optimizer.zero_grad()
-    loss = F.cross_entropy(model(images), labels)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
+def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: str, variant: Variant = Variant()) -> Step:
+    """Forward, backward and one optimizer step in ``variant``; the step returns the loss, still on the device."""
+    scaler = variant.grad_scaler(device)
+
+    def step(images, labels):
+        optimizer.zero_grad()
+        with variant.autocast(device):
+            loss = F.cross_entropy(model(variant.prepare_images(images)), labels)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return loss.detach()
+
+    return step
 
 
-def train_epoch(model, optimizer, batches, *, item_every_step: bool) -> torch.Tensor:
+def make_forward_step(model: nn.Module, device: str, variant: Variant = Variant()) -> Step:
+    """Inference only: the loss of one batch, without autograd."""
+
+    @torch.inference_mode()
+    def step(images, labels):
+        with variant.autocast(device):
+            return F.cross_entropy(model(variant.prepare_images(images)), labels)
+
+    return step
+
+
+def train_epoch(step: Step, batches, *, item_every_step: bool) -> torch.Tensor:
     """One pass over ``batches``; returns the per-step losses on the CPU.
 
     ``item_every_step`` reproduces the articles' ``running_loss += loss.item()``, which makes the host
     wait for the device after every step; otherwise the losses stay on the device until the end.
     """
-    model.train()
     losses = []
     for images, labels in batches:
-        loss = train_step(model, optimizer, images, labels)
+        loss = step(images, labels)
         losses.append(loss.item() if item_every_step else loss)
-    return torch.tensor(losses) if item_every_step else torch.stack(losses).cpu()
+    return torch.tensor(losses) if item_every_step else torch.stack(losses).float().cpu()
 
 
 def check_finite(losses: torch.Tensor, model_name: str, first_step: int = 0) -> None:
@@ -59,44 +84,54 @@ def make_optimizer(model: nn.Module, recipe: models.Recipe) -> torch.optim.Optim
 
 @dataclass
 class TrainingRun:
-    """One model, its optimizer and its data pipeline on one device."""
+    """One model, its optimizer and its data pipeline on one device, in one speed variant."""
 
     model_name: str
     device: str
-    model: nn.Module
+    model: nn.Module  # the network as built; ``step`` may run a compiled wrapper of it
     optimizer: torch.optim.Optimizer
     pipeline: pipelines.Pipeline
+    variant: Variant
+    step: Step
     steps_done: int = 0
+    first_step_seconds: float | None = None  # the first step's wall time: compilation, when compiled
 
     @classmethod
-    def create(cls, model_name: str, device: str, pipeline_name: str, dataset, *,
+    def create(cls, model_name: str, device: str, pipeline_name: str, dataset, *, variant: Variant = Variant(),
                batch_size: int | None = None, samples: int | None = None, seed: int = 0) -> "TrainingRun":
         """The article's recipe for ``model_name`` (its batch size unless ``batch_size`` is given)."""
         recipe = models.recipe(model_name)
         devices.prepare(device)
+        variant.configure_backends()
         torch.manual_seed(seed)
         model = models.build(model_name).to(device)
+        optimizer = make_optimizer(model, recipe)
         pipeline = pipelines.build(pipeline_name, dataset, batch_size or recipe.batch_size, device,
                                    samples=samples, seed=seed,
                                    mean=recipe.normalize_mean, std=recipe.normalize_std)
-        return cls(model_name, device, model, make_optimizer(model, recipe), pipeline)
+        step = make_train_step(variant.prepare_model(model), optimizer, device, variant)
+        return cls(model_name, device, model, optimizer, pipeline, variant, step)
 
-    def epoch(self) -> torch.Tensor:
-        """Train one epoch and wait for the device; returns the per-step losses."""
-        losses = train_epoch(self.model, self.optimizer, self.pipeline, item_every_step=self.pipeline.item_every_step)
+    def _train(self, batches) -> torch.Tensor:
+        self.model.train()
+        losses = train_epoch(self.step, batches, item_every_step=self.pipeline.item_every_step)
         devices.synchronize(self.device)
         check_finite(losses, self.model_name, self.steps_done)
         self.steps_done += len(losses)
         return losses
 
+    def epoch(self) -> torch.Tensor:
+        """Train one epoch and wait for the device; returns the per-step losses."""
+        return self._train(self.pipeline)
+
     def warm_up(self) -> None:
-        """A few untimed steps with the epoch's batch shapes, the last partial batch included, so cuDNN's
-        autotuning and the allocator's first growth happen before the clock starts."""
+        """A few untimed steps with the epoch's batch shapes, the last partial batch included, so that
+        compilation, cuDNN's autotuning and the allocator's first growth happen before the clock starts.
+        The first step is timed on its own: with ``torch.compile`` that is the compilation time."""
         pipeline = self.pipeline
         tail = pipeline.samples % pipeline.batch_size
         warm_up_samples = min(pipeline.samples, WARM_UP_BATCHES * pipeline.batch_size + tail)
-        losses = train_epoch(self.model, self.optimizer, pipeline.draw(warm_up_samples),
-                             item_every_step=pipeline.item_every_step)
-        devices.synchronize(self.device)
-        check_finite(losses, self.model_name, self.steps_done)
-        self.steps_done += len(losses)
+        start = time.perf_counter()
+        self._train(pipeline.draw(min(pipeline.batch_size, warm_up_samples)))
+        self.first_step_seconds = time.perf_counter() - start
+        self._train(pipeline.draw(warm_up_samples))
