@@ -84,10 +84,11 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize(("model_name", "batch_size"), pairs, ids=[f"{m}-b{b}" for m, b in pairs])
     elif "model_name" in names:
         metafunc.parametrize("model_name", config.mnistbench_models)
-    if "variant" in names:
-        cases = [(device, variant) for device in config.mnistbench_devices
-                 for variant in variants.matrix(device, **config.mnistbench_variant_choices)]
-        metafunc.parametrize(("device", "variant"), cases, ids=[f"{d}-{v}" for d, v in cases])
+    if "compile_mode" in names:  # step variants: plain strings, so pytest-benchmark can store and group them
+        cases = [(device, v.precision, v.memory_format, v.compile) for device in config.mnistbench_devices
+                 for v in variants.matrix(device, **config.mnistbench_variant_choices)]
+        metafunc.parametrize(("device", "precision", "memory_format", "compile_mode"), cases,
+                             ids=["-".join(case) for case in cases])
     elif "device" in names:
         metafunc.parametrize("device", config.mnistbench_devices)
     if "pipeline_name" in names:

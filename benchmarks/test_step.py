@@ -12,12 +12,15 @@ import torch
 import models
 from mnistbench import devices, guards, metrics, training
 from mnistbench.pipelines import normalized_images
+from mnistbench.variants import Variant
 
 WARM_UP_STEPS = 3
 
 
 @pytest.mark.parametrize("mode", ["train", "forward"])
-def test_step(benchmark, model_name, batch_size, device, variant, mode, train_set, dataset_name):
+def test_step(benchmark, model_name, batch_size, device, precision, memory_format, compile_mode, mode,
+              train_set, dataset_name):
+    variant = Variant(precision, memory_format, compile_mode)
     recipe = models.recipe(model_name)
     devices.prepare(device)
     variant.configure_backends()
