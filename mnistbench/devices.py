@@ -96,5 +96,6 @@ def share_cpu_threads() -> int:
     """Under pytest-xdist give each worker an equal share of the cores, so workers never oversubscribe."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // workers))
     return torch.get_num_threads()
