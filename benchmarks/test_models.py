@@ -1,8 +1,4 @@
 """Correctness of the networks: the articles' architectures, trainable, reproducible, portable."""
-import os
-import re
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,9 +7,9 @@ import models
 from mnistbench import training
 from mnistbench.pipelines import normalized_images
 
+from articles import article_model_class
+
 ARTICLE_PARAMETERS = {"googlenet": 5_977_530, "vgg": 467_818}
-ARTICLE_CLASSES = {"googlenet": "GoogLeNet", "vgg": "VGGNet"}
-SEEDS = Path(os.environ.get("MNISTBENCH_SEEDS", Path(__file__).resolve().parents[2] / "shared" / "seeds"))
 
 
 def real_batch(dataset, size):
@@ -96,20 +92,6 @@ def test_save_load_round_trip(model_name, tmp_path):
     restored.load_state_dict(torch.load(path, weights_only=True), strict=True)
     images = torch.randn(2, 1, 28, 28)
     assert torch.equal(model(images), restored(images))
-
-
-def article_model_class(model_name):
-    """The article's own class, executed from its published code in ``../shared/seeds``."""
-    class_name = ARTICLE_CLASSES[model_name]
-    texts = [p.read_text(encoding="utf-8") for p in sorted(SEEDS.glob("*.txt"))] if SEEDS.is_dir() else []
-    text = next((t for t in texts if f"class {class_name}(" in t), None)
-    if text is None:
-        pytest.skip(f"the article code of {class_name} is not under {SEEDS} (set MNISTBENCH_SEEDS)")
-    # The first listing's class definitions run from the first 'class ' line to the next top-level comment.
-    code = re.search(r"^class .*?(?=^#)", text, re.DOTALL | re.MULTILINE).group(0)
-    namespace = {}
-    exec("import torch\nimport torch.nn as nn\n" + code, namespace)
-    return namespace[class_name]
 
 
 def test_article_state_dict_loads_strictly_and_gives_identical_outputs(model_name):

@@ -1,9 +1,12 @@
-"""The ``mnistbench`` command: reports over stored pytest-benchmark results."""
+"""The ``mnistbench`` command: reports over stored pytest-benchmark results, and the articles' job."""
 import argparse
 import sys
 import warnings
 
-from . import history, plots, ratio, results, tables
+import models
+
+from . import checkpoints, data, devices, history, plots, ratio, results, tables, train_job, training
+from .evaluation import evaluate
 
 DEFAULT_RESULTS = ["results"]
 
@@ -46,6 +49,32 @@ def history_command(args) -> int:
     return 0
 
 
+def _device(name: str) -> str:
+    """One device, checked against this machine (``cuda`` means ``cuda:0``)."""
+    [device] = devices.parse(name) if "," not in name and name != "all" else [None]
+    if device is None:
+        raise ValueError(f"--device takes one device, not {name!r}")
+    return device
+
+
+def train_command(args) -> int:
+    summary = train_job.train(args.model, _device(args.device), epochs=args.epochs, setup=args.pipeline,
+                              out=args.out, dataset=args.dataset, root=args.mnist_root, samples=args.samples,
+                              seed=args.seed, progress=not args.no_progress)
+    return 130 if summary.interrupted else 0
+
+
+def evaluate_command(args) -> int:
+    device = _device(args.device)
+    model = checkpoints.load(args.model, args.weights, device)
+    recipe = models.recipe(args.model)
+    test_set = data.load(args.dataset, args.mnist_root, train=False)
+    accuracy, loss = evaluate(model, test_set, device, mean=recipe.normalize_mean, std=recipe.normalize_std)
+    print(f"{args.weights}: {args.model} on {len(test_set)} {args.dataset} test images: "
+          f"accuracy {accuracy:.2%}, loss {loss:.4f}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="mnistbench", description=__doc__)
     commands = main.add_subparsers(dest="command", required=True)
@@ -67,6 +96,27 @@ def parser() -> argparse.ArgumentParser:
                                 help="smallest relative slowdown that counts, if also above the noise (default: 0.07)")
     history_parser.add_argument("--fail-on-regression", action="store_true",
                                 help="exit 1 when the newest run of any benchmark regressed")
+
+    def job(name, help_text, function):
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--model", required=True, choices=models.names())
+        command.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
+        command.add_argument("--dataset", default="mnist", choices=data.DATASETS)
+        command.add_argument("--mnist-root", help=f"data root (default: ${data.ROOT_ENV}, else {data.DEFAULT_ROOT})")
+        command.set_defaults(function=function)
+        return command
+
+    train_parser = job("train", "train with the article's recipe, evaluating and saving after every epoch",
+                       train_command)
+    train_parser.add_argument("--epochs", type=int, help="default: the article's 10")
+    train_parser.add_argument("--pipeline", choices=training.SETUPS, default="reference",
+                              help="reference (the articles' loop), resident, or fast (resident in the device's fast variant)")
+    train_parser.add_argument("--out", help="model file to write (default: mnist_MODEL.pth)")
+    train_parser.add_argument("--samples", type=int, help="train on the first N images of each shuffled epoch")
+    train_parser.add_argument("--seed", type=int, default=0)
+    train_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate_parser = job("evaluate", "test-set accuracy and loss of a saved model", evaluate_command)
+    evaluate_parser.add_argument("--weights", required=True, help="a state_dict file, ours or the articles'")
     return main
 
 
@@ -74,6 +124,6 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.function(args)
-    except results.NoResultsError as error:
+    except (results.NoResultsError, checkpoints.CheckpointError, data.DataError, ValueError) as error:
         print(f"mnistbench: error: {error}", file=sys.stderr)
         return 2

@@ -13,10 +13,13 @@ from torch import nn
 
 import models
 
-from . import devices, pipelines
+from . import devices, pipelines, variants
 from .variants import Variant
 
 WARM_UP_BATCHES = 3
+# A training setup is a data pipeline and a speed variant: the two fp32 pipelines, and ``fast``,
+# resident data in the device's fast variant (same network, data, optimizer and batch size).
+SETUPS = ("reference", "resident", "fast")
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -76,6 +79,15 @@ def check_finite(losses: torch.Tensor, model_name: str, first_step: int = 0) -> 
         raise NonFiniteLossError(f"{model_name}: loss became {losses[step].item()} at step {first_step + step}")
 
 
+def setup(name: str, device: str) -> tuple[str, Variant]:
+    """The data pipeline and speed variant of the setup called ``name`` on ``device``."""
+    if name == "fast":
+        return "resident", variants.fast(device)
+    if name not in SETUPS:
+        raise ValueError(f"unknown setup {name!r}; choose from {', '.join(SETUPS)}")
+    return name, Variant()
+
+
 def make_optimizer(model: nn.Module, recipe: models.Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer != "adam":
         raise ValueError(f"unsupported optimizer {recipe.optimizer!r}")
@@ -120,9 +132,10 @@ class TrainingRun:
         self.steps_done += len(losses)
         return losses
 
-    def epoch(self) -> torch.Tensor:
-        """Train one epoch and wait for the device; returns the per-step losses."""
-        return self._train(self.pipeline)
+    def epoch(self, batches=None) -> torch.Tensor:
+        """Train one epoch and wait for the device; returns the per-step losses. ``batches`` may wrap
+        the pipeline (in a progress bar, say); by default the pipeline itself is used."""
+        return self._train(self.pipeline if batches is None else batches)
 
     def warm_up(self) -> None:
         """A few untimed steps with the epoch's batch shapes, the last partial batch included, so that

@@ -1,0 +1,94 @@
+"""The articles' job as a command, end to end at smoke size: train, save, reload, evaluate, interrupt."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistbench import checkpoints, train_job, training
+
+from articles import article_model_class
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mnistbench(*args, root):
+    return subprocess.run([sys.executable, "-m", "mnistbench", *map(str, args), "--mnist-root", str(root)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_train_saves_a_model_the_articles_code_loads(tmp_path, mnist_root):
+    out = tmp_path / "mnist_vgg.pth"
+    lines = []
+    summary = train_job.train("vgg", "cpu", epochs=2, samples=384, out=out, root=mnist_root, progress=False,
+                              log=lines.append)
+    assert (summary.epochs_done, summary.images, summary.interrupted) == (2, 768, False)
+    assert lines[1].startswith("Epoch [1/2], Loss: ") and "test accuracy" in lines[1]
+    assert lines[-1].startswith("done: 2 epochs") and str(out) in lines[-1]
+    article = article_model_class("vgg")()
+    article.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    ours = checkpoints.load("vgg", out)
+    images = torch.randn(2, 1, 28, 28)
+    assert torch.equal(article.eval()(images), ours(images))
+    assert list(tmp_path.iterdir()) == [out], "no temporary file may be left behind"
+
+
+def test_evaluate_reports_the_accuracy_of_an_article_file(tmp_path, mnist_root):
+    torch.manual_seed(0)
+    path = tmp_path / "mnist_vggnet.pth"
+    torch.save(article_model_class("vgg")().state_dict(), path)  # what the article's script saves
+    run = mnistbench("evaluate", "--model", "vgg", "--weights", path, root=mnist_root)
+    assert run.returncode == 0, run.stderr
+    assert f"{path}: vgg on 10000 mnist test images: accuracy " in run.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a model", "not a PyTorch state_dict file"),
+    (None, "not vgg weights (12 missing keys such as ['classifier.0.bias', 'classifier.0.weight']"),
+])
+def test_evaluate_refuses_a_wrong_or_corrupt_file_in_one_line(tmp_path, mnist_root, content, message):
+    path = tmp_path / "model.pth"
+    if content is None:
+        torch.save(article_model_class("googlenet")().state_dict(), path)
+    else:
+        path.write_bytes(content)
+    run = mnistbench("evaluate", "--model", "vgg", "--weights", path, root=mnist_root)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and message in run.stderr
+
+
+def test_an_interrupted_run_keeps_the_last_complete_epoch(tmp_path, mnist_root, monkeypatch):
+    original_epoch = training.TrainingRun.epoch
+    calls = []
+
+    def interrupted_second_epoch(self, batches=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original_epoch(self, batches)
+
+    monkeypatch.setattr(training.TrainingRun, "epoch", interrupted_second_epoch)
+    out, lines = tmp_path / "model.pth", []
+    summary = train_job.train("vgg", "cpu", epochs=3, samples=256, out=out, root=mnist_root, progress=False,
+                              log=lines.append)
+    assert summary.interrupted and summary.epochs_done == 1
+    assert lines[-1] == f"interrupted during epoch 2: {out} holds the weights after epoch 1"
+    checkpoints.load("vgg", out)
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_saving_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "model.pth"
+    model = torch.nn.Linear(2, 2)
+    checkpoints.save(model, path)
+    before = path.read_bytes()
+
+    def failing_save(obj, target):
+        Path(target).write_bytes(b"half a fi")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoints.save(model, path)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]

@@ -1,0 +1,54 @@
+"""Model files: saved atomically, loaded with one clear error when they are not what they claim to be.
+
+The file is a plain ``state_dict`` with the articles' module names, so the articles' own model classes
+load it with ``strict=True``, and files saved by the articles' scripts load here.
+"""
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import models
+
+
+class CheckpointError(RuntimeError):
+    """A model file is missing, unreadable, or holds weights of another network."""
+
+
+def save(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write ``model``'s ``state_dict`` to ``path`` through a temporary file and a rename, so that an
+    interruption leaves either the old file or the new one, never half of one."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        torch.save(model.state_dict(), partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def load(model_name: str, path: str | os.PathLike, device: str = "cpu") -> nn.Module:
+    """A ``model_name`` network with the weights stored in ``path``, on ``device``, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        state_dict = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a PyTorch state_dict file ({type(error).__name__} while reading it)") from None
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{path}: holds a {type(state_dict).__name__}, not a state_dict")
+    model = models.build(model_name).to(device)
+    expected, found = set(model.state_dict()), set(state_dict)
+    if expected != found:
+        missing, unexpected = sorted(expected - found), sorted(found - expected)
+        raise CheckpointError(f"{path}: not {model_name} weights ({len(missing)} missing keys such as "
+                              f"{missing[:2]}, {len(unexpected)} unexpected keys such as {unexpected[:2]})")
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:  # same names, other shapes
+        raise CheckpointError(f"{path}: not {model_name} weights ({str(error).splitlines()[-1].strip()})") from None
+    return model.eval()

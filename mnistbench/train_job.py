@@ -1,0 +1,68 @@
+"""The articles' job as a command: train N epochs with progress, evaluate every epoch, keep a usable model.
+
+Each completed epoch prints the articles' loss line plus the test accuracy and the epoch's wall time,
+then replaces the saved model atomically; Ctrl-C stops the run and says which epoch the file holds.
+"""
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+import models
+
+from . import checkpoints, data, training
+from .evaluation import evaluate
+
+
+@dataclass
+class Summary:
+    epochs_done: int
+    train_seconds: float  # training only: evaluation and saving excluded
+    images: int
+    best_accuracy: float
+    best_epoch: int
+    interrupted: bool
+
+
+def train(model_name: str, device: str, *, epochs: int | None = None, setup: str = "reference",
+          out: str | Path | None = None, dataset: str = "mnist", root=None, samples: int | None = None,
+          seed: int = 0, progress: bool = True, log=print) -> Summary:
+    recipe = models.recipe(model_name)
+    epochs = epochs or recipe.epochs
+    out = Path(out or f"mnist_{model_name}.pth")
+    pipeline, variant = training.setup(setup, device)
+    if reason := variant.unsupported_on(device):
+        raise ValueError(f"the {setup} setup ({variant}) cannot run on {device}: {reason}")
+    train_set = data.load(dataset, root, train=True)
+    test_set = data.load(dataset, root, train=False)
+    run = training.TrainingRun.create(model_name, device, pipeline, train_set, variant=variant,
+                                      samples=samples, seed=seed)
+    log(f"training {model_name} on {device} ({setup}: {variant}), {epochs} epochs of {run.pipeline.samples} "
+        f"{dataset} images, batch {run.pipeline.batch_size}, Adam lr {recipe.lr}")
+    summary = Summary(0, 0.0, 0, 0.0, 0, False)
+    try:
+        for epoch in range(1, epochs + 1):
+            batches = tqdm(run.pipeline, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+                           disable=not progress)
+            start = time.perf_counter()
+            losses = run.epoch(batches)
+            seconds = time.perf_counter() - start
+            accuracy, test_loss = evaluate(run.model, test_set, device, variant=variant,
+                                           mean=recipe.normalize_mean, std=recipe.normalize_std)
+            checkpoints.save(run.model, out)
+            summary.epochs_done, summary.train_seconds = epoch, summary.train_seconds + seconds
+            summary.images += run.pipeline.samples
+            if accuracy > summary.best_accuracy:
+                summary.best_accuracy, summary.best_epoch = accuracy, epoch
+            log(f"Epoch [{epoch}/{epochs}], Loss: {losses.mean().item():.4f}, test accuracy {accuracy:.2%}, "
+                f"test loss {test_loss:.4f}, {seconds:.1f} s")
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        kept = f"{out} holds the weights after epoch {summary.epochs_done}" if summary.epochs_done else "nothing was saved"
+        log(f"interrupted during epoch {summary.epochs_done + 1}: {kept}")
+        return summary
+    log(f"done: {summary.epochs_done} epochs in {summary.train_seconds:.1f} s of training "
+        f"({summary.images / summary.train_seconds:.0f} images/s), best test accuracy "
+        f"{summary.best_accuracy:.2%} (epoch {summary.best_epoch}); weights of the last epoch saved to {out}")
+    return summary
