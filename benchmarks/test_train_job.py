@@ -34,6 +34,16 @@ def test_train_saves_a_model_the_articles_code_loads(tmp_path, mnist_root):
     assert list(tmp_path.iterdir()) == [out], "no temporary file may be left behind"
 
 
+def test_train_command_end_to_end(tmp_path, mnist_root):
+    out = tmp_path / "vgg.pth"
+    run = mnistbench("train", "--model", "vgg", "--epochs", "1", "--samples", "256", "--pipeline", "fast",
+                     "--out", out, root=mnist_root)
+    assert run.returncode == 0, run.stderr
+    assert "(fast: bf16-channels_last-eager)" in run.stdout and "Epoch [1/1], Loss: " in run.stdout
+    assert "epoch 1/1" in run.stderr, "a progress bar is drawn on standard error"
+    checkpoints.load("vgg", out)
+
+
 def test_evaluate_reports_the_accuracy_of_an_article_file(tmp_path, mnist_root):
     torch.manual_seed(0)
     path = tmp_path / "mnist_vggnet.pth"

@@ -51,10 +51,10 @@ def history_command(args) -> int:
 
 def _device(name: str) -> str:
     """One device, checked against this machine (``cuda`` means ``cuda:0``)."""
-    [device] = devices.parse(name) if "," not in name and name != "all" else [None]
-    if device is None:
+    chosen = devices.parse(name)
+    if len(chosen) != 1:
         raise ValueError(f"--device takes one device, not {name!r}")
-    return device
+    return chosen[0]
 
 
 def train_command(args) -> int:
