@@ -28,6 +28,8 @@ class Summary:
 def train(model_name: str, device: str, *, epochs: int | None = None, setup: str = "reference",
           out: str | Path | None = None, dataset: str = "mnist", root=None, samples: int | None = None,
           seed: int = 0, progress: bool = True, log=print) -> Summary:
+    """Train ``model_name`` with its article's recipe in ``setup`` for ``epochs`` (the article's 10 by
+    default), evaluating and saving to ``out`` after each epoch; ``log`` receives every printed line."""
     recipe = models.recipe(model_name)
     epochs = epochs or recipe.epochs
     out = Path(out or f"mnist_{model_name}.pth")
