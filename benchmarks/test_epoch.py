@@ -13,7 +13,7 @@ from mnistbench.training import TrainingRun
 def test_epoch(benchmark, model_name, device, setup, train_set, dataset_name, epoch_samples, epoch_rounds):
     pipeline, variant = training.setup(setup, device)
     if reason := variant.unsupported_on(device):
-        pytest.skip(f"fast {variant} on {device}: {reason}")
+        pytest.skip(f"{setup} ({variant}) on {device}: {reason}")
     case = f"{model_name} {setup} epoch ({variant}) on {device}"
     with guards.skip_unrunnable(case):
         run = TrainingRun.create(model_name, device, pipeline, train_set, variant=variant, samples=epoch_samples)
