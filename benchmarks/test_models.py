@@ -16,16 +16,20 @@ def real_batch(dataset, size):
     return normalized_images(dataset.data[:size]), dataset.targets[:size]
 
 
-def test_registry_holds_the_articles_recipes():
+def test_registry_holds_the_articles_recipes_and_a_fast_one_per_model():
     assert models.names() == ["googlenet", "vgg"]
     assert models.recipe("googlenet").batch_size == 64
     assert models.recipe("vgg").batch_size == 128
     for name in models.names():
-        recipe = models.recipe(name)
-        assert (recipe.optimizer, recipe.lr, recipe.epochs) == ("adam", 1e-3, 10)
+        recipe, fast = models.recipe(name), models.recipe(name, "fast")
+        assert (recipe.optimizer, recipe.lr, recipe.epochs, recipe.schedule) == ("adam", 1e-3, 10, "constant")
         assert (recipe.normalize_mean, recipe.normalize_std) == (0.5, 0.5)
+        assert (fast.optimizer, fast.schedule) == ("adam", "onecycle") and fast.batch_size > recipe.batch_size
+        assert (fast.normalize_mean, fast.normalize_std) == (0.5, 0.5)
     with pytest.raises(KeyError, match="choose from googlenet, vgg"):
         models.build("resnet")
+    with pytest.raises(KeyError, match="unknown recipe 'slow'; choose from article, fast"):
+        models.recipe("vgg", "slow")
 
 
 @pytest.mark.parametrize("name", sorted(ARTICLE_PARAMETERS))

@@ -60,3 +60,26 @@ def test_benchmark_run_stores_pytest_benchmark_json_with_our_fields(tmp_path, mn
     compared = run("-m", "pytest_benchmark", "compare", str(saved))
     assert compared.returncode == 0, compared.stderr
     assert "test_epoch[vgg-cpu-resident]" in compared.stdout
+
+
+def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_reached(tmp_path, mnist_root):
+    def time_vgg(recipe, target, storage):
+        return run("-m", "pytest", "benchmarks/test_time_to_accuracy.py", "--benchmark-only", "--devices=cpu",
+                   "--models=vgg", "--epoch-samples=1024", "-k", f"test_time_to_accuracy and {recipe}",
+                   f"--target-accuracy={target}", f"--mnist-root={mnist_root}", f"--benchmark-storage={storage}")
+
+    reached = time_vgg("article", 0.5, tmp_path / "reached")
+    assert reached.returncode == 0, reached.stdout + reached.stderr
+    [saved] = list(tmp_path.glob("reached/*/0001_*.json"))
+    [bench] = json.loads(saved.read_text())["benchmarks"]
+    assert bench["name"] == "test_time_to_accuracy[vgg-cpu-to0.5-article]"
+    assert bench["options"]["timer"] == "mnistbench TrainingClock: perf_counter without evaluation"
+    info = bench["extra_info"]
+    assert EXTRA_INFO_FIELDS <= info.keys() and (info["recipe"], info["target_accuracy"]) == ("article", 0.5)
+    assert info["accuracies"][-1] == info["accuracy"] >= 0.5 > max(info["accuracies"][:-1], default=0)
+    assert info["images_per_second"] == pytest.approx(1024 * info["epochs"] / bench["stats"]["median"])
+
+    missed = time_vgg("fast", 0.999, tmp_path / "missed")
+    assert missed.returncode == 1
+    assert "TargetNotReached: vgg on cpu reached " in missed.stdout and "short of the target 99.90%" in missed.stdout
+    assert not [b for path in tmp_path.glob("missed/*/*.json") for b in json.loads(path.read_text())["benchmarks"]]

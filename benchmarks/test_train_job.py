@@ -34,12 +34,13 @@ def test_train_saves_a_model_the_articles_code_loads(tmp_path, mnist_root):
     assert list(tmp_path.iterdir()) == [out], "no temporary file may be left behind"
 
 
-def test_train_command_end_to_end(tmp_path, mnist_root):
+def test_train_command_end_to_end_with_the_fast_recipe(tmp_path, mnist_root):
     out = tmp_path / "vgg.pth"
-    run = mnistbench("train", "--model", "vgg", "--epochs", "1", "--samples", "256", "--pipeline", "fast",
+    run = mnistbench("train", "--model", "vgg", "--recipe", "fast", "--epochs", "1", "--samples", "512",
                      "--out", out, root=mnist_root)
     assert run.returncode == 0, run.stderr
-    assert "(fast: bf16-channels_last-eager)" in run.stdout and "Epoch [1/1], Loss: " in run.stdout
+    assert "fast recipe (fast: bf16-channels_last-eager), 1 epochs of 512 mnist images, batch 256" in run.stdout
+    assert "onecycle" in run.stdout and "Epoch [1/1], Loss: " in run.stdout
     assert "epoch 1/1" in run.stderr, "a progress bar is drawn on standard error"
     checkpoints.load("vgg", out)
 

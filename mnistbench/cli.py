@@ -58,7 +58,8 @@ def _device(name: str) -> str:
 
 
 def train_command(args) -> int:
-    summary = train_job.train(args.model, _device(args.device), epochs=args.epochs, setup=args.pipeline,
+    summary = train_job.train(args.model, _device(args.device), recipe_name=args.recipe, epochs=args.epochs,
+                              setup=args.pipeline,
                               out=args.out, dataset=args.dataset, root=args.mnist_root, samples=args.samples,
                               seed=args.seed, progress=not args.no_progress)
     return 130 if summary.interrupted else 0
@@ -106,11 +107,14 @@ def parser() -> argparse.ArgumentParser:
         command.set_defaults(function=function)
         return command
 
-    train_parser = job("train", "train with the article's recipe, evaluating and saving after every epoch",
+    train_parser = job("train", "train with the article's (or the fast) recipe, evaluating and saving after every epoch",
                        train_command)
-    train_parser.add_argument("--epochs", type=int, help="default: the article's 10")
-    train_parser.add_argument("--pipeline", choices=training.SETUPS, default="reference",
-                              help="reference (the articles' loop), resident, or fast (resident in the device's fast variant)")
+    train_parser.add_argument("--recipe", choices=models.RECIPES, default="article",
+                              help="article (the articles' hyperparameters) or fast (the suite's tuned one-cycle recipe)")
+    train_parser.add_argument("--epochs", type=int, help="default: the recipe's (the article's 10)")
+    train_parser.add_argument("--pipeline", choices=training.SETUPS,
+                              help="reference (the articles' loop), resident, or fast (resident in the device's fast "
+                                   "variant); default: reference for the article recipe, fast for the fast one")
     train_parser.add_argument("--out", help="model file to write (default: mnist_MODEL.pth)")
     train_parser.add_argument("--samples", type=int, help="train on the first N images of each shuffled epoch")
     train_parser.add_argument("--seed", type=int, default=0)

@@ -7,10 +7,11 @@ from .variants import Variant
 
 def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size: int, samples: int,
                dataset: str, pipeline: str | None, train: bool, final_loss: float | None,
-               variant: Variant = Variant(), first_step_seconds: float | None = None) -> dict:
+               variant: Variant = Variant(), first_step_seconds: float | None = None, epochs: int = 1) -> dict:
     """Configuration and derived speed of one timed benchmark.
 
-    ``samples`` is the number of images one timed round processes. Throughput fields are present only
+    ``samples`` is the number of images of one step or epoch, and one timed round processes ``epochs``
+    of them (more than one only when timing to an accuracy). Throughput fields are present only
     when pytest-benchmark actually timed the rounds (not under ``--benchmark-disable``). Utilisation is
     achieved over the dense peak for the precision used, only for devices with a known peak.
     """
@@ -38,9 +39,9 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
     }
     stats = getattr(benchmark, "stats", None)
     if stats is not None:
-        median = stats.stats.median
-        info["images_per_second"] = samples / median
-        info["achieved_tflops"] = flops_per_image * samples / median / 1e12
+        images_per_second = samples * epochs / stats.stats.median
+        info["images_per_second"] = images_per_second
+        info["achieved_tflops"] = flops_per_image * images_per_second / 1e12
         peak = peaks.peak_tflops(device_name, variant.precision)
         if peak is not None:
             info["peak_tflops"] = peak

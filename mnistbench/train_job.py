@@ -3,6 +3,7 @@
 Each completed epoch prints the articles' loss line plus the test accuracy and the epoch's wall time,
 then replaces the saved model atomically; Ctrl-C stops the run and says which epoch the file holds.
 """
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,23 +26,26 @@ class Summary:
     interrupted: bool
 
 
-def train(model_name: str, device: str, *, epochs: int | None = None, setup: str = "reference",
-          out: str | Path | None = None, dataset: str = "mnist", root=None, samples: int | None = None,
-          seed: int = 0, progress: bool = True, log=print) -> Summary:
-    """Train ``model_name`` with its article's recipe in ``setup`` for ``epochs`` (the article's 10 by
-    default), evaluating and saving to ``out`` after each epoch; ``log`` receives every printed line."""
-    recipe = models.recipe(model_name)
-    epochs = epochs or recipe.epochs
+def train(model_name: str, device: str, *, recipe_name: str = "article", epochs: int | None = None,
+          setup: str | None = None, out: str | Path | None = None, dataset: str = "mnist", root=None,
+          samples: int | None = None, seed: int = 0, progress: bool = True, log=print) -> Summary:
+    """Train ``model_name`` with its ``article`` or ``fast`` recipe in ``setup`` (by default the recipe's
+    own) for ``epochs`` (by default the recipe's; a one-cycle schedule spans them), evaluating and saving
+    to ``out`` after each epoch; ``log`` receives every printed line."""
+    recipe = models.recipe(model_name, recipe_name)
+    recipe = dataclasses.replace(recipe, epochs=epochs or recipe.epochs)
+    setup = setup or training.RECIPE_SETUPS[recipe_name]
     out = Path(out or f"mnist_{model_name}.pth")
     pipeline, variant = training.setup(setup, device)
     if reason := variant.unsupported_on(device):
         raise ValueError(f"the {setup} setup ({variant}) cannot run on {device}: {reason}")
     train_set = data.load(dataset, root, train=True)
     test_set = data.load(dataset, root, train=False)
-    run = training.TrainingRun.create(model_name, device, pipeline, train_set, variant=variant,
+    run = training.TrainingRun.create(model_name, device, pipeline, train_set, variant=variant, recipe=recipe,
                                       samples=samples, seed=seed)
-    log(f"training {model_name} on {device} ({setup}: {variant}), {epochs} epochs of {run.pipeline.samples} "
-        f"{dataset} images, batch {run.pipeline.batch_size}, Adam lr {recipe.lr}")
+    epochs = recipe.epochs
+    log(f"training {model_name} on {device}, {recipe_name} recipe ({setup}: {variant}), {epochs} epochs of "
+        f"{run.pipeline.samples} {dataset} images, batch {recipe.batch_size}, Adam lr {recipe.lr} {recipe.schedule}")
     summary = Summary(0, 0.0, 0, 0.0, 0, False)
     try:
         for epoch in range(1, epochs + 1):

@@ -3,6 +3,7 @@
 ``TrainingRun`` holds one model being trained on one device through one pipeline in one speed
 variant; its ``epoch`` is what the epoch benchmark times, synchronisation included.
 """
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ WARM_UP_BATCHES = 3
 # A training setup is a data pipeline and a speed variant: the two fp32 pipelines, and ``fast``,
 # resident data in the device's fast variant (same network, data, optimizer and batch size).
 SETUPS = ("reference", "resident", "fast")
+# Each recipe runs in its own setup: the articles' job is their loop in fp32; the fast recipe runs fast.
+RECIPE_SETUPS = {"article": "reference", "fast": "fast"}
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -27,8 +30,10 @@ class NonFiniteLossError(FloatingPointError):
     """Training diverged: a loss became NaN or infinite."""
 
 
-def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: str, variant: Variant = Variant()) -> Step:
-    """Forward, backward and one optimizer step in ``variant``; the step returns the loss, still on the device."""
+def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: str, variant: Variant = Variant(),
+                    schedule: torch.optim.lr_scheduler.LRScheduler | None = None) -> Step:
+    """Forward, backward, one optimizer step in ``variant`` and one step of the learning-rate ``schedule``,
+    if any; the step returns the loss, still on the device."""
     scaler = variant.grad_scaler(device)
 
     def step(images, labels):
@@ -42,6 +47,8 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: 
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+        if schedule is not None:
+            schedule.step()
         return loss.detach()
 
     return step
@@ -94,6 +101,17 @@ def make_optimizer(model: nn.Module, recipe: models.Recipe) -> torch.optim.Optim
     return torch.optim.Adam(model.parameters(), lr=recipe.lr)
 
 
+def make_schedule(optimizer: torch.optim.Optimizer, recipe: models.Recipe,
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The recipe's learning-rate schedule, stepped once per batch; None for a constant rate."""
+    if recipe.schedule == "constant":
+        return None
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
+                                                   total_steps=recipe.epochs * steps_per_epoch)
+    raise ValueError(f"unsupported schedule {recipe.schedule!r}")
+
+
 @dataclass
 class TrainingRun:
     """One model, its optimizer and its data pipeline on one device, in one speed variant."""
@@ -104,25 +122,32 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     pipeline: pipelines.Pipeline
     variant: Variant
+    recipe: models.Recipe
+    schedule: torch.optim.lr_scheduler.LRScheduler | None
     step: Step
+    initial_state: dict  # model, optimizer, schedule and random streams as created, for ``restart``
     steps_done: int = 0
     first_step_seconds: float | None = None  # the first step's wall time: compilation, when compiled
 
     @classmethod
     def create(cls, model_name: str, device: str, pipeline_name: str, dataset, *, variant: Variant = Variant(),
-               batch_size: int | None = None, samples: int | None = None, seed: int = 0) -> "TrainingRun":
-        """The article's recipe for ``model_name`` (its batch size unless ``batch_size`` is given)."""
-        recipe = models.recipe(model_name)
+               recipe: models.Recipe | None = None, samples: int | None = None, seed: int = 0) -> "TrainingRun":
+        """``model_name`` trained with ``recipe`` (by default its article's)."""
+        recipe = recipe or models.recipe(model_name)
         devices.prepare(device)
         variant.configure_backends()
         torch.manual_seed(seed)
         model = models.build(model_name).to(device)
         optimizer = make_optimizer(model, recipe)
-        pipeline = pipelines.build(pipeline_name, dataset, batch_size or recipe.batch_size, device,
-                                   samples=samples, seed=seed,
+        pipeline = pipelines.build(pipeline_name, dataset, recipe.batch_size, device, samples=samples, seed=seed,
                                    mean=recipe.normalize_mean, std=recipe.normalize_std)
-        step = make_train_step(variant.prepare_model(model), optimizer, device, variant)
-        return cls(model_name, device, model, optimizer, pipeline, variant, step)
+        schedule = make_schedule(optimizer, recipe, len(pipeline))
+        initial_state = copy.deepcopy({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict() if schedule else None, "order": pipeline.generator.get_state(),
+            "cpu_random": torch.get_rng_state(), "device_random": devices.get_rng_state(device)})
+        step = make_train_step(variant.prepare_model(model), optimizer, device, variant, schedule)
+        return cls(model_name, device, model, optimizer, pipeline, variant, recipe, schedule, step, initial_state)
 
     def _train(self, batches) -> torch.Tensor:
         self.model.train()
@@ -148,3 +173,16 @@ class TrainingRun:
         self._train(pipeline.draw(min(pipeline.batch_size, warm_up_samples)))
         self.first_step_seconds = time.perf_counter() - start
         self._train(pipeline.draw(warm_up_samples))
+
+    def restart(self) -> None:
+        """Back to the state ``create`` made (weights, optimizer, schedule, random streams), in place, so
+        that a warmed-up (and compiled) step trains from scratch exactly as if the warm-up never happened."""
+        state = self.initial_state
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        self.pipeline.generator.set_state(state["order"])
+        torch.set_rng_state(state["cpu_random"])
+        devices.set_rng_state(self.device, state["device_random"])
+        self.steps_done = 0

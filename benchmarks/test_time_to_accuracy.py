@@ -1,0 +1,93 @@
+"""Time to accuracy: model x device x recipe, training wall time until the test accuracy first reaches
+the target (99% by default), the evaluation after each epoch excluded from the clock.
+
+``article`` is the articles' job (their hyperparameters in their loop, fp32); ``fast`` is the suite's
+tuned recipe on the same network (resident data, a larger batch, a one-cycle schedule, the device's
+fast variant). The recipe's epochs bound the run: a run that misses the target fails with the accuracy
+it reached, and stores no time.
+"""
+import pytest
+import torch
+
+import models
+from mnistbench import guards, metrics, time_to_accuracy, training
+from mnistbench.time_to_accuracy import TrainingClock, train_to_accuracy
+
+CLOCK = TrainingClock()
+
+
+@pytest.mark.benchmark(timer=CLOCK)
+@pytest.mark.parametrize("recipe_name", models.RECIPES)
+def test_time_to_accuracy(benchmark, model_name, device, recipe_name, target_accuracy, train_set, test_set,
+                          dataset_name, epoch_samples):
+    recipe = models.recipe(model_name, recipe_name)
+    pipeline, variant = training.setup(training.RECIPE_SETUPS[recipe_name], device)
+    if reason := variant.unsupported_on(device):
+        pytest.skip(f"{recipe_name} recipe ({variant}) on {device}: {reason}")
+    with guards.skip_unrunnable(f"{model_name} {recipe_name} recipe ({variant}) on {device}"):
+        run = training.TrainingRun.create(model_name, device, pipeline, train_set, variant=variant, recipe=recipe,
+                                          samples=epoch_samples)
+        run.warm_up()  # compilation and autotuning; ``restart`` then trains from scratch
+        benchmark.group = f"time to {target_accuracy:.1%} {model_name}"
+        outcome = benchmark.pedantic(train_to_accuracy, args=(run, test_set), setup=run.restart, rounds=1,
+                                     kwargs={"target": target_accuracy, "max_epochs": recipe.epochs, "clock": CLOCK})
+    benchmark.extra_info.update(metrics.extra_info(
+        benchmark, kind="time-to-accuracy", model_name=model_name, device=device, batch_size=recipe.batch_size,
+        samples=run.pipeline.samples, dataset=dataset_name, pipeline=pipeline, train=True, final_loss=None,
+        variant=variant, first_step_seconds=run.first_step_seconds, epochs=outcome.epochs))
+    benchmark.extra_info.update(recipe=recipe_name, lr=recipe.lr, schedule=recipe.schedule, max_epochs=recipe.epochs,
+                                target_accuracy=target_accuracy, epochs=outcome.epochs,
+                                accuracy=outcome.accuracies[-1], accuracies=outcome.accuracies)
+    assert outcome.reached and outcome.epochs <= recipe.epochs
+
+
+def test_the_clock_stops_while_paused(monkeypatch):
+    now = iter([10.0, 11.0, 15.0, 16.5])  # read, pause from 11 to 15, read
+    monkeypatch.setattr(time_to_accuracy.time, "perf_counter", lambda: next(now))
+    clock = TrainingClock()
+    start = clock()
+    with clock.paused():
+        pass
+    assert clock() - start == 2.5
+
+
+def test_a_run_short_of_its_target_fails_with_the_accuracy_it_reached(mnist_train, mnist_test):
+    run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, samples=256)
+    with pytest.raises(time_to_accuracy.TargetNotReached) as failure:
+        train_to_accuracy(run, mnist_test, target=0.999, max_epochs=2, clock=TrainingClock())
+    message = str(failure.value)
+    assert message.startswith("vgg on cpu reached ") and message.endswith("short of the target 99.90%")
+    assert "test accuracy after 2 epoch(s)" in message and run.steps_done == 4
+
+
+def test_restart_trains_as_if_the_warm_up_never_happened(mnist_train):
+    recipe = models.recipe("vgg", "fast")
+
+    def train(warm_up_first):  # one run after the other: dropout draws from the process's random stream
+        run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, recipe=recipe, samples=512)
+        if warm_up_first:
+            run.warm_up()
+            run.restart()
+        return torch.cat([run.epoch() for _ in range(recipe.epochs)]), run.model.classifier[-1].weight
+
+    fresh_losses, fresh_weight = train(warm_up_first=False)
+    restarted_losses, restarted_weight = train(warm_up_first=True)
+    assert len(fresh_losses) == 4 and torch.equal(fresh_losses, restarted_losses)
+    assert torch.equal(fresh_weight, restarted_weight)
+
+
+def test_one_cycle_warms_up_to_the_recipe_rate_and_anneals_to_nearly_zero(mnist_train):
+    recipe = models.recipe("vgg", "fast")
+    run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, recipe=recipe, samples=2560)
+    rates, step = [], run.step
+
+    def recording_step(images, labels):
+        rates.append(run.optimizer.param_groups[0]["lr"])
+        return step(images, labels)
+
+    run.step = recording_step
+    for _ in range(recipe.epochs):
+        run.epoch()
+    assert len(rates) == recipe.epochs * len(run.pipeline) == 20
+    assert rates[0] == pytest.approx(recipe.lr / 25) and max(rates) == pytest.approx(recipe.lr)
+    assert rates[-1] < recipe.lr / 1000
