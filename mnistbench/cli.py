@@ -59,9 +59,8 @@ def _device(name: str) -> str:
 
 def train_command(args) -> int:
     summary = train_job.train(args.model, _device(args.device), recipe_name=args.recipe, epochs=args.epochs,
-                              setup=args.pipeline,
-                              out=args.out, dataset=args.dataset, root=args.mnist_root, samples=args.samples,
-                              seed=args.seed, progress=not args.no_progress)
+                              setup=args.pipeline, out=args.out, dataset=args.dataset, root=args.mnist_root,
+                              samples=args.samples, seed=args.seed, progress=not args.no_progress)
     return 130 if summary.interrupted else 0
 
 

@@ -42,7 +42,7 @@ def register(name: str, builder: Callable[..., nn.Module], article: Recipe, fast
     _REGISTRY[name] = ModelSpec(name, builder, {"article": article, "fast": fast})
 
 
-# fast: whatever reached 99% test accuracy soonest on the CPU (README, "Time to accuracy").
+# fast: whatever reached 99% test accuracy soonest on the CPU (README, "Measured here").
 register("googlenet", googlenet, Recipe(batch_size=64), fast=Recipe(batch_size=128, lr=1e-3, epochs=3, schedule="onecycle"))
 register("vgg", vgg, Recipe(batch_size=128), fast=Recipe(batch_size=256, lr=6e-3, epochs=2, schedule="onecycle"))
 
