@@ -32,6 +32,7 @@ def run(*args, cwd=REPO):
     ("--dataset=cifar", "invalid choice: 'cifar'"),
     ("--precisions=fp64", "--precisions: unknown fp64; choose from fp32, tf32, bf16, fp16"),
     ("--compile=jit", "--compile: unknown jit; choose from eager, compile, cudagraphs"),
+    ("--target-accuracy=99", "--target-accuracy must be a fraction in (0, 1], got 99.0"),
 ])
 def test_bad_options_are_usage_errors_naming_the_choices(option, message):
     result = run("-m", "pytest", "--collect-only", "-q", option)
