@@ -29,6 +29,7 @@ def test_time_to_accuracy(benchmark, model_name, device, recipe_name, target_acc
                                           samples=epoch_samples)
         run.warm_up()  # compilation and autotuning; ``restart`` then trains from scratch
         benchmark.group = f"time to {target_accuracy:.1%} {model_name}"
+        # The check: train_to_accuracy raises TargetNotReached, naming the accuracy reached, on a miss.
         outcome = benchmark.pedantic(train_to_accuracy, args=(run, test_set), setup=run.restart, rounds=1,
                                      kwargs={"target": target_accuracy, "max_epochs": recipe.epochs, "clock": CLOCK})
     benchmark.extra_info.update(metrics.extra_info(
@@ -38,7 +39,6 @@ def test_time_to_accuracy(benchmark, model_name, device, recipe_name, target_acc
     benchmark.extra_info.update(recipe=recipe_name, lr=recipe.lr, schedule=recipe.schedule, max_epochs=recipe.epochs,
                                 target_accuracy=target_accuracy, epochs=outcome.epochs,
                                 accuracy=outcome.accuracies[-1], accuracies=outcome.accuracies)
-    assert outcome.reached and outcome.epochs <= recipe.epochs
 
 
 def test_the_clock_stops_while_paused(monkeypatch):
@@ -62,9 +62,11 @@ def test_a_run_short_of_its_target_fails_with_the_accuracy_it_reached(mnist_trai
 
 def test_restart_trains_as_if_the_warm_up_never_happened(mnist_train):
     recipe = models.recipe("vgg", "fast")
+    pipeline, variant = training.setup("fast", "cpu")
 
     def train(warm_up_first):  # one run after the other: dropout draws from the process's random stream
-        run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, recipe=recipe, samples=512)
+        run = training.TrainingRun.create("vgg", "cpu", pipeline, mnist_train, variant=variant, recipe=recipe,
+                                          samples=512)
         if warm_up_first:
             run.warm_up()
             run.restart()

@@ -57,6 +57,13 @@ def _device(name: str) -> str:
     return chosen[0]
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def train_command(args) -> int:
     summary = train_job.train(args.model, _device(args.device), recipe_name=args.recipe, epochs=args.epochs,
                               setup=args.pipeline, out=args.out, dataset=args.dataset, root=args.mnist_root,
@@ -110,7 +117,7 @@ def parser() -> argparse.ArgumentParser:
                        train_command)
     train_parser.add_argument("--recipe", choices=models.RECIPES, default="article",
                               help="article (the articles' hyperparameters) or fast (the suite's tuned one-cycle recipe)")
-    train_parser.add_argument("--epochs", type=int, help="default: the recipe's (the article's 10)")
+    train_parser.add_argument("--epochs", type=_positive, help="default: the recipe's (the article's 10)")
     train_parser.add_argument("--pipeline", choices=training.SETUPS,
                               help="reference (the articles' loop), resident, or fast (resident in the device's fast "
                                    "variant); default: reference for the article recipe, fast for the fast one")

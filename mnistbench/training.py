@@ -176,7 +176,8 @@ class TrainingRun:
 
     def restart(self) -> None:
         """Back to the state ``create`` made (weights, optimizer, schedule, random streams), in place, so
-        that a warmed-up (and compiled) step trains from scratch exactly as if the warm-up never happened."""
+        that a warmed-up (and compiled) step trains from scratch exactly as if the warm-up never happened.
+        Not restored: an fp16 ``GradScaler``'s loss scale, which the warm-up may already have adjusted."""
         state = self.initial_state
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
