@@ -8,7 +8,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .evaluation import evaluate
 from .training import TrainingRun
 
 
@@ -58,8 +57,7 @@ def train_to_accuracy(run: TrainingRun, test_set, *, target: float, max_epochs: 
     while outcome.epochs < max_epochs:
         run.epoch()
         with clock.paused():
-            accuracy, _ = evaluate(run.model, test_set, run.device, variant=run.variant,
-                                   mean=run.recipe.normalize_mean, std=run.recipe.normalize_std)
+            accuracy, _ = run.evaluate(test_set)
         outcome.accuracies.append(accuracy)
         if outcome.reached:
             return outcome

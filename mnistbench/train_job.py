@@ -13,7 +13,6 @@ from tqdm import tqdm
 import models
 
 from . import checkpoints, data, training
-from .evaluation import evaluate
 
 
 @dataclass
@@ -54,8 +53,7 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
             start = time.perf_counter()
             losses = run.epoch(batches)
             seconds = time.perf_counter() - start
-            accuracy, test_loss = evaluate(run.model, test_set, device, variant=variant,
-                                           mean=recipe.normalize_mean, std=recipe.normalize_std)
+            accuracy, test_loss = run.evaluate(test_set)
             checkpoints.save(run.model, out)
             summary.epochs_done, summary.train_seconds = epoch, summary.train_seconds + seconds
             summary.images += run.pipeline.samples

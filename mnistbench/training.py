@@ -15,6 +15,7 @@ from torch import nn
 import models
 
 from . import devices, pipelines, variants
+from .evaluation import evaluate
 from .variants import Variant
 
 WARM_UP_BATCHES = 3
@@ -161,6 +162,11 @@ class TrainingRun:
         """Train one epoch and wait for the device; returns the per-step losses. ``batches`` may wrap
         the pipeline (in a progress bar, say); by default the pipeline itself is used."""
         return self._train(self.pipeline if batches is None else batches)
+
+    def evaluate(self, test_set) -> tuple[float, float]:
+        """Test accuracy and loss of the model as trained so far, in this run's variant and normalisation."""
+        return evaluate(self.model, test_set, self.device, variant=self.variant,
+                        mean=self.recipe.normalize_mean, std=self.recipe.normalize_std)
 
     def warm_up(self) -> None:
         """A few untimed steps with the epoch's batch shapes, the last partial batch included, so that
