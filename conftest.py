@@ -10,13 +10,19 @@ import pytest
 import torch
 
 import models
-from mnistbench import data, devices, guards, machine, pipelines, ratio, variants
+from mnistbench import data, devices, guards, machine, pipelines, ratio, setups, variants
+from mnistbench.variants import Variant
 
 SMOKE_EPOCH_SAMPLES = 256
-# A few hundred images teach these networks little: at smoke size the time-to-accuracy benchmark
-# only proves its machinery (benchmarks/test_suite.py checks a real run to 50%).
-SMOKE_TARGET_ACCURACY = 0.1
-STEP_BATCH_SIZES = ("recipe", 512)  # the article's batch size, and one large batch
+# At smoke size the time-to-accuracy benchmark proves its machinery on a target that no model stuck on
+# one class can reach (the most frequent digit is 11.7% of the smoke test images), on epochs long enough
+# for both networks to pass it within their recipes' epochs.
+SMOKE_TARGET_ACCURACY = 0.15
+SMOKE_ACCURACY_TRAIN_SAMPLES = 2048
+SMOKE_TEST_SAMPLES = 2000
+# Step batch sizes: the article's, and in the exhaustive matrix one large batch.
+STEP_BATCH_SIZES = {"standard": ("recipe",), "exhaustive": ("recipe", 512)}
+MATRICES = ("standard", "exhaustive")
 
 
 def pytest_addoption(parser):
@@ -41,8 +47,18 @@ def pytest_addoption(parser):
     group.addoption("--memory-formats", default=",".join(variants.MEMORY_FORMATS),
                     help="step benchmark memory formats: contiguous, channels_last (default: both)")
     group.addoption("--compile", default=None,
-                    help="step benchmark compile modes: eager, compile, cudagraphs (CUDA) "
+                    help="step benchmark compile modes: eager, compile, compile-step, cudagraphs (CUDA) "
                          "(default: all with --benchmark-only, else eager; compilation is tested on its own)")
+    group.addoption("--optimizers", default=",".join(variants.OPTIMIZERS),
+                    help="Adam implementations: default, foreach, fused (default: all three)")
+    group.addoption("--matrix", default="standard", choices=MATRICES,
+                    help="standard (default): steps in fp32 and in the fast variant at the article's batch size; "
+                         "exhaustive: every precision x format x compile x optimizer at two batch sizes, and the "
+                         "time-to-accuracy runs known to miss their target")
+    group.addoption("--fast-variant", default=None,
+                    help="pin the fast setup's variant, e.g. bf16-channels_last-eager-fused, instead of measuring it")
+    group.addoption("--no-fast-cache", action="store_true",
+                    help="measure the fast variant again instead of reusing the choice cached for this machine")
 
 
 def _comma_list(value: str, valid, option: str) -> list[str]:
@@ -66,7 +82,17 @@ def pytest_configure(config):
         "precisions": _comma_list(config.getoption("precisions"), variants.PRECISIONS, "--precisions"),
         "memory_formats": _comma_list(config.getoption("memory_formats"), variants.MEMORY_FORMATS, "--memory-formats"),
         "compile_modes": _comma_list(config.getoption("compile") or default_compile, variants.COMPILE_MODES, "--compile"),
+        "optimizers": _comma_list(config.getoption("optimizers"), variants.OPTIMIZERS, "--optimizers"),
     }
+    try:
+        pinned = config.getoption("fast_variant") and Variant.parse(config.getoption("fast_variant"))
+    except ValueError as error:
+        raise pytest.UsageError(f"--fast-variant: {error}") from None
+    # A probe shares the cores with the other xdist workers: use its choice, but never cache it.
+    config.mnistbench_fast_policy = setups.FastPolicy(
+        **{name: tuple(chosen) for name, chosen in config.mnistbench_variant_choices.items()},
+        pinned=pinned or None, use_cache=not config.getoption("no_fast_cache"),
+        save_cache="PYTEST_XDIST_WORKER" not in os.environ)
     for option in ("epoch_samples", "epoch_rounds"):
         value = config.getoption(option)
         if value is not None and value < 1:
@@ -83,24 +109,26 @@ def pytest_configure(config):
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto`` (in pytest.ini) spreads tests over the cores, but timed benchmarks must own the machine."""
-    return 0 if config.getoption("benchmark_only") else None
+    """``-n auto`` (in pytest.ini) spreads tests over the cores, but timed benchmarks must own the machine
+    (and pytest-benchmark times nothing under xdist)."""
+    return 0 if config.getoption("benchmark_only") or config.getoption("benchmark_enable") else None
 
 
 def pytest_generate_tests(metafunc):
     config = metafunc.config
     names = metafunc.fixturenames
+    matrix = config.getoption("matrix")
     if "batch_size" in names:
         pairs = [(model, models.recipe(model).batch_size if size == "recipe" else size)
-                 for model in config.mnistbench_models for size in STEP_BATCH_SIZES]
+                 for model in config.mnistbench_models for size in STEP_BATCH_SIZES[matrix]]
         metafunc.parametrize(("model_name", "batch_size"), pairs, ids=[f"{m}-b{b}" for m, b in pairs])
     elif "model_name" in names:
         metafunc.parametrize("model_name", config.mnistbench_models)
-    if "compile_mode" in names:  # step variants: plain strings, so pytest-benchmark can store and group them
-        cases = [(device, v.precision, v.memory_format, v.compile) for device in config.mnistbench_devices
-                 for v in variants.matrix(device, **config.mnistbench_variant_choices)]
-        metafunc.parametrize(("device", "precision", "memory_format", "compile_mode"), cases,
-                             ids=["-".join(case) for case in cases])
+    if "step_variant" in names:  # plain strings, so pytest-benchmark can store and group them
+        cases = [(device, name, mode) for device in config.mnistbench_devices
+                 for name in _step_variants(device, matrix, config.mnistbench_variant_choices)
+                 for mode in ("train", "forward") if mode == "train" or _runs_forward(name)]
+        metafunc.parametrize(("device", "step_variant", "mode"), cases, ids=["-".join(case) for case in cases])
     elif "device" in names:
         metafunc.parametrize("device", config.mnistbench_devices)
     if "pipeline_name" in names:
@@ -108,6 +136,26 @@ def pytest_generate_tests(metafunc):
     if "target_accuracy" in names:  # a parameter, so runs to different targets are different benchmarks
         target = config.mnistbench_target_accuracy
         metafunc.parametrize("target_accuracy", [target], ids=[f"to{target:g}"])
+
+
+def _step_variants(device: str, matrix: str, choices: dict) -> list[str]:
+    """The step benchmark's variants: fp32 and ``fast`` (measured when the case runs), or every combination."""
+    if matrix == "standard":
+        return [str(Variant()), "fast"]
+    return [str(variant) for variant in variants.matrix(device, **choices)]
+
+
+def _runs_forward(step_variant: str) -> bool:
+    """Inference has no optimizer: its variants are the default-optimizer ones, without compile-step."""
+    if step_variant == "fast":
+        return True
+    variant = Variant.parse(step_variant)
+    return variant.optimizer == "default" and variant.compile != "compile-step"
+
+
+@pytest.fixture(scope="session")
+def fast_policy(pytestconfig) -> setups.FastPolicy:
+    return pytestconfig.mnistbench_fast_policy
 
 
 @pytest.fixture(scope="session")
@@ -134,11 +182,13 @@ def train_set(dataset_name, mnist_root):
 
 
 @pytest.fixture(scope="session")
-def test_set(dataset_name, mnist_root):
-    """The test split of ``--dataset``, for accuracy targets; random pixels have no accuracy to reach."""
+def test_set(pytestconfig, dataset_name, mnist_root):
+    """The test split of ``--dataset``, for accuracy targets (its first images in a smoke run); random
+    pixels have no accuracy to reach."""
     if dataset_name == "synthetic":
         pytest.skip("synthetic data has no test accuracy to reach; use --dataset mnist or fashion-mnist")
-    return _load_or_fail(dataset_name, mnist_root, train=False)
+    test_split = _load_or_fail(dataset_name, mnist_root, train=False)
+    return test_split if pytestconfig.mnistbench_full else data.first(test_split, SMOKE_TEST_SAMPLES)
 
 
 @pytest.fixture(scope="session")
@@ -159,6 +209,14 @@ def epoch_samples(pytestconfig) -> int | None:
     if chosen is None and not pytestconfig.mnistbench_full:
         return SMOKE_EPOCH_SAMPLES
     return chosen
+
+
+@pytest.fixture(scope="session")
+def accuracy_epoch_samples(pytestconfig, epoch_samples) -> int | None:
+    """Samples per epoch when training to an accuracy: a smoke run needs a few thousand to beat chance."""
+    if pytestconfig.getoption("epoch_samples") is None and not pytestconfig.mnistbench_full:
+        return SMOKE_ACCURACY_TRAIN_SAMPLES
+    return epoch_samples
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """Single steps on a fixed batch of real digits already on the device:
-model x batch size x device x variant (precision, memory format, compile) x mode.
+model x batch size x device x variant (precision, memory format, compile, optimizer) x mode.
 
-``train`` is one full optimizer step (forward, backward, Adam); ``forward`` is inference only.
-Compilation happens in the untimed warm-up and is stored as ``first_step_seconds``.
+``train`` is one full optimizer step (forward, backward, Adam); ``forward`` is inference only. The
+variant ``fast`` is the one measured fastest on the device (``mnistbench.fast``). Compilation happens in
+the untimed warm-up, on a fresh Dynamo cache, and is stored as ``first_step_seconds``.
 """
 import time
 
@@ -10,28 +11,30 @@ import pytest
 import torch
 
 import models
-from mnistbench import devices, guards, metrics, training
+from mnistbench import devices, guards, metrics, setups, training
 from mnistbench.pipelines import normalized_images
 from mnistbench.variants import Variant
 
-WARM_UP_STEPS = 3
 
-
-@pytest.mark.parametrize("mode", ["train", "forward"])
-def test_step(benchmark, model_name, batch_size, device, precision, memory_format, compile_mode, mode,
-              train_set, dataset_name):
-    variant = Variant(precision, memory_format, compile_mode)
+def test_step(benchmark, model_name, batch_size, device, step_variant, mode, train_set, dataset_name, fast_policy):
     recipe = models.recipe(model_name)
+    setup = None
+    if step_variant == "fast":
+        setup = setups.resolve("fast", device, model_name, recipe, train_set, fast_policy)
+        variant = setup.variant
+    else:
+        variant = Variant.parse(step_variant)
     devices.prepare(device)
     variant.configure_backends()
     torch.manual_seed(0)
+    devices.reset_peak_memory(device)
     with guards.skip_unrunnable(f"{model_name} {mode} step, batch {batch_size}, {variant} on {device}"):
         model = models.build(model_name).to(device)
         images = normalized_images(train_set.data[:batch_size], recipe.normalize_mean, recipe.normalize_std).to(device)
         labels = train_set.targets[:batch_size].to(device)
         if mode == "train":
-            step = training.make_train_step(variant.prepare_model(model.train()), training.make_optimizer(model, recipe),
-                                            device, variant)
+            step = training.make_train_step(variant.prepare_model(model.train()),
+                                            training.make_optimizer(model, recipe, variant), device, variant)
         else:
             step = training.make_forward_step(variant.prepare_model(model.eval()), device, variant)
 
@@ -43,13 +46,12 @@ def test_step(benchmark, model_name, batch_size, device, precision, memory_forma
         start = time.perf_counter()
         synchronized_step()
         first_step_seconds = time.perf_counter() - start
-        for _ in range(WARM_UP_STEPS):
+        for _ in range(training.WARM_UP_STEPS):
             synchronized_step()
-        devices.reset_peak_memory(device)
         benchmark.group = f"step {model_name} {mode} b{batch_size}"
         loss = benchmark(synchronized_step)
     training.check_finite(loss.reshape(1).float().cpu(), model_name)
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind=f"step-{mode}", model_name=model_name, device=device, batch_size=batch_size,
         samples=batch_size, dataset=dataset_name, pipeline=None, train=mode == "train", final_loss=loss.item(),
-        variant=variant, first_step_seconds=first_step_seconds))
+        variant=variant, first_step_seconds=first_step_seconds, setup=setup))

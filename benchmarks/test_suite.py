@@ -18,7 +18,8 @@ EXTRA_INFO_FIELDS = {
 
 
 def run(*args, cwd=REPO):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    """``python ARGS`` as a user would run it, with this worker's share of the cores, not all of them."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_XDIST_WORKER_COUNT", None)
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -31,7 +32,10 @@ def run(*args, cwd=REPO):
     ("--epoch-samples=0", "--epoch-samples must be a positive integer"),
     ("--dataset=cifar", "invalid choice: 'cifar'"),
     ("--precisions=fp64", "--precisions: unknown fp64; choose from fp32, tf32, bf16, fp16"),
-    ("--compile=jit", "--compile: unknown jit; choose from eager, compile, cudagraphs"),
+    ("--compile=jit", "--compile: unknown jit; choose from eager, compile, compile-step, cudagraphs"),
+    ("--optimizers=sgd", "--optimizers: unknown sgd; choose from default, foreach, fused"),
+    ("--fast-variant=bf16", "--fast-variant: unknown variant 'bf16': write PRECISION-FORMAT-COMPILE-OPTIMIZER"),
+    ("--matrix=huge", "invalid choice: 'huge'"),
     ("--target-accuracy=99", "--target-accuracy must be a fraction in (0, 1], got 99.0"),
 ])
 def test_bad_options_are_usage_errors_naming_the_choices(option, message):
@@ -49,11 +53,17 @@ def test_benchmark_run_stores_pytest_benchmark_json_with_our_fields(tmp_path, mn
     assert result.returncode == 0, result.stdout + result.stderr
     [saved] = list(tmp_path.glob("*/0001_*.json"))
     stored = json.loads(saved.read_text())
-    assert {b["name"] for b in stored["benchmarks"]} == {"test_epoch[vgg-cpu-resident]",
-                                                        "test_step[vgg-b128-cpu-fp32-contiguous-eager-forward]"}
+    assert {b["name"] for b in stored["benchmarks"]} == {
+        "test_epoch[vgg-cpu-resident]", "test_step[vgg-b128-cpu-fp32-contiguous-eager-default-forward]",
+        "test_step[vgg-b128-cpu-fast-forward]"}
     for bench in stored["benchmarks"]:
         assert EXTRA_INFO_FIELDS <= bench["extra_info"].keys()
         assert bench["extra_info"]["images_per_second"] > 0
+        assert bench["extra_info"]["utilisation"] > 0 and bench["extra_info"]["peak_source"] == "measured"
+    fast = next(b["extra_info"] for b in stored["benchmarks"] if "fast" in b["name"])
+    assert fast["fast_source"] == "probe" and fast["fast_variant"] == "-".join(
+        fast[field] for field in ("precision", "memory_format", "compile", "optimizer"))
+    assert set(fast["fast_probe_ms"]) == {f"fp32-contiguous-eager-{o}" for o in ("default", "foreach", "fused")}
     epoch = next(b for b in stored["benchmarks"] if b["name"].startswith("test_epoch"))
     assert epoch["stats"]["rounds"] == 2 and epoch["extra_info"]["samples"] == 256
     assert {"torch", "torchvision", "cuda", "cudnn", "cpu_name", "gpus"} <= stored["machine_info"]["mnistbench"].keys()
@@ -67,6 +77,7 @@ def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_re
     def time_vgg(recipe, target, storage):
         return run("-m", "pytest", "benchmarks/test_time_to_accuracy.py", "--benchmark-only", "--devices=cpu",
                    "--models=vgg", "--epoch-samples=1024", "-k", f"test_time_to_accuracy and {recipe}",
+                   "--fast-variant=fp32-contiguous-eager-fused",
                    f"--target-accuracy={target}", f"--mnist-root={mnist_root}", f"--benchmark-storage={storage}")
 
     reached = time_vgg("article", 0.5, tmp_path / "reached")

@@ -4,41 +4,60 @@ the target (99% by default), the evaluation after each epoch excluded from the c
 ``article`` is the articles' job (their hyperparameters in their loop, fp32); ``fast`` is the suite's
 tuned recipe on the same network (resident data, a larger batch, a one-cycle schedule, the device's
 fast variant). The recipe's epochs bound the run: a run that misses the target fails with the accuracy
-it reached, and stores no time.
+it reached, and stores no time, unless the recipe is known to fall short of that target (the article's
+GoogLeNet recipe diverges): then the miss is an expected outcome, reported with the accuracy reached, and
+the standard matrix leaves the run out.
 """
 import pytest
 import torch
 
 import models
-from mnistbench import guards, metrics, time_to_accuracy, training
-from mnistbench.time_to_accuracy import TrainingClock, train_to_accuracy
+from conftest import SMOKE_TARGET_ACCURACY, SMOKE_TEST_SAMPLES
+from mnistbench import data, devices, guards, metrics, setups, time_to_accuracy, training
+from mnistbench.time_to_accuracy import TargetNotReached, TrainingClock, train_to_accuracy
 
 CLOCK = TrainingClock()
 
 
 @pytest.mark.benchmark(timer=CLOCK)
 @pytest.mark.parametrize("recipe_name", models.RECIPES)
-def test_time_to_accuracy(benchmark, model_name, device, recipe_name, target_accuracy, train_set, test_set,
-                          dataset_name, epoch_samples):
+def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_name, target_accuracy, train_set,
+                          test_set, dataset_name, accuracy_epoch_samples, fast_policy):
     recipe = models.recipe(model_name, recipe_name)
-    pipeline, variant = training.setup(training.RECIPE_SETUPS[recipe_name], device)
-    if reason := variant.unsupported_on(device):
-        pytest.skip(f"{recipe_name} recipe ({variant}) on {device}: {reason}")
-    with guards.skip_unrunnable(f"{model_name} {recipe_name} recipe ({variant}) on {device}"):
-        run = training.TrainingRun.create(model_name, device, pipeline, train_set, variant=variant, recipe=recipe,
-                                          samples=epoch_samples)
+    expected_miss = recipe.expected_miss(target_accuracy)
+    if expected_miss and pytestconfig.getoption("matrix") == "standard":
+        pytest.skip(f"{expected_miss}; --matrix exhaustive trains it anyway")
+    setup = setups.resolve(setups.RECIPE_SETUPS[recipe_name], device, model_name, recipe, train_set, fast_policy)
+    if reason := setup.variant.unsupported_on(device):
+        pytest.skip(f"{recipe_name} recipe ({setup.variant}) on {device}: {reason}")
+    devices.reset_peak_memory(device)
+    with guards.skip_unrunnable(f"{model_name} {recipe_name} recipe ({setup.variant}) on {device}"):
+        run = training.TrainingRun.create(model_name, device, setup.pipeline, train_set, variant=setup.variant,
+                                          recipe=recipe, samples=accuracy_epoch_samples)
         run.warm_up()  # compilation and autotuning; ``restart`` then trains from scratch
         benchmark.group = f"time to {target_accuracy:.1%} {model_name}"
-        # The check: train_to_accuracy raises TargetNotReached, naming the accuracy reached, on a miss.
-        outcome = benchmark.pedantic(train_to_accuracy, args=(run, test_set), setup=run.restart, rounds=1,
-                                     kwargs={"target": target_accuracy, "max_epochs": recipe.epochs, "clock": CLOCK})
+        try:  # train_to_accuracy raises TargetNotReached, naming the accuracy reached, on a miss
+            outcome = benchmark.pedantic(train_to_accuracy, args=(run, test_set), setup=run.restart, rounds=1,
+                                         kwargs={"target": target_accuracy, "max_epochs": recipe.epochs,
+                                                 "clock": CLOCK})
+        except TargetNotReached as miss:
+            if expected_miss:
+                pytest.xfail(f"{miss} (expected: {expected_miss})")
+            raise
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind="time-to-accuracy", model_name=model_name, device=device, batch_size=recipe.batch_size,
-        samples=run.pipeline.samples, dataset=dataset_name, pipeline=pipeline, train=True, final_loss=None,
-        variant=variant, first_step_seconds=run.first_step_seconds, epochs=outcome.epochs))
+        samples=run.pipeline.samples, dataset=dataset_name, pipeline=setup.pipeline, train=True, final_loss=None,
+        variant=setup.variant, first_step_seconds=run.first_step_seconds, epochs=outcome.epochs, setup=setup))
     benchmark.extra_info.update(recipe=recipe_name, lr=recipe.lr, schedule=recipe.schedule, max_epochs=recipe.epochs,
                                 target_accuracy=target_accuracy, epochs=outcome.epochs,
                                 accuracy=outcome.accuracies[-1], accuracies=outcome.accuracies)
+
+
+def test_smoke_target_is_out_of_reach_of_a_model_stuck_on_one_class(mnist_root):
+    """A model that always answers the most frequent class scores that class's share of the test images."""
+    for name in ("mnist", "fashion-mnist"):
+        labels = data.first(data.load(name, mnist_root, train=False), SMOKE_TEST_SAMPLES).targets
+        assert torch.bincount(labels).max().item() / len(labels) < SMOKE_TARGET_ACCURACY - 0.02
 
 
 def test_the_clock_stops_while_paused(monkeypatch):
@@ -62,11 +81,11 @@ def test_a_run_short_of_its_target_fails_with_the_accuracy_it_reached(mnist_trai
 
 def test_restart_trains_as_if_the_warm_up_never_happened(mnist_train):
     recipe = models.recipe("vgg", "fast")
-    pipeline, variant = training.setup("fast", "cpu")
+    setup = setups.resolve("fast", "cpu", "vgg", recipe, mnist_train, setups.EAGER_ONLY)
 
     def train(warm_up_first):  # one run after the other: dropout draws from the process's random stream
-        run = training.TrainingRun.create("vgg", "cpu", pipeline, mnist_train, variant=variant, recipe=recipe,
-                                          samples=512)
+        run = training.TrainingRun.create("vgg", "cpu", setup.pipeline, mnist_train, variant=setup.variant,
+                                          recipe=recipe, samples=512)
         if warm_up_first:
             run.warm_up()
             run.restart()

@@ -19,12 +19,13 @@ class CheckpointError(RuntimeError):
 
 
 def save(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write ``model``'s ``state_dict`` to ``path`` through a temporary file and a rename, so that an
+    """Write ``model``'s ``state_dict`` as CPU tensors (so the articles' CPU script loads a model trained on a
+    GPU without ``map_location``) to ``path`` through a temporary file and a rename, so that an
     interruption leaves either the old file or the new one, never half of one."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     try:
-        torch.save(model.state_dict(), partial)
+        torch.save({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -5,8 +5,9 @@ import warnings
 
 import models
 
-from . import checkpoints, data, devices, history, plots, ratio, results, tables, train_job, training
+from . import checkpoints, data, devices, history, plots, ratio, results, setups, tables, train_job
 from .evaluation import evaluate
+from .variants import Variant
 
 DEFAULT_RESULTS = ["results"]
 
@@ -65,9 +66,12 @@ def _positive(text: str) -> int:
 
 
 def train_command(args) -> int:
+    policy = setups.FastPolicy(pinned=args.fast_variant and Variant.parse(args.fast_variant),
+                               use_cache=not args.no_fast_cache)
     summary = train_job.train(args.model, _device(args.device), recipe_name=args.recipe, epochs=args.epochs,
                               setup=args.pipeline, out=args.out, dataset=args.dataset, root=args.mnist_root,
-                              samples=args.samples, seed=args.seed, progress=not args.no_progress)
+                              samples=args.samples, seed=args.seed, progress=False if args.no_progress else None,
+                              fast_policy=policy)
     return 130 if summary.interrupted else 0
 
 
@@ -118,13 +122,18 @@ def parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--recipe", choices=models.RECIPES, default="article",
                               help="article (the articles' hyperparameters) or fast (the suite's tuned one-cycle recipe)")
     train_parser.add_argument("--epochs", type=_positive, help="default: the recipe's (the article's 10)")
-    train_parser.add_argument("--pipeline", choices=training.SETUPS,
+    train_parser.add_argument("--pipeline", choices=setups.SETUPS,
                               help="reference (the articles' loop), resident, or fast (resident in the device's fast "
                                    "variant); default: reference for the article recipe, fast for the fast one")
     train_parser.add_argument("--out", help="model file to write (default: mnist_MODEL.pth)")
     train_parser.add_argument("--samples", type=int, help="train on the first N images of each shuffled epoch")
     train_parser.add_argument("--seed", type=int, default=0)
-    train_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train_parser.add_argument("--no-progress", action="store_true",
+                              help="no progress bar (it is drawn only on a terminal anyway)")
+    train_parser.add_argument("--fast-variant", help="pin the fast setup's variant (e.g. bf16-channels_last-eager-fused) "
+                                                     "instead of measuring the fastest on this device")
+    train_parser.add_argument("--no-fast-cache", action="store_true",
+                              help="measure the fast variant again instead of reusing this machine's cached choice")
     evaluate_parser = job("evaluate", "test-set accuracy and loss of a saved model", evaluate_command)
     evaluate_parser.add_argument("--weights", required=True, help="a state_dict file, ours or the articles'")
     return main

@@ -17,3 +17,10 @@ def info() -> dict:
         "cpu_threads": torch.get_num_threads(),
         "gpus": [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())],
     }
+
+
+def identity(device: str) -> str:
+    """What decides ``device``'s speed, in one line: the GPU's name, or the CPU's name, ISA level and threads."""
+    if torch.device(device).type == "cpu":
+        return f"{devices.cpu_name()} {torch.backends.cpu.get_cpu_capability()} x{torch.get_num_threads()}"
+    return devices.name(device)

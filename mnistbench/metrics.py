@@ -7,13 +7,16 @@ from .variants import Variant
 
 def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size: int, samples: int,
                dataset: str, pipeline: str | None, train: bool, final_loss: float | None,
-               variant: Variant = Variant(), first_step_seconds: float | None = None, epochs: int = 1) -> dict:
+               variant: Variant = Variant(), first_step_seconds: float | None = None, epochs: int = 1,
+               setup=None) -> dict:
     """Configuration and derived speed of one timed benchmark.
 
     ``samples`` is the number of images of one step or epoch, and one timed round processes ``epochs``
-    of them (more than one only when timing to an accuracy). Throughput fields are present only
-    when pytest-benchmark actually timed the rounds (not under ``--benchmark-disable``). Utilisation is
-    achieved over the dense peak for the precision used, only for devices with a known peak.
+    of them (more than one only when timing to an accuracy). ``setup`` (a ``setups.Setup``) adds how the
+    ``fast`` variant was chosen. Throughput fields are present only when pytest-benchmark actually timed
+    the rounds (not under ``--benchmark-disable``). Utilisation is achieved over a peak for the precision
+    used: the measured matrix-product probe on a CPU, the data sheet on a listed GPU (with the probe beside
+    it). Peak memory is read since the case started (``devices.peak_memory`` says what was read).
     """
     flops_per_image = flops.per_image(model_name, train)
     peak_mib, peak_source = devices.peak_memory(device)
@@ -30,20 +33,27 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
         "precision": variant.precision,
         "memory_format": variant.memory_format,
         "compile": variant.compile,
+        "optimizer": variant.optimizer,
         "first_step_seconds": first_step_seconds,
         "threads": torch.get_num_threads(),
         "final_loss": final_loss,
         "flops_per_image": flops_per_image,
         "peak_memory_mib": round(peak_mib, 1),
         "peak_memory_source": peak_source,
+        **(setup.info() if setup is not None else {}),
     }
     stats = getattr(benchmark, "stats", None)
     if stats is not None:
         images_per_second = samples * epochs / stats.stats.median
         info["images_per_second"] = images_per_second
         info["achieved_tflops"] = flops_per_image * images_per_second / 1e12
-        peak = peaks.peak_tflops(device_name, variant.precision)
-        if peak is not None:
-            info["peak_tflops"] = peak
-            info["utilisation"] = info["achieved_tflops"] / peak
+        measured = peaks.measured_tflops(device, variant.precision, torch.get_num_threads())
+        datasheet = peaks.datasheet_tflops(device_name, variant.precision)
+        info["measured_peak_tflops"] = measured
+        info["measured_peak_method"] = peaks.probe_description(device)
+        if datasheet is not None:
+            info["datasheet_peak_tflops"] = datasheet
+        info["peak_tflops"] = datasheet or measured
+        info["peak_source"] = "datasheet" if datasheet else "measured"
+        info["utilisation"] = info["achieved_tflops"] / info["peak_tflops"]
     return info

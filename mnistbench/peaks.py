@@ -1,23 +1,65 @@
-"""Dense peak TFLOP/s of known accelerators, for utilisation figures.
+"""Peak TFLOP/s for utilisation figures: NVIDIA's data sheets for known GPUs, and a measured probe for any device.
 
-From NVIDIA's data sheets, dense (without 2:4 sparsity), tensor cores for tf32/bf16/fp16 and CUDA
-cores for fp32. A device not listed here (every CPU included) gets no utilisation figure: a guessed
-peak would make the percentage a fiction.
+Data-sheet peaks are dense (without 2:4 sparsity), tensor cores for tf32/bf16/fp16 and CUDA cores for
+fp32. A CPU has no data sheet here, so its peak is measured: the best of a few square matrix products in
+the precision at hand with the run's threads, what this CPU can achieve, emulated bf16 included. The same
+probe on a GPU shows how far its data sheet is from what it reaches.
 """
-# (substring of torch.cuda.get_device_name, in matching order) -> precision -> TFLOP/s
+import functools
+import re
+import time
+
+import torch
+
+from . import devices
+
+# (pattern matched as a whole word in torch.cuda.get_device_name, first match wins) -> precision -> TFLOP/s
 PEAK_TFLOPS = (
-    ("H200", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}),
-    ("H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0}),
-    ("H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.0, "fp16": 835.0}),
-    ("H100", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}),  # SXM5 (e.g. "H100 80GB HBM3")
-    ("A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}),
-    ("L4", {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0}),
+    (r"H200 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5}),
+    (r"H200", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}),  # SXM
+    (r"H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0}),
+    (r"H100 NVL", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.0, "fp16": 835.0}),
+    (r"H100", {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}),  # SXM5 (e.g. "H100 80GB HBM3")
+    (r"A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}),
+    (r"L4", {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0}),
 )
+_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PROBE_SIZES = {"cpu": 2048, "cuda": 8192, "mps": 4096}
+PROBE_REPEATS = 5
 
 
-def peak_tflops(device_name: str, precision: str) -> float | None:
-    """The dense peak of ``device_name`` at ``precision``, or None when unknown."""
+def datasheet_tflops(device_name: str, precision: str) -> float | None:
+    """The dense data-sheet peak of ``device_name`` at ``precision``, or None when unknown. Names match as
+    whole words, so "L4" is not an L40S and "H200" not a GH200."""
     for pattern, peaks in PEAK_TFLOPS:
-        if pattern in device_name:
+        if re.search(rf"(?<![\w-]){pattern}(?!\w)", device_name):
             return peaks.get(precision)
     return None
+
+
+@functools.cache
+def measured_tflops(device: str, precision: str, threads: int) -> float:
+    """TFLOP/s of the best of ``PROBE_REPEATS`` n x n matrix products on ``device`` after one warm-up
+    (``threads`` is part of the cache key: a CPU's peak depends on it)."""
+    kind = torch.device(device).type
+    size = PROBE_SIZES[kind]
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=generator).to(device, _DTYPES[precision]) for _ in range(2))
+    allow_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        best = float("inf")
+        for repeat in range(PROBE_REPEATS + 1):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            devices.synchronize(device)
+            if repeat:
+                best = min(best, time.perf_counter() - start)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    return 2 * size**3 / best / 1e12
+
+
+def probe_description(device: str) -> str:
+    size = PROBE_SIZES[torch.device(device).type]
+    return f"best of {PROBE_REPEATS} torch.mm of two {size}x{size} matrices after one warm-up"

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 import models
 
-from . import checkpoints, data, training
+from . import checkpoints, data, setups, training
 
 
 @dataclass
@@ -27,29 +27,35 @@ class Summary:
 
 def train(model_name: str, device: str, *, recipe_name: str = "article", epochs: int | None = None,
           setup: str | None = None, out: str | Path | None = None, dataset: str = "mnist", root=None,
-          samples: int | None = None, seed: int = 0, progress: bool = True, log=print) -> Summary:
+          samples: int | None = None, seed: int = 0, progress: bool | None = None,
+          fast_policy: setups.FastPolicy = setups.FastPolicy(), log=print) -> Summary:
     """Train ``model_name`` with its ``article`` or ``fast`` recipe in ``setup`` (by default the recipe's
     own) for ``epochs`` (by default the recipe's; a one-cycle schedule spans them), evaluating and saving
-    to ``out`` after each epoch; ``log`` receives every printed line."""
+    to ``out`` after each epoch; ``log`` receives every printed line. The progress bar is drawn only on a
+    terminal unless ``progress`` says otherwise: in a log file the per-epoch lines are the progress."""
     recipe = models.recipe(model_name, recipe_name)
     recipe = dataclasses.replace(recipe, epochs=epochs or recipe.epochs)
-    setup = setup or training.RECIPE_SETUPS[recipe_name]
+    setup_name = setup or setups.RECIPE_SETUPS[recipe_name]
     out = Path(out or f"mnist_{model_name}.pth")
-    pipeline, variant = training.setup(setup, device)
-    if reason := variant.unsupported_on(device):
-        raise ValueError(f"the {setup} setup ({variant}) cannot run on {device}: {reason}")
     train_set = data.load(dataset, root, train=True)
     test_set = data.load(dataset, root, train=False)
-    run = training.TrainingRun.create(model_name, device, pipeline, train_set, variant=variant, recipe=recipe,
-                                      samples=samples, seed=seed)
+    chosen = setups.resolve(setup_name, device, model_name, recipe, train_set, fast_policy)
+    if reason := chosen.variant.unsupported_on(device):
+        raise ValueError(f"the {setup_name} setup ({chosen.variant}) cannot run on {device}: {reason}")
+    run = training.TrainingRun.create(model_name, device, chosen.pipeline, train_set, variant=chosen.variant,
+                                      recipe=recipe, samples=samples, seed=seed)
+    run.warm_up()  # compilation and autotuning out of epoch 1's time; ``restart`` then trains from scratch
+    run.restart()
     epochs = recipe.epochs
-    log(f"training {model_name} on {device}, {recipe_name} recipe ({setup}: {variant}), {epochs} epochs of "
-        f"{run.pipeline.samples} {dataset} images, batch {recipe.batch_size}, Adam lr {recipe.lr} {recipe.schedule}")
+    how = f"{chosen.choice.source}" if chosen.choice else "fixed"
+    log(f"training {model_name} on {device}, {recipe_name} recipe ({setup_name}: {chosen.variant}, {how}), "
+        f"{epochs} epochs of {run.pipeline.samples} {dataset} images, batch {recipe.batch_size}, "
+        f"Adam lr {recipe.lr} {recipe.schedule}")
     summary = Summary(0, 0.0, 0, 0.0, 0, False)
     try:
         for epoch in range(1, epochs + 1):
             batches = tqdm(run.pipeline, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
-                           disable=not progress)
+                           disable=None if progress is None else not progress)
             start = time.perf_counter()
             losses = run.epoch(batches)
             seconds = time.perf_counter() - start

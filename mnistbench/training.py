@@ -14,16 +14,13 @@ from torch import nn
 
 import models
 
-from . import devices, pipelines, variants
+from . import devices, pipelines
 from .evaluation import evaluate
 from .variants import Variant
 
-WARM_UP_BATCHES = 3
-# A training setup is a data pipeline and a speed variant: the two fp32 pipelines, and ``fast``,
-# resident data in the device's fast variant (same network, data, optimizer and batch size).
-SETUPS = ("reference", "resident", "fast")
-# Each recipe runs in its own setup: the articles' job is their loop in fp32; the fast recipe runs fast.
-RECIPE_SETUPS = {"article": "reference", "fast": "fast"}
+# Untimed steps per batch shape before the clock starts: compiling, autotuning and, with CUDA graphs, the
+# warm-up run and the recording of each shape all happen within the first three calls.
+WARM_UP_STEPS = 3
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -31,11 +28,10 @@ class NonFiniteLossError(FloatingPointError):
     """Training diverged: a loss became NaN or infinite."""
 
 
-def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: str, variant: Variant = Variant(),
-                    schedule: torch.optim.lr_scheduler.LRScheduler | None = None) -> Step:
-    """Forward, backward, one optimizer step in ``variant`` and one step of the learning-rate ``schedule``,
-    if any; the step returns the loss, still on the device."""
+def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: str, variant: Variant = Variant()) -> Step:
+    """Forward, backward and one optimizer step in ``variant``; the step returns the loss, still on the device."""
     scaler = variant.grad_scaler(device)
+    optimizer_step = variant.prepare_optimizer_step(optimizer)
 
     def step(images, labels):
         optimizer.zero_grad()
@@ -43,13 +39,11 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: 
             loss = F.cross_entropy(model(variant.prepare_images(images)), labels)
         if scaler is None:
             loss.backward()
-            optimizer.step()
+            optimizer_step()
         else:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-        if schedule is not None:
-            schedule.step()
         return loss.detach()
 
     return step
@@ -66,8 +60,9 @@ def make_forward_step(model: nn.Module, device: str, variant: Variant = Variant(
     return step
 
 
-def train_epoch(step: Step, batches, *, item_every_step: bool) -> torch.Tensor:
-    """One pass over ``batches``; returns the per-step losses on the CPU.
+def train_epoch(step: Step, batches, *, item_every_step: bool, after_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """One pass over ``batches``, calling ``after_step`` (a learning-rate schedule's ``step``) after each
+    step; returns the per-step losses on the CPU.
 
     ``item_every_step`` reproduces the articles' ``running_loss += loss.item()``, which makes the host
     wait for the device after every step; otherwise the losses stay on the device until the end.
@@ -75,6 +70,8 @@ def train_epoch(step: Step, batches, *, item_every_step: bool) -> torch.Tensor:
     losses = []
     for images, labels in batches:
         loss = step(images, labels)
+        if after_step is not None:
+            after_step()
         losses.append(loss.item() if item_every_step else loss)
     return torch.tensor(losses) if item_every_step else torch.stack(losses).float().cpu()
 
@@ -87,19 +84,11 @@ def check_finite(losses: torch.Tensor, model_name: str, first_step: int = 0) -> 
         raise NonFiniteLossError(f"{model_name}: loss became {losses[step].item()} at step {first_step + step}")
 
 
-def setup(name: str, device: str) -> tuple[str, Variant]:
-    """The data pipeline and speed variant of the setup called ``name`` on ``device``."""
-    if name == "fast":
-        return "resident", variants.fast(device)
-    if name not in SETUPS:
-        raise ValueError(f"unknown setup {name!r}; choose from {', '.join(SETUPS)}")
-    return name, Variant()
-
-
-def make_optimizer(model: nn.Module, recipe: models.Recipe) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, recipe: models.Recipe, variant: Variant = Variant()) -> torch.optim.Optimizer:
+    """The recipe's optimizer in the variant's implementation of it."""
     if recipe.optimizer != "adam":
         raise ValueError(f"unsupported optimizer {recipe.optimizer!r}")
-    return torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    return torch.optim.Adam(model.parameters(), lr=recipe.lr, **variant.optimizer_options())
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: models.Recipe,
@@ -139,7 +128,7 @@ class TrainingRun:
         variant.configure_backends()
         torch.manual_seed(seed)
         model = models.build(model_name).to(device)
-        optimizer = make_optimizer(model, recipe)
+        optimizer = make_optimizer(model, recipe, variant)
         pipeline = pipelines.build(pipeline_name, dataset, recipe.batch_size, device, samples=samples, seed=seed,
                                    mean=recipe.normalize_mean, std=recipe.normalize_std)
         schedule = make_schedule(optimizer, recipe, len(pipeline))
@@ -147,12 +136,13 @@ class TrainingRun:
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict() if schedule else None, "order": pipeline.generator.get_state(),
             "cpu_random": torch.get_rng_state(), "device_random": devices.get_rng_state(device)})
-        step = make_train_step(variant.prepare_model(model), optimizer, device, variant, schedule)
+        step = make_train_step(variant.prepare_model(model), optimizer, device, variant)
         return cls(model_name, device, model, optimizer, pipeline, variant, recipe, schedule, step, initial_state)
 
-    def _train(self, batches) -> torch.Tensor:
+    def _train(self, batches, scheduled: bool = True) -> torch.Tensor:
         self.model.train()
-        losses = train_epoch(self.step, batches, item_every_step=self.pipeline.item_every_step)
+        after_step = self.schedule.step if scheduled and self.schedule is not None else None
+        losses = train_epoch(self.step, batches, item_every_step=self.pipeline.item_every_step, after_step=after_step)
         devices.synchronize(self.device)
         check_finite(losses, self.model_name, self.steps_done)
         self.steps_done += len(losses)
@@ -169,16 +159,18 @@ class TrainingRun:
                         mean=self.recipe.normalize_mean, std=self.recipe.normalize_std)
 
     def warm_up(self) -> None:
-        """A few untimed steps with the epoch's batch shapes, the last partial batch included, so that
-        compilation, cuDNN's autotuning and the allocator's first growth happen before the clock starts.
-        The first step is timed on its own: with ``torch.compile`` that is the compilation time."""
+        """Untimed steps with every batch shape of the epoch (the full batch and the last partial one),
+        the learning-rate schedule left where it is, so that compilation (static shapes: one graph per shape), cuDNN's autotuning, CUDA-graph recording and
+        the allocator's first growth all happen before the clock starts. The first step is timed on its
+        own: with ``torch.compile`` that is the compilation time."""
         pipeline = self.pipeline
-        tail = pipeline.samples % pipeline.batch_size
-        warm_up_samples = min(pipeline.samples, WARM_UP_BATCHES * pipeline.batch_size + tail)
+        shapes = dict.fromkeys([min(pipeline.batch_size, pipeline.samples), pipeline.samples % pipeline.batch_size])
         start = time.perf_counter()
-        self._train(pipeline.draw(min(pipeline.batch_size, warm_up_samples)))
+        self._train(pipeline.draw(next(iter(shapes))), scheduled=False)
         self.first_step_seconds = time.perf_counter() - start
-        self._train(pipeline.draw(warm_up_samples))
+        for size in filter(None, shapes):
+            for _ in range(WARM_UP_STEPS):
+                self._train(pipeline.draw(size), scheduled=False)
 
     def restart(self) -> None:
         """Back to the state ``create`` made (weights, optimizer, schedule, random streams), in place, so

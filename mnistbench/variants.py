@@ -1,21 +1,34 @@
-"""Speed variants of a training or inference step: numeric precision, memory format, compilation.
+"""Speed variants of a training or inference step: numeric precision, memory format, compilation, optimizer.
 
 ``fp32`` is true fp32 (TF32 off); ``tf32`` lets cuDNN and cuBLAS round fp32 inputs to TF32 on tensor
 cores; ``bf16`` and ``fp16`` are autocast, ``fp16`` with a ``GradScaler``. ``channels_last`` stores
-weights and activations NHWC. ``compile`` is ``torch.compile`` of the model; ``cudagraphs`` is its
-``reduce-overhead`` mode, which replays the step's kernels as CUDA graphs.
+weights and activations NHWC. ``compile`` is ``torch.compile`` of the model; ``compile-step`` also compiles
+Adam's update, so forward, backward and optimizer all run compiled code; ``cudagraphs`` is the model's
+``reduce-overhead`` mode, which replays its kernels as CUDA graphs. The optimizer is always Adam, the same
+algorithm in each implementation: ``default`` is whatever ``torch.optim.Adam`` picks (the articles' choice:
+a loop over the parameters on a CPU, ``foreach`` on a GPU), ``foreach`` batches the parameters into
+multi-tensor kernels, ``fused`` runs one fused kernel.
+
+Every compiled model starts from an empty Dynamo cache and compiles with static shapes; hitting Dynamo's
+recompile limit is an error, never a silent fall-back to eager.
 """
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
+import torch._dynamo
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
-COMPILE_MODES = ("eager", "compile", "cudagraphs")
+COMPILE_MODES = ("eager", "compile", "compile-step", "cudagraphs")
+OPTIMIZERS = ("default", "foreach", "fused")
 CUDA_ONLY = frozenset({"tf32", "fp16", "cudagraphs"})
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_COMPILE_KWARGS = {"compile": {}, "cudagraphs": {"mode": "reduce-overhead"}}
+_COMPILE_KWARGS = {"compile": {}, "compile-step": {}, "cudagraphs": {"mode": "reduce-overhead"}}
+
+# Past its recompile limit Dynamo would otherwise run the function eagerly with one log line, and a
+# "compiled" benchmark would time eager code.
+torch._dynamo.config.fail_on_recompile_limit_hit = True
 
 
 @dataclass(frozen=True)
@@ -23,9 +36,23 @@ class Variant:
     precision: str = "fp32"
     memory_format: str = "contiguous"
     compile: str = "eager"
+    optimizer: str = "default"
 
     def __str__(self) -> str:
-        return f"{self.precision}-{self.memory_format}-{self.compile}"
+        return f"{self.precision}-{self.memory_format}-{self.compile}-{self.optimizer}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Variant":
+        """The variant written as ``str(variant)``, e.g. ``bf16-channels_last-eager-fused``."""
+        parts = text.strip().split("-")
+        # compile-step holds a dash of its own
+        if len(parts) == 5 and parts[2:4] == ["compile", "step"]:
+            parts[2:4] = ["compile-step"]
+        choices = (PRECISIONS, MEMORY_FORMATS, COMPILE_MODES, OPTIMIZERS)
+        if len(parts) != 4 or any(part not in valid for part, valid in zip(parts, choices)):
+            raise ValueError(f"unknown variant {text!r}: write PRECISION-FORMAT-COMPILE-OPTIMIZER from "
+                             + "; ".join(f"{f.name}: {', '.join(v)}" for f, v in zip(fields(cls), choices)))
+        return cls(*parts)
 
     def unsupported_on(self, device: str) -> str | None:
         """Why this variant cannot run on ``device``, or None."""
@@ -37,6 +64,15 @@ class Variant:
             return "torch.compile is not supported by this Python or platform"
         if self.precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
             return f"{torch.cuda.get_device_name(device)} has no native bf16"
+        if self.optimizer == "fused" and kind == "mps":
+            return "fused Adam is not implemented for MPS"
+        return None
+
+    def unsupported_with(self, schedule: str) -> str | None:
+        """Why this variant cannot train with the learning-rate ``schedule``, or None: a schedule changes
+        Adam's rate and momentum every step, which a compiled optimizer step would recompile each time."""
+        if self.compile == "compile-step" and schedule != "constant":
+            return f"compile-step needs a constant learning rate, not the {schedule} schedule"
         return None
 
     def configure_backends(self) -> None:
@@ -55,13 +91,24 @@ class Variant:
         """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none."""
         return torch.amp.GradScaler(torch.device(device).type) if self.precision == "fp16" else None
 
+    def optimizer_options(self) -> dict:
+        """Keyword arguments that select this variant's implementation of Adam."""
+        return {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[self.optimizer]
+
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model in this variant's memory format, compiled if asked (parameters are shared)."""
         if self.memory_format == "channels_last":
             model = model.to(memory_format=torch.channels_last)
         if self.compile in _COMPILE_KWARGS:
-            return torch.compile(model, **_COMPILE_KWARGS[self.compile])
+            torch._dynamo.reset()  # a fresh cache: earlier cases' entries would count against the limit
+            return torch.compile(model, dynamic=False, **_COMPILE_KWARGS[self.compile])
         return model
+
+    def prepare_optimizer_step(self, optimizer: torch.optim.Optimizer):
+        """``optimizer.step``, compiled for ``compile-step``."""
+        if self.compile == "compile-step":
+            return torch.compile(optimizer.step, dynamic=False)
+        return optimizer.step
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         if self.memory_format == "channels_last":
@@ -69,19 +116,8 @@ class Variant:
         return images
 
 
-# The fastest honest configuration per device type, chosen from step measurements (README, "fast").
-FAST = {
-    "cpu": Variant("bf16", "channels_last", "eager"),
-    "cuda": Variant("bf16", "channels_last", "cudagraphs"),
-    "mps": Variant("fp32", "contiguous", "eager"),
-}
-
-
-def fast(device: str) -> Variant:
-    return FAST[torch.device(device).type]
-
-
-def matrix(device: str, precisions=PRECISIONS, memory_formats=MEMORY_FORMATS, compile_modes=COMPILE_MODES) -> list[Variant]:
+def matrix(device: str, precisions=PRECISIONS, memory_formats=MEMORY_FORMATS, compile_modes=COMPILE_MODES,
+           optimizers=OPTIMIZERS) -> list[Variant]:
     """Every requested combination that ``device`` can run."""
-    every = (Variant(p, m, c) for p in precisions for m in memory_formats for c in compile_modes)
+    every = (Variant(p, m, c, o) for p in precisions for m in memory_formats for c in compile_modes for o in optimizers)
     return [variant for variant in every if variant.unsupported_on(device) is None]

@@ -26,6 +26,15 @@ class Recipe:
     schedule: str = "constant"
     normalize_mean: float = 0.5
     normalize_std: float = 0.5
+    # For a recipe known to fall short: the best test accuracy it was measured to reach, and why.
+    known_best: float | None = None
+    known_why: str = ""
+
+    def expected_miss(self, target: float) -> str | None:
+        """Why training to ``target`` is known to fail with this recipe, or None."""
+        if self.known_best is None or target <= self.known_best:
+            return None
+        return f"this recipe is known to reach at best {self.known_best:.2%}: {self.known_why}"
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,10 @@ def register(name: str, builder: Callable[..., nn.Module], article: Recipe, fast
 
 
 # fast: the best final test accuracy of short seed-0 trials on the CPU, for the fewest epochs (README, "Measured here").
-register("googlenet", googlenet, Recipe(batch_size=64), fast=Recipe(batch_size=128, lr=1e-3, epochs=3, schedule="onecycle"))
+# The article's GoogLeNet recipe diverged in every measured run (README, "Measured here").
+register("googlenet", googlenet,
+         Recipe(batch_size=64, known_best=0.9734, known_why="Adam at 1e-3 without batch norm diverges in epoch 2"),
+         fast=Recipe(batch_size=128, lr=1e-3, epochs=3, schedule="onecycle"))
 register("vgg", vgg, Recipe(batch_size=128), fast=Recipe(batch_size=256, lr=6e-3, epochs=2, schedule="onecycle"))
 
 

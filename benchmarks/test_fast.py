@@ -1,0 +1,97 @@
+"""The fast setup's choice: measured on the machine at hand, bounded, recorded, pinned or cached."""
+import json
+
+import pytest
+
+from mnistbench import fast, setups
+from mnistbench.variants import Variant
+
+import models
+
+BASELINE = Variant()
+CANDIDATES = [Variant("fp32", "contiguous", "eager", "fused"), Variant("bf16", "contiguous", "eager", "default"),
+              Variant("bf16", "channels_last", "eager", "default"), Variant("fp32", "contiguous", "compile", "fused"),
+              Variant("fp32", "channels_last", "compile", "default")]
+
+
+@pytest.fixture
+def fake_timings(monkeypatch, tmp_path):
+    """Probe timings from a table instead of a clock: seconds per step, by variant and batch size."""
+    monkeypatch.setenv(fast.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(fast, "_CHOSEN", {})
+    table, calls = {}, []
+
+    def timed(self, variant, batch_size, warm_up, timed, give_up_after):
+        calls.append((str(variant), batch_size))
+        seconds = table[(str(variant), batch_size)]
+        if isinstance(seconds, Exception):
+            raise seconds
+        return None if seconds > give_up_after else seconds
+
+    monkeypatch.setattr(fast._Probe, "time", timed)
+    monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: None)
+    return table, calls
+
+
+def test_the_probe_keeps_the_fastest_and_says_why_it_dropped_the_rest(fake_timings):
+    table, calls = fake_timings
+    table.update({
+        (str(BASELINE), 8): 0.010, (str(BASELINE), 128): 0.100,
+        (str(CANDIDATES[0]), 128): 0.080,  # fused Adam: faster
+        (str(CANDIDATES[1]), 8): 0.200,  # bf16 emulated: 20x slower on the small batch, never tried at 128
+        (str(CANDIDATES[2]), 8): 0.200,
+        (str(CANDIDATES[3]), 128): RuntimeError("no C++ compiler\nmore"),
+    })
+    best, timings = fast.probe("vgg", "cpu", None, 128, CANDIDATES)
+    assert best == CANDIDATES[0]
+    assert timings == {
+        str(BASELINE): 100.0, str(CANDIDATES[0]): 80.0,
+        str(CANDIDATES[1]): "dropped: over 3x slower than the best on a batch of 8",
+        str(CANDIDATES[2]): "dropped: over 3x slower than the best on a batch of 8",
+        str(CANDIDATES[3]): "failed: RuntimeError: no C++ compiler",
+    }  # CANDIDATES[4] is compiled on top of another eager variant than the best: not tried
+    assert (str(CANDIDATES[1]), 128) not in calls and str(CANDIDATES[4]) not in dict(calls)
+
+
+def test_a_candidate_slower_than_the_best_at_full_batch_is_dropped_and_fp32_wins_ties(fake_timings):
+    table, _ = fake_timings
+    table.update({(str(BASELINE), 8): 0.01, (str(BASELINE), 64): 0.05, (str(CANDIDATES[0]), 64): 0.09})
+    best, timings = fast.probe("googlenet", "cpu", None, 64, CANDIDATES[:1])
+    assert best == BASELINE
+    assert timings[str(CANDIDATES[0])] == "dropped: a step over 1.5x the best so far"
+
+
+def test_a_choice_is_pinned_or_cached_per_machine_and_recorded(fake_timings, monkeypatch):
+    table, calls = fake_timings
+    table.update({(str(BASELINE), 8): 0.01, (str(BASELINE), 128): 0.10, (str(CANDIDATES[0]), 128): 0.05,
+                  (str(BASELINE), 256): 0.20, (str(CANDIDATES[0]), 256): 0.10})
+    probed = fast.choose("vgg", "cpu", None, 128, CANDIDATES[:1])
+    assert (probed.variant, probed.source) == (CANDIDATES[0], "probe")
+    assert probed.info()["fast_probe_ms"] == {str(BASELINE): 100.0, str(CANDIDATES[0]): 50.0}
+    assert len(json.loads(fast.cache_path().read_text())) == 1
+
+    monkeypatch.setattr(fast, "_CHOSEN", {})  # a new run on the same machine
+    calls.clear()
+    cached = fast.choose("vgg", "cpu", None, 128, CANDIDATES[:1])
+    assert (cached.variant, cached.source, calls) == (CANDIDATES[0], "cache", [])
+    assert fast.choose("vgg", "cpu", None, 128, CANDIDATES[:1], use_cache=False).source == "cache", "memo per run"
+    monkeypatch.setattr(fast, "_CHOSEN", {})
+    assert fast.choose("vgg", "cpu", None, 128, CANDIDATES[:1], use_cache=False).source == "probe"
+    assert fast.choose("vgg", "cpu", None, 256, CANDIDATES[:1]).source == "probe", "another batch is another key"
+
+    pinned = fast.choose("vgg", "cpu", None, 128, CANDIDATES[:1], pinned=CANDIDATES[2])
+    assert (pinned.variant, pinned.source, pinned.timings) == (CANDIDATES[2], "pinned", {})
+
+
+def test_a_pinned_variant_the_device_cannot_run_is_refused(mnist_train):
+    policy = setups.FastPolicy(pinned=Variant("tf32"))
+    with pytest.raises(ValueError, match="--fast-variant tf32-contiguous-eager-default cannot run on cpu: tf32 needs"):
+        setups.resolve("fast", "cpu", "vgg", models.recipe("vgg"), mnist_train, policy)
+
+
+def test_a_real_probe_times_real_steps(mnist_train, monkeypatch, tmp_path):
+    monkeypatch.setenv(fast.CACHE_ENV, str(tmp_path))
+    best, timings = fast.probe("vgg", "cpu", mnist_train, 32, [Variant(optimizer="fused")])
+    assert best in (BASELINE, Variant(optimizer="fused"))
+    assert all(isinstance(ms, float) and ms > 0 for ms in timings.values()), timings
+    assert timings[str(best)] == min(timings.values())

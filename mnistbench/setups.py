@@ -1,0 +1,65 @@
+"""Training setups: a data pipeline and a speed variant, on the same network, data, optimizer and batch.
+
+``reference`` and ``resident`` are the two pipelines in fp32 with the default Adam; ``fast`` is resident
+data in the variant measured fastest on the device at hand (``mnistbench.fast``). The articles' recipe
+runs in ``reference``, the suite's tuned recipe in ``fast``.
+"""
+from dataclasses import dataclass
+
+import models
+
+from . import fast, variants
+from .variants import Variant
+
+SETUPS = ("reference", "resident", "fast")
+RECIPE_SETUPS = {"article": "reference", "fast": "fast"}
+
+
+@dataclass(frozen=True)
+class FastPolicy:
+    """What the ``fast`` probe may choose from (the run's variant options), or the variant pinned instead,
+    and whether a cached measurement may replace the probe."""
+
+    precisions: tuple = variants.PRECISIONS
+    memory_formats: tuple = variants.MEMORY_FORMATS
+    compile_modes: tuple = variants.COMPILE_MODES
+    optimizers: tuple = variants.OPTIMIZERS
+    pinned: Variant | None = None
+    use_cache: bool = True
+    save_cache: bool = True
+
+    def candidates(self, device: str, schedule: str) -> list[Variant]:
+        every = variants.matrix(device, self.precisions, self.memory_formats, self.compile_modes, self.optimizers)
+        return [variant for variant in every if variant.unsupported_with(schedule) is None]
+
+
+# What a smoke run and the tests let the probe choose from: compilation has tests of its own.
+EAGER_ONLY = FastPolicy(compile_modes=("eager",))
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    pipeline: str
+    variant: Variant
+    choice: fast.Choice | None = None  # how ``fast`` chose its variant
+
+    def info(self) -> dict:
+        return {"setup": self.name, **(self.choice.info() if self.choice else {})}
+
+
+def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, train_set,
+            policy: FastPolicy = FastPolicy()) -> Setup:
+    """The setup called ``name`` for ``model_name`` trained with ``recipe`` on ``device``; for ``fast``
+    this measures (or recalls) the fastest variant at the recipe's batch size."""
+    if name not in SETUPS:
+        raise ValueError(f"unknown setup {name!r}; choose from {', '.join(SETUPS)}")
+    if name != "fast":
+        return Setup(name, name, Variant())
+    if policy.pinned is not None:
+        reason = policy.pinned.unsupported_on(device) or policy.pinned.unsupported_with(recipe.schedule)
+        if reason:
+            raise ValueError(f"--fast-variant {policy.pinned} cannot run on {device}: {reason}")
+    choice = fast.choose(model_name, device, train_set, recipe.batch_size, policy.candidates(device, recipe.schedule),
+                         pinned=policy.pinned, use_cache=policy.use_cache, save=policy.save_cache)
+    return Setup(name, "resident", choice.variant, choice)
