@@ -1,42 +1,73 @@
 """The reports over stored results: ratios, history and regressions, bad files, plots, the command line.
 
-Hand-made pytest-benchmark files whose expected ratios and regressions are known exactly, plus the
-real CPU history committed under results/.
+Hand-made pytest-benchmark files whose expected ratios, regressions, labels and machine identities are
+known exactly (two CPUs that share the name "AMD EPYC", files from before the identities), plus the real
+CPU history committed under results/. The reports run in this process (``cli.main``); one test goes
+through ``python -m mnistbench``.
 """
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import cpuinfo  # py-cpuinfo: what pytest-benchmark stores as machine_info["cpu"]
 import matplotlib.image
 import pytest
+import torch
 
-from mnistbench import cli, history, ratio, results
+from mnistbench import cli, history, machine, ratio, results
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def bench(model="vgg", device="cpu", median=1.0, iqr=0.01, kind="epoch", pipeline="resident", **extra):
+# The setup parameter of each timed test: ``fast`` is one of its values.
+SETUP_PARAMETERS = {"test_epoch": "setup", "test_time_to_accuracy": "recipe_name"}
+# pytest-benchmark's machine_info["cpu"] (py-cpuinfo) for two CPUs that both call themselves "AMD EPYC".
+ZEN4 = {"vendor_id_raw": "AuthenticAMD", "brand_raw": "AMD EPYC", "family": 25, "model": 17, "stepping": 1,
+        "count": 2, "flags": ["avx", "avx2", "avx512_bf16", "avx512bw", "avx512f", "fma"]}
+EPYC1 = {"vendor_id_raw": "AuthenticAMD", "brand_raw": "AMD EPYC", "family": 23, "model": 1, "stepping": 2,
+         "count": 2, "flags": ["avx", "avx2", "fma"]}
+ZEN4_ID = "AMD EPYC (AuthenticAMD 25/17/1; avx2 avx512f avx512_bf16; torch AVX512; 2 cpus; 2 threads)"
+EPYC1_ID = "AMD EPYC (AuthenticAMD 23/1/2; avx2; torch AVX2; 2 cpus; 2 threads)"
+H100 = {"name": "NVIDIA H100 80GB HBM3", "memory_gib": 79.2, "compute_capability": "9.0", "driver": "570.86.15"}
+
+
+def bench(model="vgg", device="cpu", median=1.0, iqr=0.01, kind="epoch", pipeline="resident", test="test_epoch",
+          setup=None, **extra):
     info = {"kind": kind, "model": model, "device": device, "device_name": f"{device} model", "batch_size": 128,
             "samples": 60_000, "dataset": "mnist", "pipeline": pipeline, "precision": "fp32",
-            "memory_format": "contiguous", "compile": "eager"}
+            "memory_format": "contiguous", "compile": "eager", "threads": 2}
     info.update(extra)
-    params = {"model_name": model, "device": device, "pipeline_name": pipeline}
-    name = f"benchmarks/test_epoch.py::test_epoch[{model}-{device}-{pipeline}]"
+    setup = setup or pipeline
+    params = {"model_name": model, "device": device, SETUP_PARAMETERS.get(test, "pipeline_name"): setup}
+    name = f"benchmarks/{test}.py::{test}[{model}-{device}-{setup}]"
     return {"name": name.split("::")[1], "fullname": name, "params": params, "extra_info": info,
             "stats": {"median": median, "iqr": iqr, "rounds": 3}}
 
 
-def write_run(folder: Path, index: int, benchmarks, torch_version="2.14.1") -> Path:
+def machine_info(cpu=ZEN4, capability="AVX512", gpus=(H100,), torch_version="2.14.1") -> dict:
+    """Machine info as the suite stores it: pytest-benchmark's ``cpu`` block beside ours."""
+    return {"cpu": cpu, "mnistbench": {"torch": torch_version, "torchvision": "0.29.1", "cpu_name": "AMD EPYC",
+                                       "cpu_threads": 2, "cpu_capability": capability, "gpus": list(gpus)}}
+
+
+def write_run(folder: Path, index: int, benchmarks, torch_version="2.14.1", machine=None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{index:04d}_run.json"
     path.write_text(json.dumps({
-        "machine_info": {"mnistbench": {"torch": torch_version, "torchvision": "0.29.1"}},
+        "machine_info": machine or machine_info(torch_version=torch_version),
         "commit_info": {}, "benchmarks": benchmarks, "version": "5.3.1",
         "datetime": f"2026-11-{index:02d}T10:00:00+00:00",
     }))
     return path
+
+
+def report(capsys, *args) -> tuple[int, str, str]:
+    """``mnistbench ARGS`` in this process: exit status, standard output, standard error."""
+    status = cli.main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
 
 
 def mnistbench(*args):
@@ -77,13 +108,63 @@ def test_ratio_refuses_pairs_from_different_torch_versions(tmp_path):
     assert pair.mismatch == "torch differs (cpu 2.14.1, cuda:0 2.11.0)"
 
 
-def test_ratio_formats(tmp_path):
+def test_ratio_formats(tmp_path, capsys):
     write_run(tmp_path, 1, [bench(median=3.0), bench(device="cuda:0", median=1.5)])
     for fmt, check in [("csv", lambda out: out.splitlines()[0].startswith("benchmark,cpu,")),
                        ("json", lambda out: json.loads(out)[0]["speedup"] == 2.0),
                        ("markdown", lambda out: out.startswith("| benchmark") and "| 2 " in out)]:
-        run = mnistbench("ratio", tmp_path, "--format", fmt)
-        assert run.returncode == 0 and check(run.stdout), run.stdout + run.stderr
+        status, out, err = report(capsys, "ratio", tmp_path, "--format", fmt)
+        assert status == 0 and check(out), out + err
+
+
+@pytest.mark.parametrize("test", ["test_epoch", "test_time_to_accuracy"])
+def test_ratio_divides_fast_by_fast_naming_both_variants(tmp_path, test):
+    kind = "epoch" if test == "test_epoch" else "time-to-accuracy"
+    write_run(tmp_path, 1, [
+        bench(test=test, kind=kind, setup="fast", median=6.0, precision="bf16", memory_format="channels_last",
+              optimizer="foreach"),
+        bench(device="cuda:0", test=test, kind=kind, setup="fast", median=0.2, precision="bf16",
+              memory_format="channels_last", compile="cudagraphs", optimizer="fused"),
+    ])
+    [pair] = ratio.pairs(results.load([tmp_path]))
+    assert pair.speedup == pytest.approx(30.0)
+    row = pair.row()
+    assert row["benchmark"] == f"{kind} vgg fast b128"
+    assert (row["cpu_variant"], row["accelerator_variant"]) == ("bf16-channels_last-eager-foreach",
+                                                                "bf16-channels_last-cudagraphs-fused")
+
+
+@pytest.mark.parametrize("changed, reason", [
+    ({"samples": 256}, "samples differs (cpu 60000, cuda:0 256)"),
+    ({"batch_size": 512}, "batch_size differs (cpu 128, cuda:0 512)"),
+    ({"dataset": "synthetic"}, "dataset differs (cpu mnist, cuda:0 synthetic)"),
+])
+def test_fast_pairs_still_refuse_anything_but_the_variant_differing(tmp_path, changed, reason):
+    write_run(tmp_path, 1, [bench(setup="fast", median=2.0, precision="bf16"),
+                            bench(device="cuda:0", setup="fast", median=0.5, compile="cudagraphs", **changed)])
+    [pair] = ratio.pairs(results.load([tmp_path]))
+    assert pair.speedup is None and pair.mismatch == reason
+
+
+def test_like_for_like_pairs_ignore_only_the_optimizer_implementation(tmp_path):
+    write_run(tmp_path, 1, [bench(median=2.0, optimizer="foreach"),
+                            bench(device="cuda:0", median=0.5, optimizer="fused"),
+                            bench(pipeline="reference", median=2.0),
+                            bench(pipeline="reference", device="cuda:0", median=0.5, precision="bf16")])
+    found = {pair.row()["benchmark"]: (pair.speedup, pair.mismatch) for pair in ratio.pairs(results.load([tmp_path]))}
+    assert found == {"epoch vgg resident b128": (4.0, None),
+                     "epoch vgg reference b128": (None, "precision differs (cpu fp32, cuda:0 bf16)")}
+
+
+def test_ratio_divides_each_accelerator_by_its_own_hosts_cpu(tmp_path, capsys):
+    write_run(tmp_path, 1, [bench(median=3.0), bench(device="cuda:0", median=0.5)])
+    # Newer, on another machine whose CPU has the same name but is three times slower.
+    write_run(tmp_path, 2, [bench(median=9.0)], machine=machine_info(cpu=EPYC1, capability="AVX2", gpus=()))
+    [pair] = ratio.pairs(results.load([tmp_path]))
+    assert (pair.speedup, pair.row()["cpu"]) == (6.0, ZEN4_ID)
+    assert pair.row()["accelerator"] == "cuda:0 NVIDIA H100 80GB HBM3 (79.2 GiB; sm 9.0; driver 570.86.15)"
+    status, out, _ = report(capsys, "ratio", tmp_path)
+    assert status == 0 and ZEN4_ID in out and EPYC1_ID not in out
 
 
 def test_summary_of_a_one_device_run_is_empty_and_of_two_devices_is_the_ratio_table():
@@ -122,17 +203,89 @@ def test_history_flags_improvements_and_keeps_other_configurations_apart(tmp_pat
     write_run(tmp_path, 1, [bench(median=1.0)])
     write_run(tmp_path, 2, [bench(median=0.5), bench(median=0.01, samples=256)])
     all_series = history.build(results.load([tmp_path]))
-    assert len(all_series) == 2
-    full = next(s for s in all_series if len(s.points) == 2)
-    assert full.points[-1].flag == "improvement" and not full.latest_regressed
+    assert [series.label for series in all_series] == ["epoch vgg resident b128 (cpu, 256 samples)",
+                                                       "epoch vgg resident b128 (cpu, 60000 samples)"]
+    full = all_series[1]
+    assert len(full.points) == 2 and full.points[-1].flag == "improvement" and not full.latest_regressed
 
 
-def test_fail_on_regression_sets_the_exit_status(tmp_path):
+def test_history_labels_name_only_what_sets_a_series_apart(tmp_path):
+    write_run(tmp_path, 1, [bench(median=1.0), bench(device="cuda:0", median=0.1), bench(model="googlenet"),
+                            bench(dataset="fashion-mnist"), bench(test="test_other")])
+    assert [series.label for series in history.build(results.load([tmp_path]))] == [
+        "epoch googlenet resident b128 (cpu)",
+        "epoch vgg resident b128 (cpu, fashion-mnist, test_epoch[vgg-cpu-resident])",
+        "epoch vgg resident b128 (cpu, mnist, test_epoch[vgg-cpu-resident])",
+        "epoch vgg resident b128 (cpu, mnist, test_other[vgg-cpu-resident])",
+        "epoch vgg resident b128 (cuda:0)",
+    ]
+
+
+def test_two_cpus_of_the_same_name_are_never_one_series(tmp_path, capsys):
+    write_run(tmp_path, 1, [bench(median=10.0)])
+    write_run(tmp_path, 2, [bench(median=30.0)], machine=machine_info(cpu=EPYC1, capability="AVX2"))
+    write_run(tmp_path, 3, [bench(median=10.2)])
+    all_series = history.build(results.load([tmp_path]))
+    assert [(series.label, series.machine, len(series.points)) for series in all_series] == [
+        (f"epoch vgg resident b128 (cpu, {EPYC1_ID})", EPYC1_ID, 1),
+        (f"epoch vgg resident b128 (cpu, {ZEN4_ID})", ZEN4_ID, 2),
+    ]
+    assert not any(point.flag for series in all_series for point in series.points)
+    status, out, err = report(capsys, "history", tmp_path, "--fail-on-regression")
+    assert status == 0 and "regression" not in err
+    assert out.count(ZEN4_ID) == 4 and out.count(EPYC1_ID) == 2  # label and machine column of each run
+
+
+def test_files_from_before_the_identities_still_load(tmp_path):
+    """Runs stored before machine identities: py-cpuinfo's block from pytest-benchmark, GPU names only; or neither."""
+    old = {"torch": "2.14.1", "torchvision": "0.29.1", "cpu_name": "AMD EPYC", "cpu_threads": 2,
+           "gpus": ["NVIDIA A100-SXM4-40GB"]}
+    write_run(tmp_path, 1, [bench(), bench(device="cuda:0", device_name="NVIDIA A100-SXM4-40GB")],
+              machine={"cpu": ZEN4, "mnistbench": old})
+    write_run(tmp_path, 2, [bench(threads=1)], machine={"mnistbench": old})
+    found = {(result.run_time.day, result.device): result.machine for result in results.load([tmp_path])}
+    assert found == {
+        (1, "cpu"): "AMD EPYC (AuthenticAMD 25/17/1; avx2 avx512f avx512_bf16; torch ISA unknown; 2 cpus; 2 threads)",
+        (1, "cuda:0"): "NVIDIA A100-SXM4-40GB (memory and driver unknown)",
+        (2, "cpu"): "AMD EPYC (unknown ISA; torch ISA unknown; 1 threads)",
+    }
+
+
+def test_machine_info_identifies_this_cpu_by_what_decides_its_speed():
+    """What the suite stores on this machine gives an identity with no unknown part."""
+    document = {"datetime": "2026-11-01T00:00:00", "benchmarks": [bench(threads=torch.get_num_threads())],
+                "machine_info": {"cpu": cpuinfo.get_cpu_info(), "mnistbench": machine.info()}}
+    [result] = results.parse(document, "this run")
+    assert "unknown" not in result.machine and result.machine.startswith(result.host[:-1])
+    assert f"; torch {torch.backends.cpu.get_cpu_capability()}; " in result.machine
+    assert result.machine.endswith(f"; {torch.get_num_threads()} threads)")
+
+
+@pytest.mark.parametrize("text", [
+    "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.86.15  Thu Jan 23 23:43:38 UTC 2025\nGCC version: gcc 12\n",
+    "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build  (dvs-builder@U16)\n",
+])
+def test_the_nvidia_driver_version_is_read_from_the_kernel_module(tmp_path, monkeypatch, text):
+    (tmp_path / "version").write_text(text)
+    monkeypatch.setattr(machine, "NVIDIA_DRIVER", tmp_path / "version")
+    assert machine.nvidia_driver() == "570.86.15"
+    monkeypatch.setattr(machine, "NVIDIA_DRIVER", tmp_path / "absent")
+    assert machine.nvidia_driver() is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_identity_holds_name_memory_and_capability():
+    properties = machine.gpu(0)
+    assert properties["name"] == torch.cuda.get_device_name(0) and properties["memory_gib"] > 1
+    assert properties["compute_capability"] == "{}.{}".format(*torch.cuda.get_device_capability(0))
+
+
+def test_fail_on_regression_sets_the_exit_status(tmp_path, capsys):
     medians_run(tmp_path, [1.0, 1.0, 1.2])
-    assert mnistbench("history", tmp_path).returncode == 0
-    failed = mnistbench("history", tmp_path, "--fail-on-regression")
-    assert failed.returncode == 1
-    assert "1 regression(s) in the newest run: epoch vgg resident b128 (cpu)" in failed.stderr
+    assert report(capsys, "history", tmp_path)[0] == 0
+    status, _, err = report(capsys, "history", tmp_path, "--fail-on-regression")
+    assert status == 1
+    assert "1 regression(s) in the newest run: epoch vgg resident b128 (cpu)" in err
 
 
 def test_bad_files_are_warned_about_and_the_rest_processed(tmp_path, capsys):
@@ -168,24 +321,38 @@ def assert_png(path: Path):
     assert height > 200 and width > 400
 
 
-def test_plots_are_valid_pngs(tmp_path):
+def test_plots_are_valid_pngs(tmp_path, capsys):
     write_run(tmp_path, 1, [bench(median=2.0), bench(device="cuda:0", median=0.1),
-                            bench(model="googlenet", median=5.0), bench(model="googlenet", device="cuda:0", median=0.5)])
-    write_run(tmp_path, 2, [bench(median=2.5), bench(device="cuda:0", median=0.1)])
-    assert mnistbench("ratio", tmp_path, "--plot", tmp_path / "ratio.png").returncode == 0
-    assert mnistbench("history", tmp_path, "--plot", tmp_path / "history.png").returncode == 0
+                            bench(model="googlenet", median=5.0), bench(model="googlenet", device="cuda:0", median=0.5),
+                            bench(kind="step-train", pipeline=None, test="test_step", median=0.1)])
+    write_run(tmp_path, 2, [bench(median=2.5), bench(device="cuda:0", median=0.1),
+                            bench(kind="step-train", pipeline=None, test="test_step", median=0.1)])
+    assert report(capsys, "ratio", tmp_path, "--plot", tmp_path / "ratio.png")[0] == 0
+    status, _, err = report(capsys, "history", tmp_path, "--plot", tmp_path / "history.png")
+    assert status == 0 and f"wrote {tmp_path / 'history.png'} (2 series with a single run left out)" in err
     assert_png(tmp_path / "ratio.png")
     assert_png(tmp_path / "history.png")
 
 
-def test_reports_read_the_committed_history():
+def test_a_history_of_single_runs_has_no_trend_to_plot(tmp_path, capsys):
+    write_run(tmp_path, 1, [bench(median=2.0), bench(model="googlenet", median=5.0)])
+    status, out, err = report(capsys, "history", tmp_path, "--plot", tmp_path / "history.png")
+    assert status == 2 and out.startswith("| benchmark")
+    assert ("error: no benchmark has two runs of the same configuration on the same machine yet, nothing to plot "
+            "(2 single-run series)") in err
+    assert not (tmp_path / "history.png").exists()
+
+
+def test_reports_read_the_committed_history(capsys):
     stored = results.load([REPO / "results"])
     assert any(result.name.endswith("test_epoch[vgg-cpu-reference]") for result in stored)
     assert all(result.median > 0 for result in stored)
-    assert mnistbench("history").returncode == 0
+    status, out, _ = report(capsys, "history", REPO / "results")
+    labels = [line.split("|")[1].strip() for line in out.splitlines()[2:]]
+    assert status == 0 and len(set(labels)) == len(history.build(stored))  # every series has a label of its own
     accelerators = {result.device for result in stored} - {"cpu"}
-    ratios = mnistbench("ratio")
+    status, out, err = report(capsys, "ratio", REPO / "results")
     if accelerators:
-        assert ratios.returncode == 0 and "speedup" in ratios.stdout
+        assert status == 0 and "speedup" in out
     else:
-        assert ratios.returncode == 1 and "no benchmark was run on both" in ratios.stderr
+        assert status == 1 and "no benchmark was run on both" in err

@@ -40,8 +40,8 @@ def history_command(args) -> int:
     all_series = history.build(_load(args.paths), args.threshold)
     print(tables.render(history.rows(all_series), args.format))
     if args.plot:
-        plots.history_chart(all_series, args.plot)
-        print(f"mnistbench: wrote {args.plot}", file=sys.stderr)
+        left_out = plots.history_chart(all_series, args.plot)
+        print(f"mnistbench: wrote {args.plot} ({left_out} series with a single run left out)", file=sys.stderr)
     regressed = [series.label for series in all_series if series.latest_regressed]
     if regressed:
         print(f"mnistbench: {len(regressed)} regression(s) in the newest run: {', '.join(regressed)}", file=sys.stderr)

@@ -56,7 +56,7 @@ def cache_path() -> Path:
 
 
 def _cache_key(model_name: str, device: str, batch_size: int, candidates: list[Variant]) -> str:
-    return json.dumps({"machine": machine.identity(device), "torch": torch.__version__,
+    return json.dumps({"machine": machine.identity_here(device), "torch": torch.__version__,
                        "torchvision": torchvision.__version__, "threads": torch.get_num_threads(),
                        "model": model_name, "batch_size": batch_size,
                        "candidates": sorted(map(str, candidates))}, sort_keys=True)

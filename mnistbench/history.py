@@ -3,7 +3,9 @@
 A change between consecutive runs is flagged only when it is larger than both the threshold (7%, as
 TorchBench uses) and the measured noise: the spread of the rounds within either run, and, once a
 benchmark has three or more runs, the typical run-to-run change before it. Runs whose configuration
-differs (a smoke run of 256 samples beside full epochs) form separate series, never a regression.
+differs (a smoke run of 256 samples beside full epochs), or that ran on another machine (``machine.identity``:
+two CPUs may share a model name and differ threefold in speed), form separate series, never a regression;
+each series' label names what sets it apart from the others that would otherwise read the same.
 """
 import statistics
 from dataclasses import dataclass, field
@@ -24,8 +26,13 @@ class Point:
 @dataclass
 class Series:
     label: str
-    device_name: str
+    machine: str
     points: list[Point] = field(default_factory=list)
+
+    @property
+    def label_on_its_machine(self) -> str:
+        """The label less the machine's identity, for a view that names the machine once for all its series."""
+        return self.label.replace(f", {self.machine}", "")
 
     @property
     def latest_regressed(self) -> bool:
@@ -38,15 +45,43 @@ def _flag(change: float, noise: float, threshold: float) -> str:
     return "regression" if change > 0 else "improvement"
 
 
+def _key(result: Result) -> tuple:
+    """What must agree for two runs to be one series: the benchmark, its configuration and the machine."""
+    configuration = tuple(str(result.extra_info[f]) for f in CONFIG_FIELDS)
+    return result.name, configuration, result.variant, result.machine, result.host
+
+
+def _distinctions(result: Result) -> dict[str, str]:
+    """What may tell a series from others of the same label, as it is shown when it does."""
+    return {
+        "samples": f"{result.extra_info['samples']} samples",
+        "dataset": str(result.extra_info["dataset"]),
+        "variant": result.variant,
+        "machine": result.machine,
+        "host": "" if result.device == "cpu" else f"host {result.host}",  # a CPU's identity includes its host
+        "test": result.name.rsplit("::", 1)[-1],
+    }
+
+
+def _labels(firsts: list[Result]) -> list[str]:
+    """``label (device)``, followed by whatever differs among series that would otherwise read the same."""
+    plain = [(result.label, result.device) for result in firsts]
+    labels = []
+    for label, result in zip(plain, firsts):
+        alike = [_distinctions(other) for other, other_label in zip(firsts, plain) if other_label == label]
+        differing = [text for name, text in _distinctions(result).items() if any(o[name] != text for o in alike)]
+        labels.append(f"{result.label} ({', '.join([result.device, *differing])})")
+    return labels
+
+
 def build(results: list[Result], threshold: float = THRESHOLD) -> list[Series]:
-    """One series per benchmark, device and configuration; ``results`` in time order."""
+    """One series per benchmark, configuration and machine; ``results`` in time order."""
     grouped: dict[tuple, list[Result]] = {}
     for result in results:
-        key = (result.name, tuple(str(result.extra_info[f]) for f in CONFIG_FIELDS))
-        grouped.setdefault(key, []).append(result)
+        grouped.setdefault(_key(result), []).append(result)
     all_series = []
-    for runs in grouped.values():
-        series = Series(f"{runs[0].label} ({runs[0].device})", runs[0].extra_info["device_name"], [Point(runs[0])])
+    for label, runs in zip(_labels([runs[0] for runs in grouped.values()]), grouped.values()):
+        series = Series(label, runs[0].machine, [Point(runs[0])])
         changes = []
         for previous, current in zip(runs, runs[1:]):
             change = current.median / previous.median - 1
@@ -61,7 +96,7 @@ def build(results: list[Result], threshold: float = THRESHOLD) -> list[Series]:
 def rows(all_series: list[Series]) -> list[dict]:
     return [{
         "benchmark": series.label,
-        "device_name": series.device_name,
+        "machine": series.machine,
         "run": f"{point.result.file.parent.name}/{point.result.file.stem.split('_')[0]}",
         "time": point.result.run_time.strftime("%Y-%m-%d %H:%M"),
         "median_s": point.result.median,

@@ -2,20 +2,37 @@
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.dates  # noqa: E402  (the backend must be chosen first)
+import matplotlib.pyplot as plt  # noqa: E402
 
 from .history import Series  # noqa: E402
 from .ratio import Pair  # noqa: E402
 
+COLOURS = len(plt.rcParams["axes.prop_cycle"])
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _pair_label(pair: Pair, machines_shared: bool) -> str:
+    accelerator, cpu = pair.accelerator.device, "cpu"
+    if pair.cpu.fast:  # each side in its own best variant: name both
+        accelerator, cpu = f"{accelerator} {pair.accelerator.variant}", f"{cpu} {pair.cpu.variant}"
+    lines = [pair.label, f"{accelerator} vs {cpu}"]
+    if not machines_shared:
+        lines += [pair.accelerator.machine, f"vs {pair.cpu.machine}"]
+    return "\n".join(lines)
+
 
 def ratio_chart(pairs: list[Pair], path) -> None:
-    """Horizontal bars of the speedup of each comparable pair, the value written at the end of each bar."""
+    """Horizontal bars of the speedup of each comparable pair, the value written at the end of each bar; the
+    machines in the title when every pair shares them, else beside each bar."""
     comparable = [pair for pair in pairs if pair.speedup is not None]
     if not comparable:
         raise ValueError("no comparable CPU/accelerator pairs to plot")
-    labels = [f"{p.cpu.label}\n{p.accelerator.device} vs cpu" for p in comparable]
+    machines = {(p.accelerator.device, p.accelerator.machine, p.cpu.machine) for p in comparable}
+    labels = [_pair_label(p, len(machines) == 1) for p in comparable]
     speedups = [p.speedup for p in comparable]
-    figure, axes = plt.subplots(figsize=(9, 1.0 + 0.55 * len(comparable)), layout="constrained")
+    lines_per_bar = labels[0].count("\n") + 1
+    figure, axes = plt.subplots(figsize=(10, 1.6 + 0.2 * lines_per_bar * len(comparable)), layout="constrained")
     bars = axes.barh(range(len(comparable)), speedups, color="tab:green")
     axes.bar_label(bars, labels=[f"{s:.1f}x" for s in speedups], padding=3)
     axes.set_yticks(range(len(comparable)), labels, fontsize=8)
@@ -23,29 +40,49 @@ def ratio_chart(pairs: list[Pair], path) -> None:
     axes.axvline(1.0, color="grey", linewidth=0.8)
     axes.set_xlabel("speedup (CPU median time / accelerator median time)")
     axes.set_xlim(0, max(speedups) * 1.15)
-    axes.set_title("Accelerator speedup over the CPU")
+    title = "Accelerator speedup over the CPU"
+    if len(machines) == 1:
+        [(device, accelerator, cpu)] = machines
+        title += f"\n{device} {accelerator}\nvs cpu {cpu}"
+    figure.suptitle(title, fontsize=9)
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def history_chart(all_series: list[Series], path) -> None:
-    """One line per benchmark: each run's median relative to that benchmark's first run; regressions in red."""
-    if not all_series:
-        raise ValueError("no history to plot")
-    figure, axes = plt.subplots(figsize=(11, 5), layout="constrained")
-    for series in all_series:
-        first = series.points[0].result.median
-        times = [point.result.run_time for point in series.points]
-        relative = [point.result.median / first for point in series.points]
-        axes.plot(times, relative, marker="o", markersize=3, linewidth=1, label=series.label)
-        flagged = [(t, r) for t, r, p in zip(times, relative, series.points) if p.flag == "regression"]
-        if flagged:
-            axes.scatter(*zip(*flagged), s=80, facecolors="none", edgecolors="red", zorder=3)
-    axes.axhline(1.0, color="grey", linewidth=0.8)
-    axes.set_xlabel("run time")
-    axes.set_ylabel("median time / first run's median (lower is faster)")
-    axes.set_title("Benchmark history (red circles: regressions beyond 7% and the noise)")
-    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    figure.autofmt_xdate()
+def history_chart(all_series: list[Series], path) -> int:
+    """Each benchmark with two or more runs as a line of its medians relative to its first run, one panel per
+    kind of benchmark (epoch, step, time to accuracy) and machine, regressions circled in red. A single run
+    is no trend: those series are left out, and their number returned and written in the title."""
+    trends = [series for series in all_series if len(series.points) >= 2]
+    left_out = len(all_series) - len(trends)
+    if not trends:
+        raise ValueError(f"no benchmark has two runs of the same configuration on the same machine yet, nothing "
+                         f"to plot ({left_out} single-run series)")
+    panels: dict[tuple, list[Series]] = {}
+    for series in trends:
+        panels.setdefault((series.points[0].result.extra_info["kind"], series.machine), []).append(series)
+    heights = [max(2.2, 0.8 + 0.17 * len(group)) for group in panels.values()]
+    figure, all_axes = plt.subplots(len(panels), 1, figsize=(13, 1.0 + sum(heights)), sharex=True, squeeze=False,
+                                    height_ratios=heights, layout="constrained")
+    for axes, ((kind, machine), group) in zip(all_axes[:, 0], panels.items()):
+        for index, series in enumerate(group):
+            first = series.points[0].result.median
+            times = [point.result.run_time for point in series.points]
+            relative = [point.result.median / first for point in series.points]
+            style = LINE_STYLES[index // COLOURS % len(LINE_STYLES)]  # the colours repeat after ten lines
+            axes.plot(times, relative, style, marker="o", markersize=3, linewidth=1, label=series.label_on_its_machine)
+            flagged = [(t, r) for t, r, p in zip(times, relative, series.points) if p.flag == "regression"]
+            if flagged:
+                axes.scatter(*zip(*flagged), s=80, facecolors="none", edgecolors="red", zorder=3)
+        axes.axhline(1.0, color="grey", linewidth=0.8)
+        axes.set_title(f"{kind} on {machine}", loc="left", fontsize=9)
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    bottom = all_axes[-1, 0].xaxis
+    bottom.set_major_formatter(matplotlib.dates.ConciseDateFormatter(bottom.get_major_locator()))
+    figure.supylabel("median / first run's median (lower is faster)", fontsize=9)
+    left = f"; {left_out} series with a single run left out" if left_out else ""
+    figure.suptitle(f"Benchmark history: {len(trends)} series{left}. Red circles: regressions beyond the "
+                    f"threshold and the noise", fontsize=10)
     figure.savefig(path, dpi=120)
     plt.close(figure)
+    return left_out

@@ -10,10 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from . import machine
+
 # Fields that must agree before two results may be compared; a benchmark lacking one is skipped.
 CONFIG_FIELDS = ("kind", "model", "device", "device_name", "batch_size", "samples", "dataset", "pipeline",
                  "precision", "memory_format", "compile")
 VERSION_FIELDS = ("torch", "torchvision")
+# The speed variant of a benchmark; the optimizer implementation ("foreach", "fused") only in newer files.
+VARIANT_FIELDS = ("precision", "memory_format", "compile", "optimizer")
 
 
 class NoResultsError(RuntimeError):
@@ -37,6 +41,8 @@ class Result:
     median: float
     iqr: float
     rounds: int
+    machine: str  # the device that ran it, in the terms that decide its speed (``machine.identity``)
+    host: str  # the CPU of the machine that wrote the file (``machine.host``)
 
     @property
     def device(self) -> str:
@@ -49,12 +55,28 @@ class Result:
         return (test,) + tuple(sorted((k, str(v)) for k, v in self.params.items() if k != "device"))
 
     @property
-    def label(self) -> str:
-        """A short readable name without the device, e.g. ``epoch vgg resident`` or ``step vgg train b128``."""
+    def fast(self) -> bool:
+        """Whether this is the ``fast`` setup or recipe: each device in its own measured best variant."""
+        return "fast" in (self.params.get("setup"), self.params.get("recipe_name"))
+
+    @property
+    def workload(self) -> str:
+        """What was trained, without device or variant, e.g. ``epoch vgg resident b128`` or ``epoch vgg fast b128``."""
         info = self.extra_info
-        parts = [info["kind"], info["model"], info.get("pipeline"), f"b{info['batch_size']}"]
-        parts += [info.get(field) for field in ("precision", "memory_format", "compile")]
-        return " ".join(str(part) for part in parts if part not in (None, "fp32", "contiguous", "eager"))
+        parts = [info["kind"], info["model"], "fast" if self.fast else info.get("pipeline"), f"b{info['batch_size']}"]
+        return " ".join(str(part) for part in parts if part is not None)
+
+    @property
+    def variant(self) -> str:
+        """The speed variant in full, e.g. ``bf16-channels_last-eager`` or ``fp32-contiguous-eager-fused``."""
+        return "-".join(str(self.extra_info[f]) for f in VARIANT_FIELDS if self.extra_info.get(f) is not None)
+
+    @property
+    def label(self) -> str:
+        """A short readable name without the device: the workload and the variant's departures from fp32
+        eager, e.g. ``epoch vgg resident b128`` or ``step-train vgg b128 bf16``."""
+        parts = [self.extra_info.get(field) for field in ("precision", "memory_format", "compile")]
+        return " ".join([self.workload] + [str(p) for p in parts if p not in (None, "fp32", "contiguous", "eager")])
 
     @property
     def relative_noise(self) -> float:
@@ -98,7 +120,8 @@ def parse(document, path: Path) -> list[Result]:
     except (TypeError, ValueError):
         warnings.warn(f"{path}: skipped, bad 'datetime' {document['datetime']!r}", ResultWarning, stacklevel=2)
         return []
-    versions = (document.get("machine_info") or {}).get("mnistbench") or {}
+    machine_info = document.get("machine_info") or {}
+    versions = machine_info.get("mnistbench") or {}
     results = []
     for bench in document["benchmarks"]:
         try:
@@ -110,6 +133,7 @@ def parse(document, path: Path) -> list[Result]:
                 file=Path(path), run_time=run_time, name=bench["fullname"], params=bench.get("params") or {},
                 extra_info=extra_info, versions={field: versions.get(field) for field in VERSION_FIELDS},
                 median=float(stats["median"]), iqr=float(stats["iqr"]), rounds=int(stats["rounds"]),
+                machine=machine.identity(machine_info, extra_info), host=machine.host(machine_info),
             ))
         except (KeyError, TypeError, ValueError) as error:
             name = bench.get("fullname", "?") if isinstance(bench, dict) else "?"
