@@ -93,5 +93,7 @@ def test_a_real_probe_times_real_steps(mnist_train, monkeypatch, tmp_path):
     monkeypatch.setenv(fast.CACHE_ENV, str(tmp_path))
     best, timings = fast.probe("vgg", "cpu", mnist_train, 32, [Variant(optimizer="fused")])
     assert best in (BASELINE, Variant(optimizer="fused"))
-    assert all(isinstance(ms, float) and ms > 0 for ms in timings.values()), timings
-    assert timings[str(best)] == min(timings.values())
+    measured = {name: ms for name, ms in timings.items() if isinstance(ms, float)}
+    assert str(BASELINE) in measured and all(ms > 0 for ms in measured.values()), timings
+    assert all(ms.startswith("dropped: a step over") for ms in timings.values() if ms not in measured.values())
+    assert measured[str(best)] == min(measured.values())

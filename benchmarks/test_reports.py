@@ -22,7 +22,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # The setup parameter of each timed test: ``fast`` is one of its values.
-SETUP_PARAMETERS = {"test_epoch": "setup", "test_time_to_accuracy": "recipe_name"}
+SETUP_PARAMETERS = {"test_epoch": "setup", "test_time_to_accuracy": "recipe_name", "test_step": "step_variant"}
 # pytest-benchmark's machine_info["cpu"] (py-cpuinfo) for two CPUs that both call themselves "AMD EPYC".
 ZEN4 = {"vendor_id_raw": "AuthenticAMD", "brand_raw": "AMD EPYC", "family": 25, "model": 17, "stepping": 1,
         "count": 2, "flags": ["avx", "avx2", "avx512_bf16", "avx512bw", "avx512f", "fma"]}
@@ -117,9 +117,9 @@ def test_ratio_formats(tmp_path, capsys):
         assert status == 0 and check(out), out + err
 
 
-@pytest.mark.parametrize("test", ["test_epoch", "test_time_to_accuracy"])
-def test_ratio_divides_fast_by_fast_naming_both_variants(tmp_path, test):
-    kind = "epoch" if test == "test_epoch" else "time-to-accuracy"
+@pytest.mark.parametrize("test, kind", [("test_epoch", "epoch"), ("test_time_to_accuracy", "time-to-accuracy"),
+                                        ("test_step", "step-train")])
+def test_ratio_divides_fast_by_fast_naming_both_variants(tmp_path, test, kind):
     write_run(tmp_path, 1, [
         bench(test=test, kind=kind, setup="fast", median=6.0, precision="bf16", memory_format="channels_last",
               optimizer="foreach"),

@@ -56,8 +56,8 @@ class Result:
 
     @property
     def fast(self) -> bool:
-        """Whether this is the ``fast`` setup or recipe: each device in its own measured best variant."""
-        return "fast" in (self.params.get("setup"), self.params.get("recipe_name"))
+        """Whether this is the ``fast`` setup, recipe or step: each device in its own measured best variant."""
+        return "fast" in (self.params.get("setup"), self.params.get("recipe_name"), self.params.get("step_variant"))
 
     @property
     def workload(self) -> str:
