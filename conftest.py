@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import models
-from mnistbench import data, devices, guards, machine, pipelines, ratio, setups, variants
+from mnistbench import data, devices, estimate, guards, machine, pipelines, ratio, setups, variants
 from mnistbench.variants import Variant
 
 SMOKE_EPOCH_SAMPLES = 256
@@ -38,7 +38,7 @@ def pytest_addoption(parser):
     group.addoption("--epoch-samples", type=int, default=None,
                     help=f"time each epoch over the first N samples of the shuffled epoch "
                          f"(default: the full split with --benchmark-only, else {SMOKE_EPOCH_SAMPLES})")
-    group.addoption("--epoch-rounds", type=int, default=3, help="timed epochs per epoch benchmark (default: 3)")
+    group.addoption("--epoch-rounds", type=int, default=2, help="timed epochs per epoch benchmark (default: 2)")
     group.addoption("--target-accuracy", type=float, default=None,
                     help=f"test accuracy the time-to-accuracy benchmark trains to "
                          f"(default: 0.99 with --benchmark-only, else {SMOKE_TARGET_ACCURACY})")
@@ -248,6 +248,16 @@ def pytest_terminal_summary(terminalreporter, config):
     if table:
         terminalreporter.section("speedup over the CPU (CPU median / accelerator median)")
         terminalreporter.write_line(table)
+
+
+def pytest_report_collectionfinish(config, items):
+    """Before a timed run starts: how many benchmarks it holds and roughly how long they take here."""
+    if not config.mnistbench_full:
+        return None
+    timed = [item for item in items if "benchmark" in getattr(item, "fixturenames", ())]
+    devices_by_id = {item.nodeid: item.callspec.params.get("device", "cpu") for item in timed}
+    storage = str(config.getoption("benchmark_storage")).removeprefix("file://")
+    return str(estimate.estimate([item.nodeid for item in timed], devices_by_id, storage))
 
 
 def pytest_report_header(config):
