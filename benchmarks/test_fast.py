@@ -36,18 +36,18 @@ def fake_timings(monkeypatch, tmp_path):
 def test_the_probe_keeps_the_fastest_and_says_why_it_dropped_the_rest(fake_timings):
     table, calls = fake_timings
     table.update({
-        (str(BASELINE), 8): 0.010, (str(BASELINE), 128): 0.100,
+        (str(BASELINE), 4): 0.010, (str(BASELINE), 128): 0.100,
         (str(CANDIDATES[0]), 128): 0.080,  # fused Adam: faster
-        (str(CANDIDATES[1]), 8): 0.200,  # bf16 emulated: 20x slower on the small batch, never tried at 128
-        (str(CANDIDATES[2]), 8): 0.200,
+        (str(CANDIDATES[1]), 4): 0.200,  # bf16 emulated: 20x slower on the small batch, never tried at 128
+        (str(CANDIDATES[2]), 4): 0.200,
         (str(CANDIDATES[3]), 128): RuntimeError("no C++ compiler\nmore"),
     })
     best, timings = fast.probe("vgg", "cpu", None, 128, CANDIDATES)
     assert best == CANDIDATES[0]
     assert timings == {
         str(BASELINE): 100.0, str(CANDIDATES[0]): 80.0,
-        str(CANDIDATES[1]): "dropped: over 3x slower than the best on a batch of 8",
-        str(CANDIDATES[2]): "dropped: over 3x slower than the best on a batch of 8",
+        str(CANDIDATES[1]): "dropped: over 3x slower than the best on a batch of 4",
+        str(CANDIDATES[2]): "dropped: over 3x slower than the best on a batch of 4",
         str(CANDIDATES[3]): "failed: RuntimeError: no C++ compiler",
     }  # CANDIDATES[4] is compiled on top of another eager variant than the best: not tried
     assert (str(CANDIDATES[1]), 128) not in calls and str(CANDIDATES[4]) not in dict(calls)
@@ -55,7 +55,7 @@ def test_the_probe_keeps_the_fastest_and_says_why_it_dropped_the_rest(fake_timin
 
 def test_a_candidate_slower_than_the_best_at_full_batch_is_dropped_and_fp32_wins_ties(fake_timings):
     table, _ = fake_timings
-    table.update({(str(BASELINE), 8): 0.01, (str(BASELINE), 64): 0.05, (str(CANDIDATES[0]), 64): 0.09})
+    table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 64): 0.05, (str(CANDIDATES[0]), 64): 0.09})
     best, timings = fast.probe("googlenet", "cpu", None, 64, CANDIDATES[:1])
     assert best == BASELINE
     assert timings[str(CANDIDATES[0])] == "dropped: a step over 1.5x the best so far"
@@ -63,7 +63,7 @@ def test_a_candidate_slower_than_the_best_at_full_batch_is_dropped_and_fp32_wins
 
 def test_a_choice_is_pinned_or_cached_per_machine_and_recorded(fake_timings, monkeypatch):
     table, calls = fake_timings
-    table.update({(str(BASELINE), 8): 0.01, (str(BASELINE), 128): 0.10, (str(CANDIDATES[0]), 128): 0.05,
+    table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 128): 0.10, (str(CANDIDATES[0]), 128): 0.05,
                   (str(BASELINE), 256): 0.20, (str(CANDIDATES[0]), 256): 0.10})
     probed = fast.choose("vgg", "cpu", None, 128, CANDIDATES[:1])
     assert (probed.variant, probed.source) == (CANDIDATES[0], "probe")

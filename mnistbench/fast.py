@@ -29,7 +29,7 @@ from . import devices, machine, training
 from .pipelines import normalized_images
 from .variants import Variant
 
-SCREEN_BATCH = 8
+SCREEN_BATCH = 4
 SCREEN_FACTOR = 3.0  # a screen this many times slower than the best is an emulated or broken path
 DROP_FACTOR = 1.5  # at the full batch, a first timed step this much slower than the best drops out
 TIMED_STEPS = 3
