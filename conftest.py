@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import models
-from mnistbench import data, devices, estimate, guards, machine, pipelines, ratio, setups, variants
+from mnistbench import data, devices, estimate, guards, machine, peaks, pipelines, ratio, setups, variants
 from mnistbench.variants import Variant
 
 SMOKE_EPOCH_SAMPLES = 256
@@ -232,8 +232,19 @@ def _release_accelerator_memory():
         guards.free_accelerator_memory()
 
 
+def pytest_sessionstart(session):
+    """A timed run measures each device's achievable peak first, while nothing else runs: fp32 and bf16
+    on a CPU (utilisation figures divide by it)."""
+    config = session.config
+    if config.mnistbench_full and not hasattr(config, "workerinput"):
+        for device in config.mnistbench_devices:
+            for precision in ("fp32", "bf16"):
+                if variants.Variant(precision).unsupported_on(device) is None:
+                    peaks.measured_tflops(device, precision, torch.get_num_threads())
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
-    machine_info["mnistbench"] = machine.info()
+    machine_info["mnistbench"] = {**machine.info(), "measured_peak_tflops": peaks.measured()}
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):

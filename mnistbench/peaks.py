@@ -5,7 +5,6 @@ fp32. A CPU has no data sheet here, so its peak is measured: the best of a few s
 the precision at hand with the run's threads, what this CPU can achieve, emulated bf16 included. The same
 probe on a GPU shows how far its data sheet is from what it reaches.
 """
-import functools
 import re
 import time
 
@@ -37,10 +36,28 @@ def datasheet_tflops(device_name: str, precision: str) -> float | None:
     return None
 
 
-@functools.cache
+_MEASURED: dict[tuple[str, str, int], float] = {}
+
+
 def measured_tflops(device: str, precision: str, threads: int) -> float:
-    """TFLOP/s of the best of ``PROBE_REPEATS`` n x n matrix products on ``device`` after one warm-up
-    (``threads`` is part of the cache key: a CPU's peak depends on it)."""
+    """TFLOP/s of the best of ``PROBE_REPEATS`` n x n matrix products on ``device`` after one warm-up,
+    measured once per run (``threads`` is part of the key: a CPU's peak depends on it)."""
+    key = (device, precision, threads)
+    if key not in _MEASURED:
+        _MEASURED[key] = _probe(device, precision)
+    return _MEASURED[key]
+
+
+def measured() -> dict:
+    """Every peak measured in this run, for the machine info: device -> precision -> TFLOP/s, and how."""
+    table = {}
+    for (device, precision, threads), tflops in _MEASURED.items():
+        entry = table.setdefault(device, {"method": f"{probe_description(device)}, {threads} threads"})
+        entry[precision] = round(tflops, 4)
+    return table
+
+
+def _probe(device: str, precision: str) -> float:
     kind = torch.device(device).type
     size = PROBE_SIZES[kind]
     generator = torch.Generator().manual_seed(0)
