@@ -5,6 +5,7 @@ Without ``--benchmark-only`` the run is a smoke run: every benchmark executes on
 few hundred samples, so that ``pytest`` proves the whole suite works in minutes.
 """
 import os
+import warnings
 
 import pytest
 import torch
@@ -17,6 +18,10 @@ SMOKE_EPOCH_SAMPLES = 256
 # only proves its machinery (benchmarks/test_suite.py checks a real run to 50%).
 SMOKE_TARGET_ACCURACY = 0.1
 STEP_BATCH_SIZES = ("recipe", 512)  # the article's batch size, and one large batch
+# The data each data fixture reads: --dataset's for train_set and test_set, real MNIST for the rest.
+DATASET_FIXTURES = ("train_set", "test_set")
+MNIST_FIXTURES = ("mnist_train", "mnist_test", "mnist_root")
+DATA_ERROR = "mnistbench_data_error"  # a worker's data problem, sent to the pytest-xdist controller
 
 
 def pytest_addoption(parser):
@@ -150,6 +155,33 @@ def mnist_train(mnist_root):
 @pytest.fixture(scope="session")
 def mnist_test(mnist_root):
     return _load_or_fail("mnist", mnist_root, train=False)
+
+
+@pytest.hookimpl(tryfirst=True)  # on a pytest-xdist worker, before it reports its collection
+def pytest_collection_finish(session):
+    """Check the data the selected tests read, once, before the first test: a data problem stops the run
+    with one message (exit status 4, pytest's usage error) instead of an error per test."""
+    config = session.config
+    if config.option.collectonly:
+        return
+    fixtures = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    needed = {config.getoption("dataset")} if fixtures.intersection(DATASET_FIXTURES) else set()
+    needed |= {"mnist"} if fixtures.intersection(MNIST_FIXTURES) else set()
+    try:
+        for name in sorted(needed - {"synthetic"}):
+            data.prepare(name, config.getoption("mnist_root"))
+    except data.DataError as error:
+        if hasattr(config, "workeroutput"):
+            config.workeroutput[DATA_ERROR] = str(error)
+        warnings.filterwarnings("ignore", "Not saving anything")  # pytest-benchmark's note: nothing ran
+        pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The pytest-xdist controller stops with the data problem the first worker found, said once."""
+    if message := getattr(node, "workeroutput", {}).get(DATA_ERROR):
+        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")
