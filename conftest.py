@@ -13,6 +13,8 @@ import torch
 import models
 from mnistbench import data, devices, guards, machine, pipelines, ratio, variants
 
+pytest_plugins = ("mnistbench.storage",)  # saves only the benchmarks that finished, atomically
+
 SMOKE_EPOCH_SAMPLES = 256
 # A few hundred images teach these networks little: at smoke size the time-to-accuracy benchmark
 # only proves its machinery (benchmarks/test_suite.py checks a real run to 50%).
