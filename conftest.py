@@ -5,7 +5,6 @@ Without ``--benchmark-only`` the run is a smoke run: every benchmark executes on
 few hundred samples, so that ``pytest`` proves the whole suite works in minutes.
 """
 import os
-import warnings
 
 import pytest
 import torch
@@ -175,7 +174,8 @@ def pytest_collection_finish(session):
     except data.DataError as error:
         if hasattr(config, "workeroutput"):
             config.workeroutput[DATA_ERROR] = str(error)
-        warnings.filterwarnings("ignore", "Not saving anything")  # pytest-benchmark's note: nothing ran
+        if benchmark_session := getattr(config, "_benchmarksession", None):
+            benchmark_session.disabled = True  # nothing will run: no "Not saving anything" note after the message
         pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
 
 

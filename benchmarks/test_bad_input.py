@@ -459,6 +459,7 @@ def test_the_main_job_on_an_empty_data_root_stops_once_before_any_test(tmp_path)
     [message] = [line for line in lines if "mnist data not found" in line]
     assert message.startswith(f"! _pytest.outcomes.Exit: mnist data not found: no folder {empty / 'MNIST' / 'raw'}")
     assert len(lines) <= MAX_DATA_ERROR_LINES and "Traceback" not in result.stderr, "\n".join(lines)
+    assert "Not saving anything" not in result.stderr, "nothing ran, and the message says why"
     assert list(empty.iterdir()) == []
 
 
