@@ -13,6 +13,8 @@ import models
 from mnistbench import data, devices, estimate, guards, machine, peaks, pipelines, ratio, setups, variants
 from mnistbench.variants import Variant
 
+pytest_plugins = ("mnistbench.storage",)  # saves only the benchmarks that finished, atomically
+
 SMOKE_EPOCH_SAMPLES = 256
 # At smoke size the time-to-accuracy benchmark proves its machinery on a target that no model stuck on
 # one class can reach (the most frequent digit is 11.7% of the smoke test images), on epochs long enough
@@ -23,6 +25,10 @@ SMOKE_TEST_SAMPLES = 2000
 # Step batch sizes: the article's, and in the exhaustive matrix one large batch.
 STEP_BATCH_SIZES = {"standard": ("recipe",), "exhaustive": ("recipe", 512)}
 MATRICES = ("standard", "exhaustive")
+# The data each data fixture reads: --dataset's for train_set and test_set, real MNIST for the rest.
+DATASET_FIXTURES = ("train_set", "test_set")
+MNIST_FIXTURES = ("mnist_train", "mnist_test", "mnist_root")
+DATA_ERROR = "mnistbench_data_error"  # a worker's data problem, sent to the pytest-xdist controller
 
 
 def pytest_addoption(parser):
@@ -200,6 +206,34 @@ def mnist_train(mnist_root):
 @pytest.fixture(scope="session")
 def mnist_test(mnist_root):
     return _load_or_fail("mnist", mnist_root, train=False)
+
+
+@pytest.hookimpl(tryfirst=True)  # on a pytest-xdist worker, before it reports its collection
+def pytest_collection_finish(session):
+    """Check the data the selected tests read, once, before the first test: a data problem stops the run
+    with one message (exit status 4, pytest's usage error) instead of an error per test."""
+    config = session.config
+    if config.option.collectonly:
+        return
+    fixtures = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    needed = {config.getoption("dataset")} if fixtures.intersection(DATASET_FIXTURES) else set()
+    needed |= {"mnist"} if fixtures.intersection(MNIST_FIXTURES) else set()
+    try:
+        for name in sorted(needed - {"synthetic"}):
+            data.prepare(name, config.getoption("mnist_root"))
+    except data.DataError as error:
+        if hasattr(config, "workeroutput"):
+            config.workeroutput[DATA_ERROR] = str(error)
+        if benchmark_session := getattr(config, "_benchmarksession", None):
+            benchmark_session.disabled = True  # nothing will run: no "Not saving anything" note after the message
+        pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The pytest-xdist controller stops with the data problem the first worker found, said once."""
+    if message := getattr(node, "workeroutput", {}).get(DATA_ERROR):
+        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")

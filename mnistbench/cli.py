@@ -1,7 +1,9 @@
 """The ``mnistbench`` command: reports over stored pytest-benchmark results, and the articles' job."""
 import argparse
+import os
 import sys
 import warnings
+from pathlib import Path
 
 import models
 
@@ -59,13 +61,27 @@ def _device(name: str) -> str:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
 
 
+def _writable_folder(folder: Path) -> None:
+    """Refuse at the start, not after the first epoch, an output folder the model file cannot be written to."""
+    if not folder.exists():
+        raise ValueError(f"--out: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ValueError(f"--out: {folder} is not a folder")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--out: folder {folder} is not writable")
+
+
 def train_command(args) -> int:
+    _writable_folder(Path(args.out).parent if args.out else Path.cwd())
     policy = setups.FastPolicy(pinned=args.fast_variant and Variant.parse(args.fast_variant),
                                use_cache=not args.no_fast_cache)
     summary = train_job.train(args.model, _device(args.device), recipe_name=args.recipe, epochs=args.epochs,
@@ -86,8 +102,15 @@ def evaluate_command(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, stating the error before the usage, so that the first line names the cause."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n{self.format_usage()}")
+
+
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="mnistbench", description=__doc__)
+    main = _Parser(prog="mnistbench", description=__doc__)
     commands = main.add_subparsers(dest="command", required=True)
 
     def report(name, help_text, function):
@@ -126,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
                               help="reference (the articles' loop), resident, or fast (resident in the device's fast "
                                    "variant); default: reference for the article recipe, fast for the fast one")
     train_parser.add_argument("--out", help="model file to write (default: mnist_MODEL.pth)")
-    train_parser.add_argument("--samples", type=int, help="train on the first N images of each shuffled epoch")
+    train_parser.add_argument("--samples", type=_positive, help="train on the first N images of each shuffled epoch")
     train_parser.add_argument("--seed", type=int, default=0)
     train_parser.add_argument("--no-progress", action="store_true",
                               help="no progress bar (it is drawn only on a terminal anyway)")
@@ -143,6 +166,10 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.function(args)
-    except (results.NoResultsError, checkpoints.CheckpointError, data.DataError, ValueError) as error:
+    except (results.NoResultsError, checkpoints.CheckpointError, data.DataError, training.NonFiniteLossError,
+            ValueError, OSError) as error:  # OSError: a --plot or --out path that cannot be written
         print(f"mnistbench: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mnistbench: interrupted", file=sys.stderr)
+        return 130

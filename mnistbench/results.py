@@ -1,13 +1,16 @@
 """Stored results: pytest-benchmark JSON files read back, tolerating bad files without losing good ones.
 
-A file that is not valid JSON, a JSON from another tool, a folder with no JSON, or one benchmark missing
-a field each produce a one-line warning naming the file; only when nothing usable is left does
+Files of every pytest-benchmark version are read: 3.x wrote its UTC ``datetime`` without a time zone,
+4.x and later with one. A file that is not valid JSON, a JSON from another tool, a folder with no JSON,
+or one benchmark with a missing or nonsensical field (a hand-edited median of zero, a list where a name
+belongs) each produce a one-line warning naming the file; only when nothing usable is left does
 ``load`` raise ``NoResultsError``.
 """
 import json
+import math
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import machine
@@ -116,29 +119,56 @@ def parse(document, path: Path) -> list[Result]:
         warnings.warn(f"{path}: skipped, not a pytest-benchmark result file", ResultWarning, stacklevel=2)
         return []
     try:
-        run_time = datetime.fromisoformat(document["datetime"])
+        run_time = run_datetime(document["datetime"])
     except (TypeError, ValueError):
         warnings.warn(f"{path}: skipped, bad 'datetime' {document['datetime']!r}", ResultWarning, stacklevel=2)
         return []
-    machine_info = document.get("machine_info") or {}
-    versions = machine_info.get("mnistbench") or {}
+    if not document["benchmarks"]:
+        warnings.warn(f"{path}: skipped, it holds no benchmarks", ResultWarning, stacklevel=2)
+    machine_info = document.get("machine_info")
+    machine_info = machine_info if isinstance(machine_info, dict) else {}
+    versions = machine_info.get("mnistbench")
+    versions = versions if isinstance(versions, dict) else {}
+    versions = {field: versions.get(field) for field in VERSION_FIELDS}
     results = []
     for bench in document["benchmarks"]:
         try:
-            extra_info, stats = bench["extra_info"], bench["stats"]
-            missing = [field for field in CONFIG_FIELDS if field not in extra_info]
-            if missing:
-                raise KeyError(f"extra_info.{missing[0]}")
-            results.append(Result(
-                file=Path(path), run_time=run_time, name=bench["fullname"], params=bench.get("params") or {},
-                extra_info=extra_info, versions={field: versions.get(field) for field in VERSION_FIELDS},
-                median=float(stats["median"]), iqr=float(stats["iqr"]), rounds=int(stats["rounds"]),
-                machine=machine.identity(machine_info, extra_info), host=machine.host(machine_info),
-            ))
+            results.append(_result(bench, Path(path), run_time, versions, machine_info))
         except (KeyError, TypeError, ValueError) as error:
             name = bench.get("fullname", "?") if isinstance(bench, dict) else "?"
             warnings.warn(f"{path}: skipped benchmark {name}, missing or bad field {error}", ResultWarning, stacklevel=2)
     return results
+
+
+def run_datetime(text: str) -> datetime:
+    """When a run was made, time-zone aware: pytest-benchmark 3.x wrote UTC without saying so."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _result(bench, path: Path, run_time: datetime, versions: dict, machine_info: dict) -> Result:
+    """One stored benchmark; ``KeyError``, ``TypeError`` or ``ValueError`` naming the field the reports
+    cannot use."""
+    extra_info, stats, params = bench["extra_info"], bench["stats"], bench.get("params") or {}
+    for field, value, kind in (("fullname", bench["fullname"], str), ("extra_info", extra_info, dict),
+                               ("stats", stats, dict), ("params", params, dict)):
+        if not isinstance(value, kind):
+            raise TypeError(f"{field} (a {type(value).__name__}, not a {kind.__name__})")
+    for field in CONFIG_FIELDS:
+        if field not in extra_info:
+            raise KeyError(f"extra_info.{field}")
+        if not isinstance(extra_info[field], (str, int, float, type(None))):
+            raise TypeError(f"extra_info.{field} (a {type(extra_info[field]).__name__})")
+    for field in ("median", "iqr", "rounds"):
+        value = stats.get(field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"stats.{field} ({value!r})")
+    if stats["median"] <= 0 or stats["iqr"] < 0 or stats["rounds"] < 1:
+        raise ValueError(f"stats (median {stats['median']}, iqr {stats['iqr']}, rounds {stats['rounds']})")
+    return Result(file=path, run_time=run_time, name=bench["fullname"], params=params, extra_info=extra_info,
+                  versions=versions, median=float(stats["median"]), iqr=float(stats["iqr"]),
+                  rounds=int(stats["rounds"]), machine=machine.identity(machine_info, extra_info),
+                  host=machine.host(machine_info))
 
 
 def load(paths) -> list[Result]:

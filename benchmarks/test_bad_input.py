@@ -1,0 +1,540 @@
+"""Bad input, tried as a new user would: each command, each kind of bad input, one clear message.
+
+For every case the exit status and the first line of the message are asserted: non-zero where the input
+is unusable, the cause named in the first line, at most 15 lines for a data problem, never a Python
+traceback, and nothing in the data root or the results folder changed by a failed attempt. The
+``mnistbench`` commands run in-process through ``cli.main``, which is all ``python -m mnistbench`` runs
+(an exception escaping it fails the test, as a traceback would); pytest itself runs in a subprocess,
+where its own exit path is what is tested.
+"""
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from pytest_benchmark.logger import Logger
+from pytest_benchmark.storage.file import FileStorage
+from torchvision import datasets
+
+import models
+from mnistbench import checkpoints, cli, data, ratio, storage
+
+REPO = Path(__file__).resolve().parents[1]
+FILES = [archive.removesuffix(".gz") for archive, _md5 in datasets.MNIST.resources]
+TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = FILES
+MAX_DATA_ERROR_LINES = 15
+# A pytest plugin for the subprocesses: torchvision's mirrors replaced by a folder that does not
+# exist, so that a download fails at once, as offline, whatever the network.
+OFFLINE_PLUGIN = 'from torchvision import datasets\ndatasets.MNIST.mirrors = ["file:///nonexistent-mirror/"]\n'
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setattr(datasets.MNIST, "mirrors", ["file:///nonexistent-mirror/"])
+
+
+def snapshot(folder: Path):
+    """Every path under ``folder``, with each file's size and modification time; None if there is no folder."""
+    if not folder.exists():
+        return None
+    return {path: None if path.is_dir() else (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in folder.rglob("*")}
+
+
+def head(path: Path, size: int) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(size)
+
+
+# name -> (changes to a sound MNIST folder, the fault the message names after the file's path). A change
+# maps a file name to bytes written there (from the sound folder ``good``), None to leave it out, or
+# "folder" to put a folder in its place.
+DATA_FAULTS = {
+    "truncated images": ({TRAIN_IMAGES: lambda good: head(good / TRAIN_IMAGES, 999_984)},
+                         f"{TRAIN_IMAGES}: truncated at 999,984 of 47,040,016 bytes "
+                         f"(its header announces 60,000 images)"),
+    "empty labels": ({TEST_LABELS: lambda good: b""}, f"{TEST_LABELS}: empty (0 bytes)"),
+    "too long": ({TEST_LABELS: lambda good: (good / TEST_LABELS).read_bytes() + b"\0\0"},
+                 f"{TEST_LABELS}: 2 bytes longer than its header's 10,000 labels (10,008 bytes)"),
+    "images under a labels name": ({TEST_LABELS: lambda good: head(good / TEST_IMAGES, 10_008)},
+                                   f"{TEST_LABELS}: bad magic number 0x00000803 (an idx images file); "
+                                   f"idx labels start with 0x00000801"),
+    "not idx": ({TEST_IMAGES: lambda good: b"<html>404 Not Found</html>" * 4},
+                f"{TEST_IMAGES}: bad magic number 0x3c68746d (not idx); idx images start with 0x00000803"),
+    "archive under the extracted name": ({TEST_IMAGES: lambda good: gzip.compress(head(good / TEST_IMAGES, 4000))},
+                                         f"{TEST_IMAGES}: gzip-compressed, though this name is the extracted file's"),
+    "count mismatch": ({TRAIN_LABELS: lambda good: bytes.fromhex("00000801") + (59_999).to_bytes(4, "big")
+                        + bytes(59_999)},
+                       f"{TRAIN_IMAGES} holds 60,000 images but {TRAIN_LABELS} beside it holds 59,999 labels"),
+    "a folder for a file": ({TEST_LABELS: "folder"}, f"{TEST_LABELS}: [Errno 21] Is a directory"),
+    "not gzip": ({TRAIN_IMAGES: None, f"{TRAIN_IMAGES}.gz": lambda good: b"PK\3\4 a zip file"},
+                 f"{TRAIN_IMAGES}.gz: not a gzip archive (it starts with b'PK')"),
+    "truncated gzip": ({TRAIN_LABELS: None, f"{TRAIN_LABELS}.gz": lambda good: gzip.compress(
+        (good / TRAIN_LABELS).read_bytes())[:5000]}, f"{TRAIN_LABELS}.gz: truncated gzip archive"),
+    "gzip of another file": ({TEST_LABELS: None, f"{TEST_LABELS}.gz": lambda good: gzip.compress(b"hello")},
+                             f"{TEST_LABELS}.gz: decompresses to a bad idx file: truncated: 5 bytes"),
+}
+
+
+def faulty_root(tmp_path: Path, good: Path, changes: dict) -> Path:
+    """A data root whose MNIST files link to the sound ones in ``good``, but for ``changes``."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in FILES:
+        (raw / name).symlink_to(good / name)
+    for name, change in changes.items():
+        (raw / name).unlink(missing_ok=True)
+        if change == "folder":
+            (raw / name).mkdir()
+        elif change is not None:
+            (raw / name).write_bytes(change(good))
+    return tmp_path / "data"
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``mnistbench ARGS`` in this process: exit status, standard output and standard error."""
+    try:
+        status = cli.main([str(arg) for arg in args])
+    except SystemExit as stop:  # argparse's usage errors
+        status = stop.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    """A sound VGGNet model file, so that ``evaluate`` gets as far as the data."""
+    path = tmp_path / "vgg.pth"
+    checkpoints.save(models.build("vgg"), path)
+    return path
+
+
+def job(command, root, weights, tmp_path):
+    """The arguments of ``train`` or ``evaluate`` on ``root``."""
+    extra = ["--weights", weights] if command == "evaluate" else ["--out", tmp_path / "out.pth", "--no-progress"]
+    return [command, "--model", "vgg", "--mnist-root", root, *extra]
+
+
+# --- the data, through mnistbench train and evaluate --------------------------------------------------
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize("fault", list(DATA_FAULTS))
+def test_a_data_fault_stops_the_job_with_one_message_naming_file_and_fault(fault, command, mnist_root, tmp_path,
+                                                                           weights, capsys, offline):
+    changes, named = DATA_FAULTS[fault]
+    root = faulty_root(tmp_path, mnist_root / "MNIST" / "raw", changes)
+    before = snapshot(root)
+    status, out, err = run_cli(capsys, *job(command, root, weights, tmp_path))
+    assert status == 2 and out == ""
+    raw = (root / "MNIST" / "raw").absolute()
+    assert first_line(err).startswith(f"mnistbench: error: mnist data not usable: {raw / named}"), err
+    assert err.splitlines()[-1].startswith("Fix: ") and len(err.splitlines()) <= MAX_DATA_ERROR_LINES
+    assert snapshot(root) == before, "a failed attempt must leave the data root as it was"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize("where, named", [
+    ("no root", "mnist data not found: no folder {raw}"),
+    ("empty raw folder", "mnist data not found: {raw} lacks " + ", ".join(FILES)),
+    ("one file missing", f"mnist data not found: {{raw}} lacks {TEST_LABELS}"),
+])
+def test_missing_data_offline_says_where_it_looked_and_what_to_do(where, named, command, tmp_path, weights, mnist_root,
+                                                                  capsys, offline):
+    root = tmp_path / "data"
+    if where == "empty raw folder":
+        (root / "MNIST" / "raw").mkdir(parents=True)
+    elif where == "one file missing":
+        root = faulty_root(tmp_path, mnist_root / "MNIST" / "raw", {TEST_LABELS: None})
+    before = snapshot(root)
+    status, out, err = run_cli(capsys, *job(command, root, weights, tmp_path))
+    assert status == 2 and out == ""
+    lines = err.splitlines()
+    assert lines[0] == "mnistbench: error: " + named.format(raw=(root / "MNIST" / "raw").absolute())
+    assert lines[1].startswith("torchvision could not download it either: ")
+    assert lines[2].startswith("Fix: put the four MNIST files") and "--mnist-root or $MNISTBENCH_DATA" in lines[2]
+    assert len(lines) == 3 and snapshot(root) == before
+
+
+def test_the_root_from_the_environment_is_the_one_named(tmp_path, capsys, offline, monkeypatch):
+    monkeypatch.setenv("MNISTBENCH_DATA", str(tmp_path / "from-env"))
+    status, _, err = run_cli(capsys, "train", "--model", "vgg", "--out", tmp_path / "m.pth")
+    assert status == 2
+    raw = tmp_path / "from-env" / "MNIST" / "raw"
+    assert first_line(err) == f"mnistbench: error: mnist data not found: no folder {raw}"
+
+
+def test_a_file_given_as_the_data_root_is_named(tmp_path, capsys):
+    (tmp_path / "data.tar").write_bytes(b"an archive, not a folder")
+    status, _, err = run_cli(capsys, "train", "--model", "vgg", "--mnist-root", tmp_path / "data.tar",
+                             "--out", tmp_path / "m.pth")
+    assert status == 2
+    assert first_line(err) == (f"mnistbench: error: mnist data not usable: the data root {tmp_path / 'data.tar'} "
+                               f"is a file, not a folder")
+
+
+# --- the other inputs of mnistbench train and evaluate ---------------------------------------------------
+
+@pytest.mark.parametrize("args, status, message", [
+    (["--device", "tpu"], 2, "mnistbench: error: unknown device 'tpu'"),
+    (["--device", f"cuda:{torch.cuda.device_count()}"], 2,
+     f"mnistbench: error: device 'cuda:{torch.cuda.device_count()}' was requested but this machine has only: "),
+    (["--out", "{tmp}/no-such-folder/m.pth"], 2,
+     "mnistbench: error: --out: folder {tmp}/no-such-folder does not exist"),
+    (["--out", "{tmp}/a-file/m.pth"], 2, "mnistbench: error: --out: {tmp}/a-file is not a folder"),
+    (["--epochs", "0"], 2, "mnistbench train: error: argument --epochs: must be a positive integer, got 0"),
+    (["--samples", "-5"], 2, "mnistbench train: error: argument --samples: must be a positive integer, got -5"),
+    (["--epochs", "ten"], 2, "mnistbench train: error: argument --epochs: must be a positive integer, got 'ten'"),
+    (["--recipe", "slow"], 2, "mnistbench train: error: argument --recipe: invalid choice: 'slow'"),
+])
+def test_bad_train_arguments_are_refused_before_training(args, status, message, tmp_path, mnist_root, capsys):
+    (tmp_path / "a-file").write_text("")
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    code, out, err = run_cli(capsys, "train", "--model", "vgg", "--mnist-root", mnist_root, *args)
+    assert code == status and out == ""
+    assert first_line(err).startswith(message.format(tmp=tmp_path)), err
+
+
+def test_an_unknown_model_is_refused_naming_the_choices(capsys):
+    code, _, err = run_cli(capsys, "evaluate", "--model", "resnet", "--weights", "x.pth")
+    assert code == 2
+    assert first_line(err).startswith("mnistbench evaluate: error: argument --model: invalid choice: 'resnet'")
+
+
+def pickled_model(path):
+    torch.save(models.build("vgg"), path)  # the whole module, which weights_only loading refuses
+
+
+@pytest.mark.parametrize("make, fault", [
+    (None, "no such file"),
+    (lambda path: path.mkdir(), "no such file"),
+    (lambda path: path.write_bytes(b""), "not a PyTorch state_dict file (EOFError while reading it)"),
+    (lambda path: path.write_text("hello"), "not a PyTorch state_dict file (KeyError while reading it)"),
+    ("truncated", "not a PyTorch state_dict file ("),
+    (lambda path: torch.save(torch.zeros(3), path), "holds a Tensor, not a state_dict"),
+    (pickled_model, "not a PyTorch state_dict file (UnpicklingError while reading it)"),
+])
+def test_a_bad_model_file_is_refused_in_one_line(make, fault, tmp_path, weights, mnist_root, capsys):
+    path = tmp_path / "model.pth"
+    if make == "truncated":
+        path.write_bytes(weights.read_bytes()[:5000])
+    elif make is not None:
+        make(path)
+    code, out, err = run_cli(capsys, "evaluate", "--model", "vgg", "--weights", path, "--mnist-root", mnist_root)
+    assert code == 2 and out == ""
+    assert err.startswith(f"mnistbench: error: {path}: {fault}") and err.count("\n") == 1, err
+
+
+# --- stored results, through mnistbench ratio and history ------------------------------------------------
+
+def bench(device="cpu", median=1.0, **changes):
+    info = {"kind": "epoch", "model": "vgg", "device": device, "device_name": f"{device} model", "batch_size": 128,
+            "samples": 60_000, "dataset": "mnist", "pipeline": "resident", "precision": "fp32",
+            "memory_format": "contiguous", "compile": "eager"}
+    name = f"test_epoch[vgg-{device}-resident]"
+    entry = {"name": name, "fullname": f"benchmarks/test_epoch.py::{name}",
+             "params": {"model_name": "vgg", "device": device, "pipeline_name": "resident"}, "extra_info": info,
+             "stats": {"median": median, "iqr": 0.01, "rounds": 3}}
+    for key, value in changes.items():  # "extra_info.device" or "stats.median" edit one nested field
+        if "." in key:
+            outer, inner = key.split(".")
+            entry[outer][inner] = value
+        else:
+            entry[key] = value
+    return entry
+
+
+def run_file(benchmarks, when="2026-11-01T10:00:00+00:00", version="5.3.1") -> dict:
+    return {"machine_info": {"mnistbench": {"torch": "2.14.1", "torchvision": "0.29.1"}}, "commit_info": {},
+            "benchmarks": benchmarks, "datetime": when, "version": version}
+
+
+def write(path: Path, content) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def test_results_of_pytest_benchmark_3_without_a_time_zone_are_read_as_utc(tmp_path, capsys):
+    # 3.x wrote UTC without an offset; 10:00 UTC comes after 10:30+01:00 (09:30 UTC).
+    write(tmp_path / "0001_new.json",
+          run_file([bench(median=2.0), bench("cuda:0", median=1.0)], "2026-11-01T10:30:00+01:00"))
+    write(tmp_path / "0002_old.json",
+          run_file([bench(median=3.0), bench("cuda:0", median=1.0)], "2026-11-01T10:00:00", "3.4.1"))
+    for command in ("ratio", "history"):
+        status, out, err = run_cli(capsys, command, tmp_path, "--format", "json")
+        assert status == 0 and "warning" not in err, err
+        rows = json.loads(out)
+        if command == "ratio":
+            assert [row["speedup"] for row in rows] == [3.0], "the naive run is the newer one"
+        else:
+            assert [row["median_s"] for row in rows if "(cpu)" in row["benchmark"]] == [2.0, 3.0]
+
+
+GOOD = run_file([bench(median=2.0), bench("cuda:0", median=0.5)])
+# name -> (content of one more file beside a sound run, the warning after "mnistbench: warning: PATH: ")
+RESULT_FAULTS = {
+    "truncated json": (json.dumps(GOOD)[:300], "skipped, not readable JSON ("),
+    "empty file": ("", "skipped, not readable JSON (Expecting value: line 1 column 1 (char 0))"),
+    "binary": (b"\x89PNG\r\n\x1a\n\xff\xfe", "skipped, not readable JSON ('utf-8' codec can't decode"),
+    "a json list": ([1, 2, 3], "skipped, not a pytest-benchmark result file"),
+    "another tool's json": ({"name": "eslint report", "results": []}, "skipped, not a pytest-benchmark result file"),
+    "no datetime": ({"benchmarks": []}, "skipped, not a pytest-benchmark result file"),
+    "bad datetime": (run_file([bench()], "yesterday"), "skipped, bad 'datetime' 'yesterday'"),
+    "numeric datetime": (run_file([bench()], 1700000000), "skipped, bad 'datetime' 1700000000"),
+    "no benchmarks": (run_file([]), "skipped, it holds no benchmarks"),
+    "median of zero": (run_file([bench(**{"stats.median": 0})]), "skipped benchmark benchmarks/test_epoch.py::"
+                       "test_epoch[vgg-cpu-resident], missing or bad field stats (median 0, iqr 0.01, rounds 3)"),
+    "median as text": (run_file([bench(**{"stats.median": "fast"})]), "skipped benchmark benchmarks/test_epoch.py::"
+                       "test_epoch[vgg-cpu-resident], missing or bad field stats.median ('fast')"),
+    "NaN median": (json.dumps(run_file([bench(**{"stats.median": float("nan")})])),  # Python's json writes NaN
+                   "skipped benchmark benchmarks/test_epoch.py::test_epoch[vgg-cpu-resident], missing or bad field "
+                   "stats.median (nan)"),
+    "no stats": (run_file([{k: v for k, v in bench().items() if k != "stats"}]),
+                 "skipped benchmark benchmarks/test_epoch.py::test_epoch[vgg-cpu-resident], "
+                 "missing or bad field 'stats'"),
+    "extra_info as text": (run_file([bench(extra_info="vgg on cpu")]), "skipped benchmark benchmarks/test_epoch.py::"
+                           "test_epoch[vgg-cpu-resident], missing or bad field extra_info (a str, not a dict)"),
+    "device as a list": (run_file([bench(**{"extra_info.device": ["cpu"]})]), "skipped benchmark benchmarks/"
+                         "test_epoch.py::test_epoch[vgg-cpu-resident], missing or bad field "
+                         "extra_info.device (a list)"),
+    "benchmark not an object": (run_file(["test_epoch"]), "skipped benchmark ?, missing or bad field"),
+    "machine_info as a list": ({**run_file([bench(median=9.0)], "2026-10-01T00:00:00+00:00"), "machine_info": []},
+                               None),
+    "a folder named .json": ("folder", "skipped, not readable JSON ([Errno 21] Is a directory"),
+    "a leftover partial save": (json.dumps(GOOD)[:100], None),
+}
+
+
+@pytest.mark.parametrize("command", ["ratio", "history"])
+@pytest.mark.parametrize("fault", list(RESULT_FAULTS))
+def test_a_bad_results_file_is_one_warning_and_the_rest_is_reported(fault, command, tmp_path, capsys):
+    content, warning = RESULT_FAULTS[fault]
+    write(tmp_path / "0001_good.json", GOOD)
+    name = ".0002_run.json.partial" if fault == "a leftover partial save" else "0002_run.json"
+    if content == "folder":
+        (tmp_path / name).mkdir()
+    else:
+        write(tmp_path / name, content)
+    before = snapshot(tmp_path)
+    status, out, err = run_cli(capsys, command, tmp_path, "--format", "csv")
+    assert status == 0 and out.startswith("benchmark,")
+    if warning is None:
+        assert err == ""
+    else:
+        assert len(err.splitlines()) == 1 and err.startswith(f"mnistbench: warning: {tmp_path / name}: {warning}"), err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", ["ratio", "history"])
+@pytest.mark.parametrize("paths, warning", [
+    (["{tmp}/missing"], "mnistbench: warning: {tmp}/missing: no such file or folder"),
+    (["{tmp}/empty"], "mnistbench: warning: {tmp}/empty: no JSON files in this folder"),
+    (["{tmp}/foreign.json"], "mnistbench: warning: {tmp}/foreign.json: skipped, not a pytest-benchmark result file"),
+])
+def test_nothing_usable_is_an_error_after_the_warnings(command, paths, warning, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    write(tmp_path / "foreign.json", {"name": "other"})
+    status, out, err = run_cli(capsys, command, *[path.format(tmp=tmp_path) for path in paths])
+    assert status == 2 and out == ""
+    path = paths[0].format(tmp=tmp_path)
+    assert err.splitlines() == [warning.format(tmp=tmp_path),
+                                f"mnistbench: error: no usable pytest-benchmark results in {path}"]
+
+
+@pytest.mark.parametrize("command", ["ratio", "history"])
+@pytest.mark.parametrize("plot, message", [
+    ("{tmp}/no-such-folder/plot.png",
+     "mnistbench: error: [Errno 2] No such file or directory: '{tmp}/no-such-folder/plot.png'"),
+    ("{tmp}/plot.xyz", "mnistbench: error: Format 'xyz' is not supported"),
+])
+def test_a_plot_that_cannot_be_written_is_an_error_after_the_table(command, plot, message, tmp_path, capsys):
+    write(tmp_path / "0001_good.json", GOOD)
+    status, out, err = run_cli(capsys, command, tmp_path, "--plot", plot.format(tmp=tmp_path))
+    assert status == 2 and out.startswith("| benchmark")
+    assert first_line(err).startswith(message.format(tmp=tmp_path)), err
+
+
+def test_a_results_folder_with_thousands_of_files_is_read_whole(tmp_path, capsys):
+    runs, start = 2000, datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for index in range(runs):
+        write(tmp_path / "machine" / f"{index:04d}_run.json",
+              run_file([bench(median=1.0 + index % 7 / 100)], (start + timedelta(hours=index)).isoformat()))
+    write(tmp_path / "machine" / "junk.json", "{")
+    status, out, err = run_cli(capsys, "history", tmp_path, "--format", "csv")
+    assert status == 0 and len(out.strip().splitlines()) == 1 + runs
+    junk = tmp_path / "machine" / "junk.json"
+    assert err.splitlines() == [f"mnistbench: warning: {junk}: skipped, not readable JSON "
+                                "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"]
+
+
+def test_the_summary_after_a_run_skips_a_benchmark_it_cannot_use():
+    document = run_file([bench(median=2.0), bench("cuda:0", median=0.5), bench("mps", **{"stats.median": None})])
+    skipped = r"this run: skipped benchmark .*\[vgg-mps-resident\], missing or bad field stats.median \(None\)"
+    with pytest.warns(UserWarning, match=skipped):
+        table = ratio.summary(document)
+    assert "| 4 " in table
+
+
+# --- the pytest run: the data it needs, checked once at the start ---------------------------------
+
+@pytest.fixture
+def suite_hooks(pytestconfig):
+    """The suite's conftest.py, whose start-of-run data check these tests call directly."""
+    return pytestconfig.pluginmanager.get_plugin(str(REPO / "conftest.py"))
+
+
+def collected(fixtures_per_test, dataset="mnist", workeroutput=None):
+    """A pytest session as the hook sees it: the selected tests (their fixtures) and the options."""
+    options = {"dataset": dataset, "mnist_root": "data-root"}
+    config = SimpleNamespace(option=SimpleNamespace(collectonly=False), getoption=options.__getitem__)
+    if workeroutput is not None:
+        config.workeroutput = workeroutput  # what pytest-xdist gives a worker
+    return SimpleNamespace(config=config, items=[SimpleNamespace(fixturenames=names) for names in fixtures_per_test])
+
+
+@pytest.mark.parametrize("fixtures, dataset, checked", [
+    ([["tmp_path"], ["capsys"]], "mnist", []),  # tests that read no data run without it
+    ([["train_set"]], "synthetic", []),
+    ([["train_set", "test_set"], ["mnist_train"]], "synthetic", ["mnist"]),
+    ([["test_set"]], "fashion-mnist", ["fashion-mnist"]),
+    ([["train_set"], ["tmp_path", "mnist_root"]], "fashion-mnist", ["fashion-mnist", "mnist"]),
+])
+def test_the_run_checks_once_the_data_its_selected_tests_read(fixtures, dataset, checked, suite_hooks, monkeypatch):
+    calls = []
+    monkeypatch.setattr(data, "prepare", lambda name, root: calls.append((name, root)))
+    suite_hooks.pytest_collection_finish(collected(fixtures, dataset))
+    assert calls == [(name, "data-root") for name in checked]
+
+
+def test_a_worker_hands_its_data_problem_to_the_controller_which_stops_the_run(suite_hooks, monkeypatch):
+    message = "mnist data not usable: FILE: truncated at 1 of 2 bytes\nFix: replace it"
+
+    def truncated(name, root):
+        raise data.DataError(message)
+
+    monkeypatch.setattr(data, "prepare", truncated)
+    workeroutput = {}
+    with pytest.raises(pytest.exit.Exception) as worker:
+        suite_hooks.pytest_collection_finish(collected([["mnist_train"]], workeroutput=workeroutput))
+    assert (worker.value.msg, worker.value.returncode) == (message, 4)
+    suite_hooks.pytest_testnodedown(SimpleNamespace(workeroutput={}), None)  # a worker with no problem: nothing
+    with pytest.raises(pytest.exit.Exception) as controller:
+        suite_hooks.pytest_testnodedown(SimpleNamespace(workeroutput=workeroutput), None)
+    assert (controller.value.msg, controller.value.returncode) == (message, 4)
+
+
+def run_pytest(*args, tmp_path, plugin=None):
+    """``python -m pytest ARGS`` in the repository, with ``plugin`` (module source) loaded if given."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
+    env["PYTHONPATH"], extra = str(REPO), []
+    if plugin:
+        write(tmp_path / "plugins" / "bad_input_plugin.py", plugin)
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "plugins"), str(REPO)])
+        extra = ["-p", "bad_input_plugin"]
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, *map(str, args)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return result, (result.stdout + result.stderr).splitlines()
+
+
+def test_the_main_job_on_an_empty_data_root_stops_once_before_any_test(tmp_path):
+    empty = tmp_path / "EMPTY"
+    empty.mkdir()
+    result, lines = run_pytest("benchmarks/test_epoch.py", "--benchmark-only", "--mnist-root", empty, "--devices=cpu",
+                               tmp_path=tmp_path, plugin=OFFLINE_PLUGIN)
+    assert result.returncode == 4, "\n".join(lines)
+    [message] = [line for line in lines if "mnist data not found" in line]
+    assert message.startswith(f"! _pytest.outcomes.Exit: mnist data not found: no folder {empty / 'MNIST' / 'raw'}")
+    assert len(lines) <= MAX_DATA_ERROR_LINES and "Traceback" not in result.stderr, "\n".join(lines)
+    assert "Not saving anything" not in result.stderr, "nothing ran, and the message says why"
+    assert list(empty.iterdir()) == []
+
+
+def test_the_test_command_under_xdist_reports_a_truncated_file_once(tmp_path, mnist_root):
+    root = faulty_root(tmp_path, mnist_root / "MNIST" / "raw", DATA_FAULTS["truncated images"][0])
+    result, lines = run_pytest("benchmarks/test_data.py", "-n", "2", "--mnist-root", root, tmp_path=tmp_path)
+    assert result.returncode == 4, "\n".join(lines)
+    [message] = [line for line in lines if "mnist data not usable" in line]
+    assert message.startswith(f"! _pytest.outcomes.Exit: mnist data not usable: {root / 'MNIST' / 'raw' / TRAIN_IMAGES}"
+                              ": truncated at 999,984 of 47,040,016 bytes")
+    assert len(lines) <= MAX_DATA_ERROR_LINES and "Traceback" not in result.stderr, "\n".join(lines)
+
+
+# --- saving a run: finished benchmarks only, and never half a file -------------------------------------
+
+def test_a_failed_save_leaves_no_file_behind(tmp_path, monkeypatch):
+    store = storage.AtomicFileStorage(tmp_path, Logger(), "machine")
+    store.save(GOOD, "first")
+    [first] = (tmp_path / "machine").iterdir()
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.save(GOOD, "second")
+    assert list((tmp_path / "machine").iterdir()) == [first]
+
+
+def test_only_the_benchmarks_of_tests_that_passed_are_kept():
+    benchmarks = [SimpleNamespace(name=name, fullname=f"benchmarks/test_epoch.py::{name}") for name in "abc"]
+    dropped = storage.keep_finished(benchmarks, {"benchmarks/test_epoch.py::a", "benchmarks/test_epoch.py::c"})
+    assert dropped == ["b"] and [bench.name for bench in benchmarks] == ["a", "c"]
+
+
+@pytest.mark.parametrize("disabled, refused", [(False, True), (True, False)])
+def test_an_unwritable_results_folder_is_refused_when_the_run_would_save(tmp_path, disabled, refused):
+    (tmp_path / "results").write_text("a file where the results folder should be")
+    run = SimpleNamespace(storage=FileStorage(tmp_path / "results", Logger()), save=None, autosave=True,
+                          disabled=disabled)
+    storage.make_atomic(run)
+    assert isinstance(run.storage, storage.AtomicFileStorage)
+    if refused:
+        refusal = f"^--benchmark-storage: {re.escape(str(tmp_path / 'results'))} is not a writable folder"
+        with pytest.raises(pytest.UsageError, match=refusal):
+            storage.check_writable(run)
+    else:  # a smoke run saves nothing, so its storage does not matter
+        storage.check_writable(run)
+
+
+INTERRUPT_PLUGIN = """
+from mnistbench import training
+run_epoch, calls = training.TrainingRun.epoch, []
+
+def epoch(self, batches=None):  # Ctrl-C in the second benchmark, before its first timed epoch ends
+    calls.append(1)
+    if len(calls) == 3:
+        raise KeyboardInterrupt
+    return run_epoch(self, batches)
+
+training.TrainingRun.epoch = epoch
+"""
+
+
+def test_ctrl_c_midway_keeps_the_finished_benchmarks_and_no_partial_one(tmp_path, mnist_root):
+    # pytest-benchmark alone would crash on the interrupted benchmark's empty rounds and save nothing.
+    result, lines = run_pytest("benchmarks/test_epoch.py", "--benchmark-only", "--devices=cpu", "--models=vgg",
+                               "--epoch-samples=128", "--epoch-rounds=2", "-k", "reference or resident",
+                               f"--mnist-root={mnist_root}", f"--benchmark-storage={tmp_path / 'results'}",
+                               tmp_path=tmp_path, plugin=INTERRUPT_PLUGIN)
+    assert result.returncode == 2, "\n".join(lines)
+    assert ("mnistbench: not saved: test_epoch[vgg-cpu-resident]: its test did not pass "
+            "(interrupted, failed or skipped)") in lines
+    [saved] = [path for path in (tmp_path / "results").rglob("*") if path.is_file()]
+    assert saved.name.startswith("0001_") and saved.suffix == ".json"
+    stored = json.loads(saved.read_text())
+    assert [(b["name"], b["stats"]["rounds"]) for b in stored["benchmarks"]] == [("test_epoch[vgg-cpu-reference]", 2)]
+    assert "Traceback" not in result.stderr

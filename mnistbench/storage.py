@@ -1,0 +1,89 @@
+"""Saving a run's results under ``results/``: only benchmarks that finished, and never half a file.
+
+pytest-benchmark 5 saves, at the end of the session, every benchmark its fixture started, even after
+Ctrl-C: the interrupted one with the rounds it had done, as if it were a result; or, interrupted before
+its first round, nothing at all (its empty statistics raise ``ValueError: min() arg is an empty
+sequence`` and the finished benchmarks are lost with it). It also keeps the timing of a test that failed
+or skipped after timing. And it writes the file in place, so a kill or a full disk midway leaves a
+truncated JSON file in the history. Here only the benchmarks of tests that passed are saved, through a
+temporary file renamed into place.
+"""
+import os
+
+import pytest
+from pytest_benchmark.storage.file import FileStorage
+from pytest_benchmark.utils import safe_dumps
+
+
+class AtomicFileStorage(FileStorage):
+    """pytest-benchmark's file storage, writing each run through a temporary file and a rename."""
+
+    def save(self, output_json, save):
+        output_file = self.get(f"{self._next_num}_{save}.json")
+        # A name that pytest-benchmark's and our readers' '*.json' patterns never match.
+        partial = output_file.with_name(f".{output_file.name}.partial")
+        try:
+            partial.write_bytes(safe_dumps(output_json, ensure_ascii=True, indent=4).encode())
+            os.replace(partial, output_file)
+        finally:
+            partial.unlink(missing_ok=True)
+        self.logger.info(f"Saved benchmark data in: {output_file}")
+
+
+def make_atomic(benchmark_session) -> None:
+    """Give pytest-benchmark's session the atomic file storage; other storages (Elasticsearch) stay."""
+    storage = benchmark_session.storage
+    if type(storage) is FileStorage:
+        benchmark_session.storage = AtomicFileStorage(storage.path, storage.logger, storage.default_machine_id)
+
+
+def keep_finished(benchmarks: list, passed: set[str]) -> list[str]:
+    """Remove from ``benchmarks`` (pytest-benchmark's list, in place) those whose test is not in
+    ``passed``, the node ids of tests that passed; returns the removed benchmarks' names."""
+    dropped = [bench.name for bench in benchmarks if bench.fullname not in passed]
+    benchmarks[:] = [bench for bench in benchmarks if bench.fullname in passed]
+    return dropped
+
+
+# pytest hooks: conftest.py loads this module as a plugin.
+_PASSED = pytest.StashKey[set]()
+
+
+def check_writable(benchmark_session) -> None:
+    """``UsageError`` if the run is to save its results in a folder it cannot write: said before the first
+    benchmark, not after the last."""
+    storage = benchmark_session.storage
+    saving = (benchmark_session.save or benchmark_session.autosave) and not benchmark_session.disabled
+    if saving and isinstance(storage, FileStorage) and not (storage.path.is_dir() and os.access(storage.path, os.W_OK)):
+        raise pytest.UsageError(f"--benchmark-storage: {storage.path} is not a writable folder, "
+                                f"so this run could not save its results")
+
+
+def pytest_sessionstart(session):
+    if benchmark_session := getattr(session.config, "_benchmarksession", None):
+        make_atomic(benchmark_session)
+        check_writable(benchmark_session)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.passed:
+        item.config.stash.setdefault(_PASSED, set()).add(item.nodeid)
+    return report
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # before pytest-benchmark's own wrapper saves the run
+def pytest_sessionfinish(session):
+    config = session.config
+    benchmark_session = getattr(config, "_benchmarksession", None)
+    if benchmark_session and benchmark_session.benchmarks:
+        dropped = keep_finished(benchmark_session.benchmarks, config.stash.get(_PASSED, set()))
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"mnistbench: not saved: {name}: its test did not pass (interrupted, failed or skipped)"
+                 for name in dropped]
+        if dropped and not benchmark_session.benchmarks:
+            lines.append("mnistbench: no benchmark finished, so this run writes no results file")
+        for line in lines if reporter else ():
+            reporter.write_line(line, yellow=True)
+    return (yield)
