@@ -363,6 +363,7 @@ def test_nothing_usable_is_an_error_after_the_warnings(command, paths, warning, 
 ])
 def test_a_plot_that_cannot_be_written_is_an_error_after_the_table(command, plot, message, tmp_path, capsys):
     write(tmp_path / "0001_good.json", GOOD)
+    write(tmp_path / "0002_good.json", {**GOOD, "datetime": "2026-11-02T10:00:00+00:00"})  # a history to plot
     status, out, err = run_cli(capsys, command, tmp_path, "--plot", plot.format(tmp=tmp_path))
     assert status == 2 and out.startswith("| benchmark")
     assert first_line(err).startswith(message.format(tmp=tmp_path)), err

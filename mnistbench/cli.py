@@ -7,7 +7,7 @@ from pathlib import Path
 
 import models
 
-from . import checkpoints, data, devices, history, plots, ratio, results, setups, tables, train_job
+from . import checkpoints, data, devices, history, plots, ratio, results, setups, tables, train_job, training
 from .evaluation import evaluate
 from .variants import Variant
 
