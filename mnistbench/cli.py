@@ -1,11 +1,15 @@
 """The ``mnistbench`` command: reports over stored pytest-benchmark results, and the articles' job."""
 import argparse
+import os
 import sys
 import warnings
 
+from torch.distributed.elastic.multiprocessing.errors import record
+
 import models
 
-from . import checkpoints, data, devices, history, plots, ratio, results, tables, train_job, training
+from . import (checkpoints, data, devices, distributed, history, plots, ratio, results, scaling, tables, train_job,
+               training)
 from .evaluation import evaluate
 
 DEFAULT_RESULTS = ["results"]
@@ -49,6 +53,18 @@ def history_command(args) -> int:
     return 0
 
 
+def scaling_command(args) -> int:
+    found = scaling.curves(_load(args.paths))
+    if not found:
+        print("mnistbench: no data-parallel (test_distributed) results", file=sys.stderr)
+        return 1
+    print(tables.render(scaling.rows(found), args.format))
+    if args.plot:
+        plots.scaling_chart(found, args.plot)
+        print(f"mnistbench: wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
 def _device(name: str) -> str:
     """One device, checked against this machine (``cuda`` means ``cuda:0``)."""
     chosen = devices.parse(name)
@@ -64,6 +80,7 @@ def _positive(text: str) -> int:
     return value
 
 
+@record  # under torchrun, a rank's uncaught error reaches torchrun's failure report
 def train_command(args) -> int:
     summary = train_job.train(args.model, _device(args.device), recipe_name=args.recipe, epochs=args.epochs,
                               setup=args.pipeline, out=args.out, dataset=args.dataset, root=args.mnist_root,
@@ -103,6 +120,7 @@ def parser() -> argparse.ArgumentParser:
                                 help="smallest relative slowdown that counts, if also above the noise (default: 0.07)")
     history_parser.add_argument("--fail-on-regression", action="store_true",
                                 help="exit 1 when the newest run of any benchmark regressed")
+    report("scaling", "images/s and efficiency of data-parallel training by world size, in each run", scaling_command)
 
     def job(name, help_text, function):
         command = commands.add_parser(name, help=help_text, description=help_text)
@@ -135,5 +153,6 @@ def main(argv=None) -> int:
     try:
         return args.function(args)
     except (results.NoResultsError, checkpoints.CheckpointError, data.DataError, ValueError) as error:
-        print(f"mnistbench: error: {error}", file=sys.stderr)
+        where = f"rank {os.environ['RANK']}: " if distributed.launched_by_torchrun() else ""
+        print(f"mnistbench: error: {where}{error}", file=sys.stderr)
         return 2

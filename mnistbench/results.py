@@ -12,7 +12,9 @@ from pathlib import Path
 
 # Fields that must agree before two results may be compared; a benchmark lacking one is skipped.
 CONFIG_FIELDS = ("kind", "model", "device", "device_name", "batch_size", "samples", "dataset", "pipeline",
-                 "precision", "memory_format", "compile")
+                 "precision", "memory_format", "compile", "world_size", "backend")
+# What a result stored before a field existed meant by leaving it out: one process, no process group.
+CONFIG_DEFAULTS = {"world_size": 1, "backend": None}
 VERSION_FIELDS = ("torch", "torchvision")
 
 
@@ -54,6 +56,8 @@ class Result:
         info = self.extra_info
         parts = [info["kind"], info["model"], info.get("pipeline"), f"b{info['batch_size']}"]
         parts += [info.get(field) for field in ("precision", "memory_format", "compile")]
+        if info["backend"] is not None:
+            parts.append(f"{info['backend']} x{info['world_size']}")
         return " ".join(str(part) for part in parts if part not in (None, "fp32", "contiguous", "eager"))
 
     @property
@@ -102,7 +106,7 @@ def parse(document, path: Path) -> list[Result]:
     results = []
     for bench in document["benchmarks"]:
         try:
-            extra_info, stats = bench["extra_info"], bench["stats"]
+            extra_info, stats = {**CONFIG_DEFAULTS, **bench["extra_info"]}, bench["stats"]
             missing = [field for field in CONFIG_FIELDS if field not in extra_info]
             if missing:
                 raise KeyError(f"extra_info.{missing[0]}")

@@ -2,6 +2,8 @@
 
 Each completed epoch prints the articles' loss line plus the test accuracy and the epoch's wall time,
 then replaces the saved model atomically; Ctrl-C stops the run and says which epoch the file holds.
+Started by torchrun, every rank trains its shard of each epoch in DistributedDataParallel; rank 0 alone
+prints, evaluates and saves (the unwrapped network, so the file is the same as a single process's).
 """
 import dataclasses
 import time
@@ -12,7 +14,7 @@ from tqdm import tqdm
 
 import models
 
-from . import checkpoints, data, training
+from . import checkpoints, data, distributed, training
 
 
 @dataclass
@@ -40,32 +42,40 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
         raise ValueError(f"the {setup} setup ({variant}) cannot run on {device}: {reason}")
     train_set = data.load(dataset, root, train=True)
     test_set = data.load(dataset, root, train=False)
+    member = distributed.join(device)  # rank 0 of 1 unless torchrun started this process
+    device, progress = member.device, progress and member.is_main
+    log = log if member.is_main else lambda line: None
     run = training.TrainingRun.create(model_name, device, pipeline, train_set, variant=variant, recipe=recipe,
-                                      samples=samples, seed=seed)
-    epochs = recipe.epochs
-    log(f"training {model_name} on {device}, {recipe_name} recipe ({setup}: {variant}), {epochs} epochs of "
-        f"{run.pipeline.samples} {dataset} images, batch {recipe.batch_size}, Adam lr {recipe.lr} {recipe.schedule}")
+                                      samples=samples, seed=seed, shard=member.shard, wrap_model=member.wrap)
+    epochs, images_per_epoch = recipe.epochs, run.pipeline.samples * member.world_size
+    log(f"training {model_name} on {device}, {member}, {recipe_name} recipe ({setup}: {variant}), {epochs} epochs "
+        f"of {images_per_epoch} {dataset} images, batch {recipe.batch_size}, Adam lr {recipe.lr} {recipe.schedule}")
     summary = Summary(0, 0.0, 0, 0.0, 0, False)
     try:
         for epoch in range(1, epochs + 1):
             batches = tqdm(run.pipeline, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
                            disable=not progress)
             start = time.perf_counter()
-            losses = run.epoch(batches)
+            loss = member.average(run.epoch(batches).mean())
             seconds = time.perf_counter() - start
+            if not member.is_main:  # rank 0 evaluates and saves for all: DDP keeps the models identical
+                summary.epochs_done, summary.train_seconds = epoch, summary.train_seconds + seconds
+                continue
             accuracy, test_loss = run.evaluate(test_set)
             checkpoints.save(run.model, out)
             summary.epochs_done, summary.train_seconds = epoch, summary.train_seconds + seconds
-            summary.images += run.pipeline.samples
+            summary.images += images_per_epoch
             if accuracy > summary.best_accuracy:
                 summary.best_accuracy, summary.best_epoch = accuracy, epoch
-            log(f"Epoch [{epoch}/{epochs}], Loss: {losses.mean().item():.4f}, test accuracy {accuracy:.2%}, "
+            log(f"Epoch [{epoch}/{epochs}], Loss: {loss.item():.4f}, test accuracy {accuracy:.2%}, "
                 f"test loss {test_loss:.4f}, {seconds:.1f} s")
     except KeyboardInterrupt:
         summary.interrupted = True
         kept = f"{out} holds the weights after epoch {summary.epochs_done}" if summary.epochs_done else "nothing was saved"
         log(f"interrupted during epoch {summary.epochs_done + 1}: {kept}")
         return summary
+    finally:
+        member.close()
     log(f"done: {summary.epochs_done} epochs in {summary.train_seconds:.1f} s of training "
         f"({summary.images / summary.train_seconds:.0f} images/s), best test accuracy "
         f"{summary.best_accuracy:.2%} (epoch {summary.best_epoch}); weights of the last epoch saved to {out}")
