@@ -137,10 +137,10 @@ def test_the_replay_clock_gives_pytest_benchmark_exactly_the_recorded_times():
 def test_two_nodes_train_one_model_together(tmp_path, mnist_root):
     """Two torchrun agents, one rank each, meeting at one c10d rendezvous: the README's multi-node command."""
     out = tmp_path / "mnist_vgg.pth"
-    launcher.run(["-m", "mnistbench", "train", "--model", "vgg", "--epochs", "1", "--samples", "768",
-                  "--pipeline", "resident", "--out", str(out), "--no-progress", "--mnist-root", str(mnist_root)],
-                 workdir=tmp_path / "logs", ranks_per_node=1, nodes=2, timeout_seconds=SMOKE_TIMEOUT_SECONDS)
-    output = "\n".join(log.read_text() for log in sorted((tmp_path / "logs").glob("node*.log")))
+    logs = launcher.run(["-m", "mnistbench", "train", "--model", "vgg", "--epochs", "1", "--samples", "768",
+                         "--out", str(out), "--no-progress", "--mnist-root", str(mnist_root)],
+                        workdir=tmp_path / "logs", ranks_per_node=1, nodes=2, timeout_seconds=SMOKE_TIMEOUT_SECONDS)
+    output = "\n".join(log.read_text() for log in logs)
     assert "data-parallel over 2 rank(s) on 2 node(s) (gloo)" in output and "of 768 mnist images" in output
     assert output.count("Epoch [1/1], Loss: ") == 1, "rank 0 alone reports"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["logs", out.name], "one model file, no partial"
@@ -157,6 +157,43 @@ def test_a_rank_that_raises_mid_epoch_fails_the_run_with_its_rank_and_error(tmp_
                                  timeout_seconds=SMOKE_TIMEOUT_SECONDS)
     assert str(failure.value) == "rank 1 failed: RuntimeError: rank 1 fails after 2 steps of the timed epoch"
     assert not (tmp_path / "report.json").exists()
+
+
+def test_a_rank_that_crashed_is_blamed_before_the_rank_that_lost_it(tmp_path):
+    secondary = tmp_path / "error.json"  # rank 0's error, recorded when rank 1 vanished from the all-reduce
+    secondary.write_text(json.dumps({"message": {"message": "RuntimeError: Connection closed by peer",
+                                                 "extraInfo": {"timestamp": "0"}}}))
+    # torchrun's report of the failed ranks, as it prints it
+    output = f"""Failures:
+[1]:
+  time      : 2026-11-24_03:28:22
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 4256)
+  error_file: {secondary}
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-24_03:28:22
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 4257)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 4257"""
+    assert launcher.failure(output, 1) == "rank 1 failed: killed by SIGKILL"
+    assert launcher.failure(output.replace("-9 (pid", "-15 (pid"), 1) == (  # stopped by torchrun: not the cause
+        "rank 0 failed: RuntimeError: Connection closed by peer")
+
+
+def test_a_run_past_its_deadline_is_stopped_with_every_rank(tmp_path, monkeypatch):
+    hung_rank = tmp_path / "hung_rank.py"
+    hung_rank.write_text("import os, time\nopen(os.environ['HUNG_PID_FILE'], 'w').write(str(os.getpid()))\n"
+                         "time.sleep(3600)\n")
+    monkeypatch.setenv("HUNG_PID_FILE", str(tmp_path / "pid"))
+    with pytest.raises(launcher.LaunchError, match="torchrun did not finish within 10 s and was stopped"):
+        launcher.run([str(hung_rank)], workdir=tmp_path / "logs", ranks_per_node=1, timeout_seconds=10)
+    with pytest.raises(ProcessLookupError):  # the hung rank is gone too
+        os.kill(int((tmp_path / "pid").read_text()), 0)
 
 
 def test_a_port_in_use_is_refused_naming_it(tmp_path):

@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import json
 import os
-import socket
 import statistics
 import time
 from collections.abc import Iterable, Iterator
@@ -51,7 +50,6 @@ class Rank:
     device: str
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     nodes: int = 1
     backend: str | None = None  # None: a single process, no process group
 
@@ -111,7 +109,7 @@ def join(device: str = "cpu", timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) 
     if kind == "cuda":
         gpus = torch.cuda.device_count()
         if local_rank >= gpus:
-            raise ValueError(f"rank {rank} (local rank {local_rank}) has no GPU of its own: this node has {gpus} "
+            raise ValueError(f"local rank {local_rank} has no GPU of its own: this node has {gpus} "
                              f"GPU(s); start at most {gpus} rank(s) per node (torchrun --nproc-per-node)")
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
@@ -119,7 +117,7 @@ def join(device: str = "cpu", timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) 
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds),
                             device_id=torch.device(device) if kind == "cuda" else None)
     nodes = int(os.environ.get("GROUP_WORLD_SIZE", 1))
-    return Rank(device, rank, world_size, local_rank, nodes, backend)
+    return Rank(device, rank, world_size, nodes, backend)
 
 
 class StepTimer:
@@ -167,7 +165,7 @@ def measure_steps(model_name: str, device: str, dataset: str = "mnist", root=Non
         timer = StepTimer(run.pipeline, member.device)
         losses = run.epoch(timer)
         mine = {
-            "rank": member.rank, "host": socket.gethostname(), "device": member.device,
+            "rank": member.rank, "device": member.device,
             "device_name": devices.name(member.device), "threads": torch.get_num_threads(), "ready_at": ready_at,
             "first_step_seconds": run.first_step_seconds, "step_seconds": timer.seconds, "losses": losses.tolist(),
             "weights_digest": weights_digest(run.model), "peak_memory_mib": devices.peak_memory(member.device)[0],

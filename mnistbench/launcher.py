@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -64,16 +63,11 @@ def command(entry: list[str], *, ranks_per_node: int, nodes: int = 1, port: int,
             *entry]
 
 
-@dataclass
-class Launch:
-    seconds: float  # wall time from starting torchrun to its exit
-    logs: list[Path]  # each agent's standard output and error
-
-
 def run(entry: list[str], *, workdir: Path, ranks_per_node: int, nodes: int = 1, device: str = "cpu",
-        threads_per_rank: int = 1, port: int | None = None, timeout_seconds: float) -> Launch:
+        threads_per_rank: int = 1, port: int | None = None, timeout_seconds: float) -> list[Path]:
     """Run ``entry`` under torchrun with ``ranks_per_node`` ranks on each of ``nodes`` agents, all on this host
-    (more than one agent simulates several machines), each rank with ``threads_per_rank`` CPU threads.
+    (more than one agent simulates several machines), each rank with ``threads_per_rank`` CPU threads; returns
+    the files holding each agent's output.
 
     Raises ``LaunchError`` naming the failed rank and its error, or saying that the run passed
     ``timeout_seconds`` (then every agent is stopped and, through them, every rank).
@@ -87,7 +81,6 @@ def run(entry: list[str], *, workdir: Path, ranks_per_node: int, nodes: int = 1,
     env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_rank), LAUNCHED_AT_ENV: repr(time.time()),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
     agents, logs = [], []
-    start = time.perf_counter()
     try:
         for node in range(nodes):
             logs.append(workdir / f"node{node}.log")
@@ -105,12 +98,11 @@ def run(entry: list[str], *, workdir: Path, ranks_per_node: int, nodes: int = 1,
                                   f"its last output:\n{tail(logs)}") from None
     finally:
         stop(agents)  # only still-running agents: after an interruption of this process, say
-    seconds = time.perf_counter() - start
     failed = [failure(log.read_text(errors="replace"), agent.returncode)
               for agent, log in zip(agents, logs) if agent.returncode != 0]
     if failed:
         raise LaunchError("; ".join(failed))
-    return Launch(seconds, logs)
+    return logs
 
 
 def stop(agents: list[subprocess.Popen]) -> None:
