@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import models
-from mnistbench import data, devices, estimate, guards, machine, peaks, pipelines, ratio, setups, variants
+from mnistbench import (data, devices, estimate, guards, machine, peaks, pipelines, ratio, scaling, setups,
+                        variants)
 from mnistbench.variants import Variant
 
 pytest_plugins = ("mnistbench.storage",)  # saves only the benchmarks that finished, atomically
@@ -287,11 +288,16 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, config):
-    """After a run on two or more devices, the GPU/CPU ratio table (the same code as ``mnistbench ratio``)."""
+    """After a run on two or more devices, the GPU/CPU ratio table (the same code as ``mnistbench ratio``);
+    after a data-parallel run, the scaling table."""
     document = getattr(config, "mnistbench_output_json", None)
     table = ratio.summary(document) if document else None
     if table:
         terminalreporter.section("speedup over the CPU (CPU median / accelerator median)")
+        terminalreporter.write_line(table)
+    table = scaling.summary(document) if document else None  # the same code as ``mnistbench scaling``
+    if table:
+        terminalreporter.section("data-parallel scaling (images/s by world size, efficiency against 1 rank)")
         terminalreporter.write_line(table)
 
 

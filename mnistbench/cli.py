@@ -5,9 +5,12 @@ import sys
 import warnings
 from pathlib import Path
 
+from torch.distributed.elastic.multiprocessing.errors import record
+
 import models
 
-from . import checkpoints, data, devices, history, plots, ratio, results, setups, tables, train_job, training
+from . import (checkpoints, data, devices, distributed, history, plots, ratio, results, scaling, setups, tables,
+               train_job, training)
 from .evaluation import evaluate
 from .variants import Variant
 
@@ -52,6 +55,18 @@ def history_command(args) -> int:
     return 0
 
 
+def scaling_command(args) -> int:
+    found = scaling.curves(_load(args.paths))
+    if not found:
+        print("mnistbench: no data-parallel (test_distributed) results", file=sys.stderr)
+        return 1
+    print(tables.render(scaling.rows(found), args.format))
+    if args.plot:
+        plots.scaling_chart(found, args.plot)
+        print(f"mnistbench: wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
 def _device(name: str) -> str:
     """One device, checked against this machine (``cuda`` means ``cuda:0``)."""
     chosen = devices.parse(name)
@@ -80,6 +95,7 @@ def _writable_folder(folder: Path) -> None:
         raise ValueError(f"--out: folder {folder} is not writable")
 
 
+@record  # under torchrun, a rank's uncaught error reaches torchrun's failure report
 def train_command(args) -> int:
     _writable_folder(Path(args.out).parent if args.out else Path.cwd())
     policy = setups.FastPolicy(pinned=args.fast_variant and Variant.parse(args.fast_variant),
@@ -130,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
                                 help="smallest relative slowdown that counts, if also above the noise (default: 0.07)")
     history_parser.add_argument("--fail-on-regression", action="store_true",
                                 help="exit 1 when the newest run of any benchmark regressed")
+    report("scaling", "images/s and efficiency of data-parallel training by world size, in each run", scaling_command)
 
     def job(name, help_text, function):
         command = commands.add_parser(name, help=help_text, description=help_text)
@@ -168,7 +185,8 @@ def main(argv=None) -> int:
         return args.function(args)
     except (results.NoResultsError, checkpoints.CheckpointError, data.DataError, training.NonFiniteLossError,
             ValueError, OSError) as error:  # OSError: a --plot or --out path that cannot be written
-        print(f"mnistbench: error: {error}", file=sys.stderr)
+        where = f"rank {os.environ['RANK']}: " if distributed.launched_by_torchrun() else ""
+        print(f"mnistbench: error: {where}{error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("mnistbench: interrupted", file=sys.stderr)

@@ -26,26 +26,31 @@ def normalized_images(pixels: torch.Tensor, mean: float = 0.5, std: float = 0.5)
 
 
 class Pipeline:
-    """Yields the batches of one epoch: the first ``samples`` items of a fresh random order."""
+    """Yields the batches of one epoch: the first ``samples`` items of a fresh random order.
+
+    ``shard=(rank, ranks)`` keeps every ``ranks``-th item of that order from ``rank`` on, as
+    ``DistributedSampler`` does: ranks seeded alike get disjoint slices of the same epoch, ``samples`` each.
+    """
 
     name: str
     item_every_step: bool  # whether the training loop reads the loss back to the host after each step
 
     def __init__(self, dataset, batch_size: int, device, *, samples: int | None = None, seed: int = 0,
-                 order_device="cpu"):
+                 order_device="cpu", shard: tuple[int, int] = (0, 1)):
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.size = len(dataset)
-        self.samples = min(samples or self.size, self.size)
+        self.rank, self.ranks = shard
+        self.samples = min(samples or self.size, self.size) // self.ranks  # this rank's share
         self.generator = torch.Generator(order_device).manual_seed(seed)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.draw(self.samples)
 
     def draw(self, samples: int) -> Iterator[Batch]:
-        """The batches of the first ``samples`` items of a fresh random order."""
+        """The batches of the first ``samples`` items of this rank's slice of a fresh random order."""
         order = torch.randperm(self.size, generator=self.generator, device=self.generator.device)
-        return self.batches(order[:samples])
+        return self.batches(order[self.rank : samples * self.ranks : self.ranks])
 
     def __len__(self) -> int:
         return -(-self.samples // self.batch_size)
@@ -59,8 +64,8 @@ class ReferencePipeline(Pipeline):
     name = "reference"
     item_every_step = True
 
-    def __init__(self, dataset, batch_size, device, *, samples=None, seed=0, mean=0.5, std=0.5):
-        super().__init__(dataset, batch_size, device, samples=samples, seed=seed)
+    def __init__(self, dataset, batch_size, device, *, samples=None, seed=0, mean=0.5, std=0.5, shard=(0, 1)):
+        super().__init__(dataset, batch_size, device, samples=samples, seed=seed, shard=shard)
         self.dataset = copy.copy(dataset)  # shares the pixels; only the transform differs
         self.dataset.transform = article_transform(mean, std)
 
@@ -74,8 +79,8 @@ class ResidentPipeline(Pipeline):
     name = "resident"
     item_every_step = False
 
-    def __init__(self, dataset, batch_size, device, *, samples=None, seed=0, mean=0.5, std=0.5):
-        super().__init__(dataset, batch_size, device, samples=samples, seed=seed, order_device=device)
+    def __init__(self, dataset, batch_size, device, *, samples=None, seed=0, mean=0.5, std=0.5, shard=(0, 1)):
+        super().__init__(dataset, batch_size, device, samples=samples, seed=seed, shard=shard, order_device=device)
         self.images = normalized_images(dataset.data.to(self.device), mean, std)
         self.labels = dataset.targets.to(self.device)
 

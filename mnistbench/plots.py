@@ -86,3 +86,29 @@ def history_chart(all_series: list[Series], path) -> int:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return left_out
+
+
+def scaling_chart(curves, path) -> None:
+    """Total images/s against world size for each ``mnistbench.scaling.Curve``, beside the ideal line (N times
+    the one-rank speed), each point labelled with its scaling efficiency."""
+    if not curves:
+        raise ValueError("no data-parallel results to plot")
+    figure, axes = plt.subplots(figsize=(9, 5), layout="constrained")
+    for curve in curves:
+        sizes = [point.world_size for point in curve.points]
+        speeds = [point.images_per_second for point in curve.points]
+        line, = axes.plot(sizes, speeds, marker="o", label=f"{curve.label}, {curve.device_name}")
+        one_rank = curve.one_rank_images_per_second
+        if one_rank:
+            axes.plot(sizes, [one_rank * size for size in sizes], linestyle="--", color=line.get_color(), linewidth=0.8)
+            for point, size, speed in zip(curve.points, sizes, speeds):
+                axes.annotate(f"{curve.efficiency(point):.0%}", (size, speed), textcoords="offset points", xytext=(4, -12),
+                              fontsize=8)
+    axes.set_xlabel("world size (ranks)")
+    axes.set_ylabel("images per second, all ranks")
+    axes.set_xticks(sorted({point.world_size for curve in curves for point in curve.points}))
+    axes.set_ylim(bottom=0)
+    axes.set_title("Data-parallel scaling (dashed: ideal; labels: efficiency)")
+    axes.legend(fontsize=7)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

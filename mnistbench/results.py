@@ -17,7 +17,9 @@ from . import machine
 
 # Fields that must agree before two results may be compared; a benchmark lacking one is skipped.
 CONFIG_FIELDS = ("kind", "model", "device", "device_name", "batch_size", "samples", "dataset", "pipeline",
-                 "precision", "memory_format", "compile")
+                 "precision", "memory_format", "compile", "world_size", "backend")
+# What a result stored before a field existed meant by leaving it out: one process, no process group.
+CONFIG_DEFAULTS = {"world_size": 1, "backend": None}
 VERSION_FIELDS = ("torch", "torchvision")
 # The speed variant of a benchmark; the optimizer implementation ("foreach", "fused") only in newer files.
 VARIANT_FIELDS = ("precision", "memory_format", "compile", "optimizer")
@@ -78,7 +80,10 @@ class Result:
     def label(self) -> str:
         """A short readable name without the device: the workload and the variant's departures from fp32
         eager, e.g. ``epoch vgg resident b128`` or ``step-train vgg b128 bf16``."""
-        parts = [self.extra_info.get(field) for field in ("precision", "memory_format", "compile")]
+        info = self.extra_info
+        parts = [info.get(field) for field in ("precision", "memory_format", "compile")]
+        if info.get("backend") is not None:
+            parts.append(f"{info['backend']} x{info['world_size']}")
         return " ".join([self.workload] + [str(p) for p in parts if p not in (None, "fp32", "contiguous", "eager")])
 
     @property
@@ -154,6 +159,7 @@ def _result(bench, path: Path, run_time: datetime, versions: dict, machine_info:
                                ("stats", stats, dict), ("params", params, dict)):
         if not isinstance(value, kind):
             raise TypeError(f"{field} (a {type(value).__name__}, not a {kind.__name__})")
+    extra_info = {**CONFIG_DEFAULTS, **extra_info}  # fields older results lack
     for field in CONFIG_FIELDS:
         if field not in extra_info:
             raise KeyError(f"extra_info.{field}")

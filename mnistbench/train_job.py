@@ -2,6 +2,8 @@
 
 Each completed epoch prints the articles' loss line plus the test accuracy and the epoch's wall time,
 then replaces the saved model atomically; Ctrl-C stops the run and says which epoch the file holds.
+Started by torchrun, every rank trains its shard of each epoch in DistributedDataParallel; rank 0 alone
+prints, evaluates and saves (the unwrapped network, so the file is the same as a single process's).
 """
 import dataclasses
 import time
@@ -12,7 +14,7 @@ from tqdm import tqdm
 
 import models
 
-from . import checkpoints, data, setups, training
+from . import checkpoints, data, distributed, setups, training
 
 
 @dataclass
@@ -39,17 +41,24 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
     out = Path(out or f"mnist_{model_name}.pth")
     train_set = data.load(dataset, root, train=True)
     test_set = data.load(dataset, root, train=False)
+    member = distributed.join(device)  # rank 0 of 1 unless torchrun started this process
+    device, progress = member.device, progress if member.is_main else False
+    log = log if member.is_main else lambda line: None
+    if member.world_size > 1 and setup_name == "fast" and fast_policy.pinned is None:
+        raise ValueError("under torchrun each rank would measure the fast variant on its own and could choose "
+                         "another: pin it with --fast-variant (for instance the one a single process chose)")
     chosen = setups.resolve(setup_name, device, model_name, recipe, train_set, fast_policy)
     if reason := chosen.variant.unsupported_on(device):
         raise ValueError(f"the {setup_name} setup ({chosen.variant}) cannot run on {device}: {reason}")
     run = training.TrainingRun.create(model_name, device, chosen.pipeline, train_set, variant=chosen.variant,
-                                      recipe=recipe, samples=samples, seed=seed)
+                                      recipe=recipe, samples=samples, seed=seed, shard=member.shard,
+                                      wrap_model=member.wrap)
     run.warm_up()  # compilation and autotuning out of epoch 1's time; ``restart`` then trains from scratch
     run.restart()
-    epochs = recipe.epochs
-    how = f"{chosen.choice.source}" if chosen.choice else "fixed"
-    log(f"training {model_name} on {device}, {recipe_name} recipe ({setup_name}: {chosen.variant}, {how}), "
-        f"{epochs} epochs of {run.pipeline.samples} {dataset} images, batch {recipe.batch_size}, "
+    epochs, images_per_epoch = recipe.epochs, run.pipeline.samples * member.world_size
+    how = chosen.choice.source if chosen.choice else "fixed"
+    log(f"training {model_name} on {device}, {member}, {recipe_name} recipe ({setup_name}: {chosen.variant}, {how}), "
+        f"{epochs} epochs of {images_per_epoch} {dataset} images, batch {recipe.batch_size}, "
         f"Adam lr {recipe.lr} {recipe.schedule}")
     summary = Summary(0, 0.0, 0, 0.0, 0, False)
     try:
@@ -57,21 +66,26 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
             batches = tqdm(run.pipeline, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
                            disable=None if progress is None else not progress)
             start = time.perf_counter()
-            losses = run.epoch(batches)
+            loss = member.average(run.epoch(batches).mean())
             seconds = time.perf_counter() - start
+            if not member.is_main:  # rank 0 evaluates and saves for all: DDP keeps the models identical
+                summary.epochs_done, summary.train_seconds = epoch, summary.train_seconds + seconds
+                continue
             accuracy, test_loss = run.evaluate(test_set)
             checkpoints.save(run.model, out)
             summary.epochs_done, summary.train_seconds = epoch, summary.train_seconds + seconds
-            summary.images += run.pipeline.samples
+            summary.images += images_per_epoch
             if accuracy > summary.best_accuracy:
                 summary.best_accuracy, summary.best_epoch = accuracy, epoch
-            log(f"Epoch [{epoch}/{epochs}], Loss: {losses.mean().item():.4f}, test accuracy {accuracy:.2%}, "
+            log(f"Epoch [{epoch}/{epochs}], Loss: {loss.item():.4f}, test accuracy {accuracy:.2%}, "
                 f"test loss {test_loss:.4f}, {seconds:.1f} s")
     except KeyboardInterrupt:
         summary.interrupted = True
         kept = f"{out} holds the weights after epoch {summary.epochs_done}" if summary.epochs_done else "nothing was saved"
         log(f"interrupted during epoch {summary.epochs_done + 1}: {kept}")
         return summary
+    finally:
+        member.close()
     log(f"done: {summary.epochs_done} epochs in {summary.train_seconds:.1f} s of training "
         f"({summary.images / summary.train_seconds:.0f} images/s), best test accuracy "
         f"{summary.best_accuracy:.2%} (epoch {summary.best_epoch}); weights of the last epoch saved to {out}")

@@ -121,8 +121,12 @@ class TrainingRun:
 
     @classmethod
     def create(cls, model_name: str, device: str, pipeline_name: str, dataset, *, variant: Variant = Variant(),
-               recipe: models.Recipe | None = None, samples: int | None = None, seed: int = 0) -> "TrainingRun":
-        """``model_name`` trained with ``recipe`` (by default its article's)."""
+               recipe: models.Recipe | None = None, samples: int | None = None, seed: int = 0,
+               shard: tuple[int, int] = (0, 1), wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+               ) -> "TrainingRun":
+        """``model_name`` trained with ``recipe`` (by default its article's). Data-parallel training is this same
+        run on each rank: ``shard`` picks the rank's slice of every epoch, and ``wrap_model`` wraps the prepared
+        network that the step runs (in ``DistributedDataParallel``); ``model`` stays the unwrapped network."""
         recipe = recipe or models.recipe(model_name)
         devices.prepare(device)
         variant.configure_backends()
@@ -130,13 +134,14 @@ class TrainingRun:
         model = models.build(model_name).to(device)
         optimizer = make_optimizer(model, recipe, variant)
         pipeline = pipelines.build(pipeline_name, dataset, recipe.batch_size, device, samples=samples, seed=seed,
-                                   mean=recipe.normalize_mean, std=recipe.normalize_std)
+                                   mean=recipe.normalize_mean, std=recipe.normalize_std, shard=shard)
         schedule = make_schedule(optimizer, recipe, len(pipeline))
         initial_state = copy.deepcopy({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict() if schedule else None, "order": pipeline.generator.get_state(),
             "cpu_random": torch.get_rng_state(), "device_random": devices.get_rng_state(device)})
-        step = make_train_step(variant.prepare_model(model), optimizer, device, variant)
+        network = variant.prepare_model(model)
+        step = make_train_step(wrap_model(network) if wrap_model else network, optimizer, device, variant)
         return cls(model_name, device, model, optimizer, pipeline, variant, recipe, schedule, step, initial_state)
 
     def _train(self, batches, scheduled: bool = True) -> torch.Tensor:
