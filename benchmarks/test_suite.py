@@ -5,9 +5,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from _pytest.config.argparsing import Parser
+
+import conftest
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_INFO_FIELDS = {
@@ -26,22 +30,43 @@ def run(*args, cwd=REPO):
 
 
 @pytest.mark.parametrize("option, message", [
-    ("--devices=tpu", "unknown device 'tpu'"),
-    (f"--devices=cpu,cuda:{torch.cuda.device_count()}", "was requested but this machine has only"),
-    ("--models=vgg,resnet", "--models: unknown resnet; choose from googlenet, vgg"),
-    ("--epoch-samples=0", "--epoch-samples must be a positive integer"),
-    ("--dataset=cifar", "invalid choice: 'cifar'"),
-    ("--precisions=fp64", "--precisions: unknown fp64; choose from fp32, tf32, bf16, fp16"),
-    ("--compile=jit", "--compile: unknown jit; choose from eager, compile, compile-step, cudagraphs"),
-    ("--optimizers=sgd", "--optimizers: unknown sgd; choose from default, foreach, fused"),
-    ("--fast-variant=bf16", "--fast-variant: unknown variant 'bf16': write PRECISION-FORMAT-COMPILE-OPTIMIZER"),
-    ("--matrix=huge", "invalid choice: 'huge'"),
-    ("--target-accuracy=99", "--target-accuracy must be a fraction in (0, 1], got 99.0"),
+    ("--devices=tpu", "unknown device 'tpu'"),  # ours, from pytest_configure
+    ("--matrix=huge", "invalid choice: 'huge'"),  # argparse's
 ])
 def test_bad_options_are_usage_errors_naming_the_choices(option, message):
     result = run("-m", "pytest", "--collect-only", "-q", option)
     assert result.returncode == 4, result.stdout + result.stderr
     assert message in result.stderr
+
+
+class OptionsOnly(SimpleNamespace):
+    """A pytest config holding only the suite's options (their defaults, as our parser gives them, and
+    ``changed``): enough for ``pytest_configure``, without a new pytest process for each case."""
+
+    def __init__(self, *changed):
+        parser = Parser(_ispytest=True)
+        conftest.pytest_addoption(parser)
+        values = vars(parser.parse_known_args(list(changed)))
+        super().__init__(option=SimpleNamespace(), values={**values, "benchmark_only": False, "benchmark_enable": False})
+
+    def getoption(self, name):
+        return self.values[name]
+
+
+@pytest.mark.parametrize("option, message", [
+    (f"--devices=cpu,cuda:{torch.cuda.device_count()}", "was requested but this machine has only"),
+    ("--models=vgg,resnet", "--models: unknown resnet; choose from googlenet, vgg"),
+    ("--epoch-samples=0", "--epoch-samples must be a positive integer"),
+    ("--precisions=fp64", "--precisions: unknown fp64; choose from fp32, tf32, bf16, fp16"),
+    ("--compile=jit", "--compile: unknown jit; choose from eager, compile, compile-step, cudagraphs"),
+    ("--optimizers=sgd", "--optimizers: unknown sgd; choose from default, foreach, fused"),
+    ("--fast-variant=bf16", "--fast-variant: unknown variant 'bf16': write PRECISION-FORMAT-COMPILE-OPTIMIZER"),
+    ("--target-accuracy=99", "--target-accuracy must be a fraction in (0, 1], got 99.0"),
+])
+def test_each_bad_option_is_refused_naming_the_choices(option, message):
+    with pytest.raises(pytest.UsageError) as refused:
+        conftest.pytest_configure(OptionsOnly(option))
+    assert message in str(refused.value)
 
 
 def test_benchmark_run_stores_pytest_benchmark_json_with_our_fields(tmp_path, mnist_root):

@@ -73,7 +73,8 @@ def test_the_clock_stops_while_paused(monkeypatch):
 def test_a_run_short_of_its_target_fails_with_the_accuracy_it_reached(mnist_train, mnist_test):
     run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, samples=256)
     with pytest.raises(time_to_accuracy.TargetNotReached) as failure:
-        train_to_accuracy(run, mnist_test, target=0.999, max_epochs=2, clock=TrainingClock())
+        train_to_accuracy(run, data.first(mnist_test, SMOKE_TEST_SAMPLES), target=0.999, max_epochs=2,
+                          clock=TrainingClock())
     message = str(failure.value)
     assert message.startswith("vgg on cpu reached ") and message.endswith("short of the target 99.90%")
     assert "test accuracy after 2 epoch(s)" in message and run.steps_done == 4
