@@ -7,7 +7,6 @@ import torch._dynamo
 
 import models
 from mnistbench import evaluation, guards, peaks, setups, training, variants
-from mnistbench.data import first as data_first
 from mnistbench.pipelines import normalized_images
 from mnistbench.variants import Variant
 
@@ -100,20 +99,20 @@ def test_compiled_cases_each_compile_and_never_fall_back_to_eager():
 
 
 def test_fast_variant_reaches_fp32_accuracy_at_small_scale(mnist_train, mnist_test):
-    """One short epoch (1,920 images) of VGG's recipe in fp32 and in the fast variant this CPU measured,
-    same order and initialisation; test accuracy on 2,000 test digits. (GoogLeNet is still near chance at
-    this scale, so it cannot tell the variants apart.) The full-scale check, a whole epoch of each model,
+    """One short epoch (6,400 images) of VGG's recipe in fp32 and in the fast variant this CPU measured,
+    same order and initialisation; test accuracy on all 10,000 test digits. (GoogLeNet is still near chance
+    at this scale, so it cannot tell the variants apart.) The fast variant is fast here by construction,
+    so this costs seconds even where bf16 is emulated. The full-scale check, a whole epoch of each model,
     is a measurement in the README."""
     fast = setups.resolve("fast", "cpu", "vgg", models.recipe("vgg"), mnist_train, setups.EAGER_ONLY).variant
-    test_digits = data_first(mnist_test, 2000)
     accuracies = {}
     for variant in (Variant(), fast):
-        run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, variant=variant, samples=1920)
+        run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, variant=variant, samples=6400)
         run.epoch()
-        accuracies[str(variant)], _ = evaluation.evaluate(run.model, test_digits, "cpu", variant=variant)
+        accuracies[str(variant)], _ = evaluation.evaluate(run.model, mnist_test, "cpu", variant=variant)
     fp32, fast_accuracy = accuracies.values()
     assert fp32 > 0.5, accuracies  # it learnt something, so the comparison means something
-    assert abs(fast_accuracy - fp32) <= 0.02, accuracies
+    assert abs(fast_accuracy - fp32) <= 0.01, accuracies
 
 
 def test_out_of_memory_skips_the_case_with_the_reason():
