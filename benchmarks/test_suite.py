@@ -99,15 +99,17 @@ def test_benchmark_run_stores_pytest_benchmark_json_with_our_fields(tmp_path, mn
 
 
 def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_reached(tmp_path, mnist_root):
-    def time_vgg(recipe, target, storage):
-        return run("-m", "pytest", "benchmarks/test_time_to_accuracy.py", "--benchmark-only", "--devices=cpu",
-                   "--models=vgg", "--epoch-samples=1024", "-k", f"test_time_to_accuracy and {recipe}",
-                   "--fast-variant=fp32-contiguous-eager-fused",
-                   f"--target-accuracy={target}", f"--mnist-root={mnist_root}", f"--benchmark-storage={storage}")
-
-    reached = time_vgg("article", 0.5, tmp_path / "reached")
-    assert reached.returncode == 0, reached.stdout + reached.stderr
-    [saved] = list(tmp_path.glob("reached/*/0001_*.json"))
+    """One run, two outcomes: on 1,024-image epochs the article's recipe reaches 50% within its epochs (66%
+    after two here) and is stored; the fast recipe's two short one-cycle epochs stay near 30%, so it fails
+    naming the accuracy it reached and stores nothing."""
+    result = run("-m", "pytest", "benchmarks/test_time_to_accuracy.py", "--benchmark-only", "--devices=cpu",
+                 "--models=vgg", "--epoch-samples=1024", "-k", "test_time_to_accuracy",
+                 "--fast-variant=fp32-contiguous-eager-fused", "--target-accuracy=0.5", f"--mnist-root={mnist_root}",
+                 f"--benchmark-storage={tmp_path}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "TargetNotReached: vgg on cpu reached " in result.stdout and "short of the target 50.00%" in result.stdout
+    assert "mnistbench: not saved: test_time_to_accuracy[vgg-cpu-to0.5-fast]" in result.stdout + result.stderr
+    [saved] = list(tmp_path.glob("*/0001_*.json"))
     [bench] = json.loads(saved.read_text())["benchmarks"]
     assert bench["name"] == "test_time_to_accuracy[vgg-cpu-to0.5-article]"
     assert bench["options"]["timer"] == "mnistbench TrainingClock: perf_counter without evaluation"
@@ -115,8 +117,3 @@ def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_re
     assert EXTRA_INFO_FIELDS <= info.keys() and (info["recipe"], info["target_accuracy"]) == ("article", 0.5)
     assert info["accuracies"][-1] == info["accuracy"] >= 0.5 > max(info["accuracies"][:-1], default=0)
     assert info["images_per_second"] == pytest.approx(1024 * info["epochs"] / bench["stats"]["median"])
-
-    missed = time_vgg("fast", 0.999, tmp_path / "missed")
-    assert missed.returncode == 1
-    assert "TargetNotReached: vgg on cpu reached " in missed.stdout and "short of the target 99.90%" in missed.stdout
-    assert not [b for path in tmp_path.glob("missed/*/*.json") for b in json.loads(path.read_text())["benchmarks"]]
