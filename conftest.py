@@ -5,13 +5,14 @@ Without ``--benchmark-only`` the run is a smoke run: every benchmark executes on
 few hundred samples, so that ``pytest`` proves the whole suite works in minutes.
 """
 import os
+import tempfile
 
 import pytest
 import torch
 
 import models
-from mnistbench import (data, devices, estimate, guards, machine, peaks, pipelines, ratio, scaling, setups,
-                        variants)
+from mnistbench import (data, devices, estimate, fast, guards, machine, peaks, pipelines, ratio, scaling,
+                        setups, variants)
 from mnistbench.variants import Variant
 
 pytest_plugins = ("mnistbench.storage",)  # saves only the benchmarks that finished, atomically
@@ -112,6 +113,8 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--target-accuracy must be a fraction in (0, 1], got {target}")
     if not config.mnistbench_full and not config.getoption("benchmark_enable"):
         config.option.benchmark_disable = True
+    if not config.mnistbench_full:  # tests never read or write this machine's cache of fast choices
+        os.environ[fast.CACHE_ENV] = tempfile.mkdtemp(prefix="mnistbench-cache-")
     devices.share_cpu_threads()
 
 

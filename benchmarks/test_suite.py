@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ import torch
 from _pytest.config.argparsing import Parser
 
 import conftest
+from mnistbench import fast
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_INFO_FIELDS = {
@@ -22,8 +24,10 @@ EXTRA_INFO_FIELDS = {
 
 
 def run(*args, cwd=REPO):
-    """``python ARGS`` as a user would run it, with this worker's share of the cores, not all of them."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    """``python ARGS`` as a user would run it, with this worker's share of the cores, not all of them, and a
+    cache of fast choices of its own (so its fast cases probe)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads()),
+           fast.CACHE_ENV: tempfile.mkdtemp(prefix="mnistbench-cache-")}
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_XDIST_WORKER_COUNT", None)
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

@@ -164,10 +164,10 @@ class TrainingRun:
                         mean=self.recipe.normalize_mean, std=self.recipe.normalize_std)
 
     def warm_up(self) -> None:
-        """Untimed steps with every batch shape of the epoch (the full batch and the last partial one),
-        the learning-rate schedule left where it is, so that compilation (static shapes: one graph per shape), cuDNN's autotuning, CUDA-graph recording and
-        the allocator's first growth all happen before the clock starts. The first step is timed on its
-        own: with ``torch.compile`` that is the compilation time."""
+        """Untimed steps with every batch shape of the epoch (the full batch and the last partial one), the
+        learning-rate schedule left where it is, so that compilation (static shapes: one graph per shape),
+        cuDNN's autotuning, CUDA-graph recording and the allocator's first growth all happen before the clock
+        starts. The first step is timed on its own: with ``torch.compile`` that is the compilation time."""
         pipeline = self.pipeline
         shapes = dict.fromkeys([min(pipeline.batch_size, pipeline.samples), pipeline.samples % pipeline.batch_size])
         start = time.perf_counter()
