@@ -29,6 +29,12 @@ def test_an_unknown_variant_name_says_what_to_write():
         Variant.parse("fp64-contiguous-eager-default")
 
 
+def test_a_compiled_optimizer_step_never_silently_runs_an_eager_one():
+    # GradScaler.step calls the optimizer's own (eager) step, so fp16 with compile-step is refused.
+    assert Variant("fp16", compile="compile-step").unsupported_on("cuda:0") == (
+        "compile-step cannot compile GradScaler's unscale-and-step, which fp16 needs")
+
+
 def test_a_compiled_optimizer_step_is_refused_with_a_learning_rate_schedule():
     assert Variant(compile="compile-step").unsupported_with("onecycle") == (
         "compile-step needs a constant learning rate, not the onecycle schedule")

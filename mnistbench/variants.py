@@ -66,6 +66,8 @@ class Variant:
             return f"{torch.cuda.get_device_name(device)} has no native bf16"
         if self.optimizer == "fused" and kind == "mps":
             return "fused Adam is not implemented for MPS"
+        if self.compile == "compile-step" and self.precision == "fp16":
+            return "compile-step cannot compile GradScaler's unscale-and-step, which fp16 needs"
         return None
 
     def unsupported_with(self, schedule: str) -> str | None:
