@@ -7,7 +7,6 @@ the untimed warm-up, on a fresh Dynamo cache, and is stored as ``first_step_seco
 """
 import time
 
-import pytest
 import torch
 
 import models

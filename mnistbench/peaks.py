@@ -3,8 +3,8 @@
 Data-sheet peaks are dense (without 2:4 sparsity), tensor cores for tf32/bf16/fp16 and CUDA cores for
 fp32. A CPU has no data sheet here, so its peak is measured: the best of a few square matrix products in
 the precision at hand with the run's threads, through BLAS and through the convolution library, what
-this CPU can achieve, emulated bf16 included. The same
-probe on a GPU shows how far its data sheet is from what it reaches.
+this CPU can achieve, emulated bf16 included. The same probe on a GPU shows how far its data sheet is
+from what it reaches.
 """
 import re
 import time
