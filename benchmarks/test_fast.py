@@ -97,3 +97,12 @@ def test_a_real_probe_times_real_steps(mnist_train, monkeypatch, tmp_path):
     assert str(BASELINE) in measured and all(ms > 0 for ms in measured.values()), timings
     assert all(ms.startswith("dropped: a step over") for ms in timings.values() if ms not in measured.values())
     assert measured[str(best)] == min(measured.values())
+
+
+def test_fp16_is_timed_only_after_its_loss_scale_settles(monkeypatch):
+    """The first fp16 steps skip Adam while GradScaler lowers its scale: timing them would favour fp16."""
+    monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: None)
+    monkeypatch.setattr(fast._Probe, "steps", lambda self, variant, batch_size: iter(range(1, 100)))
+    probe = fast._Probe()
+    assert probe.time(Variant("fp16"), 8, warm_up=1, timed=3, give_up_after=1e9) == fast.FP16_WARM_UP_STEPS + 1
+    assert probe.time(Variant("bf16"), 8, warm_up=1, timed=3, give_up_after=1e9) == 2

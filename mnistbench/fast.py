@@ -33,6 +33,9 @@ SCREEN_BATCH = 4
 SCREEN_FACTOR = 3.0  # a screen this many times slower than the best is an emulated or broken path
 DROP_FACTOR = 1.5  # at the full batch, a first timed step this much slower than the best drops out
 TIMED_STEPS = 3
+# fp16's GradScaler starts at a loss scale of 65,536 and halves it, skipping Adam's update, on every step
+# whose gradients overflow; only after those steps does an fp16 step do a whole step's work.
+FP16_WARM_UP_STEPS = 20
 CACHE_ENV = "MNISTBENCH_CACHE"
 
 
@@ -97,6 +100,7 @@ class _Probe:
 
     def steps(self, variant: Variant, batch_size: int):
         """A generator of the wall times of successive synchronised training steps in ``variant``."""
+        devices.prepare(self.device)  # the cuDNN autotuning that the timed runs get
         variant.configure_backends()
         torch.manual_seed(0)
         model = models.build(self.model_name).to(self.device)
@@ -113,7 +117,7 @@ class _Probe:
         """The fastest of ``timed`` steps after ``warm_up`` untimed ones; None as soon as one timed step is
         slower than ``give_up_after`` seconds."""
         steps = self.steps(variant, batch_size)
-        for _ in range(warm_up):
+        for _ in range(max(warm_up, FP16_WARM_UP_STEPS) if variant.precision == "fp16" else warm_up):
             next(steps)
         best = math.inf
         for _ in range(timed):

@@ -8,6 +8,9 @@ import torch._dynamo.exc
 
 
 def free_accelerator_memory() -> None:
+    """Release what a finished case holds: Dynamo's compiled code keeps its CUDA-graph pools and their
+    outputs alive after the model is gone, and would count in the next case's peak memory."""
+    torch._dynamo.reset()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

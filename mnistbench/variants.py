@@ -10,13 +10,14 @@ a loop over the parameters on a CPU, ``foreach`` on a GPU), ``foreach`` batches 
 multi-tensor kernels, ``fused`` runs one fused kernel.
 
 Every compiled model starts from an empty Dynamo cache and compiles with static shapes; hitting Dynamo's
-recompile limit is an error, never a silent fall-back to eager.
+recompile limit, or a graph that CUDA graphs cannot capture, is an error, never a silent fall-back.
 """
 import contextlib
 from dataclasses import dataclass, fields
 
 import torch
 import torch._dynamo
+import torch._inductor.config
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -29,6 +30,9 @@ _COMPILE_KWARGS = {"compile": {}, "compile-step": {}, "cudagraphs": {"mode": "re
 # Past its recompile limit Dynamo would otherwise run the function eagerly with one log line, and a
 # "compiled" benchmark would time eager code.
 torch._dynamo.config.fail_on_recompile_limit_hit = True
+# Likewise Inductor runs a graph it cannot capture without CUDA graphs, with one log line, and a
+# "cudagraphs" benchmark would time plain compiled code.
+torch._inductor.config.triton.cudagraph_or_error = True
 
 
 @dataclass(frozen=True)
