@@ -96,11 +96,12 @@ def pytest_configure(config):
         pinned = config.getoption("fast_variant") and Variant.parse(config.getoption("fast_variant"))
     except ValueError as error:
         raise pytest.UsageError(f"--fast-variant: {error}") from None
-    # A probe shares the cores with the other xdist workers: use its choice, but never cache it.
+    # A timed run caches only a probe that had the machine to itself, never one beside other xdist workers;
+    # a smoke run's choices go to its own temporary cache (below), shared by its workers and subprocesses.
     config.mnistbench_fast_policy = setups.FastPolicy(
         **{name: tuple(chosen) for name, chosen in config.mnistbench_variant_choices.items()},
         pinned=pinned or None, use_cache=not config.getoption("no_fast_cache"),
-        save_cache="PYTEST_XDIST_WORKER" not in os.environ)
+        save_cache=not config.mnistbench_full or "PYTEST_XDIST_WORKER" not in os.environ)
     for option in ("epoch_samples", "epoch_rounds"):
         value = config.getoption(option)
         if value is not None and value < 1:
@@ -113,7 +114,9 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--target-accuracy must be a fraction in (0, 1], got {target}")
     if not config.mnistbench_full and not config.getoption("benchmark_enable"):
         config.option.benchmark_disable = True
-    if not config.mnistbench_full:  # tests never read or write this machine's cache of fast choices
+    if not config.mnistbench_full and not hasattr(config, "workerinput"):
+        # Tests never read or write this machine's cache of fast choices. One temporary cache per test run,
+        # which the xdist workers inherit: each model and batch is probed once, not once per worker.
         os.environ[fast.CACHE_ENV] = tempfile.mkdtemp(prefix="mnistbench-cache-")
     devices.share_cpu_threads()
 
