@@ -134,11 +134,11 @@ def test_the_replay_clock_gives_pytest_benchmark_exactly_the_recorded_times():
 
 
 @pytest.mark.skipif(CORES < 2, reason="two ranks need two cores")
-def test_two_nodes_train_one_model_together(tmp_path, mnist_root):
+def test_two_nodes_train_one_model_together(tmp_path, few_test_digits_root):
     """Two torchrun agents, one rank each, meeting at one c10d rendezvous: the README's multi-node command."""
     out = tmp_path / "mnist_vgg.pth"
     logs = launcher.run(["-m", "mnistbench", "train", "--model", "vgg", "--epochs", "1", "--samples", "768",
-                         "--out", str(out), "--no-progress", "--mnist-root", str(mnist_root)],
+                         "--out", str(out), "--no-progress", "--mnist-root", str(few_test_digits_root)],
                         workdir=tmp_path / "logs", ranks_per_node=1, nodes=2, timeout_seconds=SMOKE_TIMEOUT_SECONDS)
     output = "\n".join(log.read_text() for log in logs)
     assert "data-parallel over 2 rank(s) on 2 node(s) (gloo)" in output and "of 768 mnist images" in output

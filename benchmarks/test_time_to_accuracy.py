@@ -82,7 +82,7 @@ def test_a_run_short_of_its_target_fails_with_the_accuracy_it_reached(mnist_trai
 
 def test_restart_trains_as_if_the_warm_up_never_happened(mnist_train):
     recipe = models.recipe("vgg", "fast")
-    setup = setups.resolve("fast", "cpu", "vgg", recipe, mnist_train, setups.EAGER_ONLY)
+    setup = setups.resolve("fast", "cpu", "vgg", recipe, mnist_train, setups.SMOKE)
 
     def train(warm_up_first):  # one run after the other: dropout draws from the process's random stream
         run = training.TrainingRun.create("vgg", "cpu", setup.pipeline, mnist_train, variant=setup.variant,

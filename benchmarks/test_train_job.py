@@ -9,6 +9,7 @@ import torch
 from mnistbench import checkpoints, train_job, training
 
 from articles import article_model_class
+from conftest import FEW_TEST_DIGITS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,11 +19,11 @@ def mnistbench(*args, root):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
-def test_train_saves_a_model_the_articles_code_loads(tmp_path, mnist_root):
+def test_train_saves_a_model_the_articles_code_loads(tmp_path, few_test_digits_root):
     out = tmp_path / "mnist_vgg.pth"
     lines = []
-    summary = train_job.train("vgg", "cpu", epochs=2, samples=384, out=out, root=mnist_root, progress=False,
-                              log=lines.append)
+    summary = train_job.train("vgg", "cpu", epochs=2, samples=384, out=out, root=few_test_digits_root,
+                              progress=False, log=lines.append)
     assert (summary.epochs_done, summary.images, summary.interrupted) == (2, 768, False)
     assert lines[1].startswith("Epoch [1/2], Loss: ") and "test accuracy" in lines[1]
     assert lines[-1].startswith("done: 2 epochs") and str(out) in lines[-1]
@@ -34,10 +35,10 @@ def test_train_saves_a_model_the_articles_code_loads(tmp_path, mnist_root):
     assert list(tmp_path.iterdir()) == [out], "no temporary file may be left behind"
 
 
-def test_train_command_end_to_end_with_the_fast_recipe(tmp_path, mnist_root):
+def test_train_command_end_to_end_with_the_fast_recipe(tmp_path, few_test_digits_root):
     out = tmp_path / "vgg.pth"
     run = mnistbench("train", "--model", "vgg", "--recipe", "fast", "--epochs", "1", "--samples", "512",
-                     "--fast-variant", "fp32-channels_last-eager-fused", "--out", out, root=mnist_root)
+                     "--fast-variant", "fp32-channels_last-eager-fused", "--out", out, root=few_test_digits_root)
     assert run.returncode == 0, run.stderr
     assert ("fast recipe (fast: fp32-channels_last-eager-fused, pinned), 1 epochs of 512 mnist images, batch 256"
             in run.stdout)
@@ -46,19 +47,19 @@ def test_train_command_end_to_end_with_the_fast_recipe(tmp_path, mnist_root):
     checkpoints.load("vgg", out)
 
 
-def test_the_progress_bar_is_drawn_when_asked(tmp_path, mnist_root, capsys):
-    train_job.train("vgg", "cpu", epochs=1, samples=256, out=tmp_path / "m.pth", root=mnist_root, progress=True,
-                    log=lambda line: None)
+def test_the_progress_bar_is_drawn_when_asked(tmp_path, few_test_digits_root, capsys):
+    train_job.train("vgg", "cpu", epochs=1, samples=256, out=tmp_path / "m.pth", root=few_test_digits_root,
+                    progress=True, log=lambda line: None)
     assert "epoch 1/1" in capsys.readouterr().err
 
 
-def test_evaluate_reports_the_accuracy_of_an_article_file(tmp_path, mnist_root):
+def test_evaluate_reports_the_accuracy_of_an_article_file(tmp_path, few_test_digits_root):
     torch.manual_seed(0)
     path = tmp_path / "mnist_vggnet.pth"
     torch.save(article_model_class("vgg")().state_dict(), path)  # what the article's script saves
-    run = mnistbench("evaluate", "--model", "vgg", "--weights", path, root=mnist_root)
+    run = mnistbench("evaluate", "--model", "vgg", "--weights", path, root=few_test_digits_root)
     assert run.returncode == 0, run.stderr
-    assert f"{path}: vgg on 10000 mnist test images: accuracy " in run.stdout
+    assert f"{path}: vgg on {FEW_TEST_DIGITS} mnist test images: accuracy " in run.stdout
 
 
 @pytest.mark.parametrize("content, message", [
@@ -76,7 +77,7 @@ def test_evaluate_refuses_a_wrong_or_corrupt_file_in_one_line(tmp_path, mnist_ro
     assert run.stderr.count("\n") == 1 and message in run.stderr
 
 
-def test_an_interrupted_run_keeps_the_last_complete_epoch(tmp_path, mnist_root, monkeypatch):
+def test_an_interrupted_run_keeps_the_last_complete_epoch(tmp_path, few_test_digits_root, monkeypatch):
     original_epoch = training.TrainingRun.epoch
     calls = []
 
@@ -88,8 +89,8 @@ def test_an_interrupted_run_keeps_the_last_complete_epoch(tmp_path, mnist_root, 
 
     monkeypatch.setattr(training.TrainingRun, "epoch", interrupted_second_epoch)
     out, lines = tmp_path / "model.pth", []
-    summary = train_job.train("vgg", "cpu", epochs=3, samples=256, out=out, root=mnist_root, progress=False,
-                              log=lines.append)
+    summary = train_job.train("vgg", "cpu", epochs=3, samples=256, out=out, root=few_test_digits_root,
+                              progress=False, log=lines.append)
     assert summary.interrupted and summary.epochs_done == 1
     assert lines[-1] == f"interrupted during epoch 2: {out} holds the weights after epoch 1"
     checkpoints.load("vgg", out)

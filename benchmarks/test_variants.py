@@ -115,7 +115,7 @@ def test_fast_variant_reaches_fp32_accuracy_at_small_scale(mnist_train, mnist_te
     at this scale, so it cannot tell the variants apart.) The fast variant is fast here by construction,
     so this costs seconds even where bf16 is emulated. The full-scale check, a whole epoch of each model,
     is a measurement in the README."""
-    fast = setups.resolve("fast", "cpu", "vgg", models.recipe("vgg"), mnist_train, setups.EAGER_ONLY).variant
+    fast = setups.resolve("fast", "cpu", "vgg", models.recipe("vgg"), mnist_train, setups.SMOKE).variant
     if fast == Variant():
         pytest.skip(f"the probe chose {fast}, the fp32 baseline itself, on this CPU: no other variant to check")
     accuracies = {}

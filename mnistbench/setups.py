@@ -33,8 +33,9 @@ class FastPolicy:
         return [variant for variant in every if variant.unsupported_with(schedule) is None]
 
 
-# What a smoke run and the tests let the probe choose from: compilation has tests of its own.
-EAGER_ONLY = FastPolicy(compile_modes=("eager",))
+# What a smoke run and the tests let the probe choose from (precisions and formats): compilation and
+# Adam's implementations have tests of their own.
+SMOKE = FastPolicy(compile_modes=("eager",), optimizers=("default",))
 
 
 @dataclass(frozen=True)
