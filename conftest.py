@@ -51,6 +51,9 @@ def pytest_addoption(parser):
     group.addoption("--target-accuracy", type=float, default=None,
                     help=f"test accuracy the time-to-accuracy benchmark trains to "
                          f"(default: 0.99 with --benchmark-only, else {SMOKE_TARGET_ACCURACY})")
+    group.addoption("--seeds", type=int, default=1,
+                    help="time-to-accuracy runs per case, from seeds 0..N-1, one round each: the time's mean and "
+                         "spread are pytest-benchmark's statistics, each seed's accuracy is in extra_info (default: 1)")
     group.addoption("--precisions", default=",".join(variants.PRECISIONS),
                     help="step benchmark precisions: fp32, tf32 (CUDA), bf16, fp16 (CUDA); default: all a device supports")
     group.addoption("--memory-formats", default=",".join(variants.MEMORY_FORMATS),
@@ -108,7 +111,7 @@ def pytest_configure(config):
         **{name: tuple(chosen) for name, chosen in config.mnistbench_variant_choices.items()},
         pinned=pinned or None, use_cache=not config.getoption("no_fast_cache"),
         save_cache=not config.mnistbench_full or "PYTEST_XDIST_WORKER" not in os.environ)
-    for option in ("epoch_samples", "epoch_rounds"):
+    for option in ("epoch_samples", "epoch_rounds", "seeds"):
         value = config.getoption(option)
         if value is not None and value < 1:
             raise pytest.UsageError(f"--{option.replace('_', '-')} must be a positive integer, got {value}")

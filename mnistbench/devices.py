@@ -58,25 +58,6 @@ def synchronize(device: str) -> None:
         torch.mps.synchronize()
 
 
-def get_rng_state(device: str) -> torch.Tensor | None:
-    """The random stream of an accelerator (dropout on the GPU draws from it); None for the CPU,
-    whose stream is ``torch.get_rng_state()``."""
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return torch.cuda.get_rng_state(device)
-    if kind == "mps":
-        return torch.mps.get_rng_state()
-    return None
-
-
-def set_rng_state(device: str, state: torch.Tensor | None) -> None:
-    kind = torch.device(device).type
-    if kind == "cuda":
-        torch.cuda.set_rng_state(state, device)
-    elif kind == "mps":
-        torch.mps.set_rng_state(state)
-
-
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:

@@ -62,5 +62,5 @@ def train_to_accuracy(run: TrainingRun, test_set, *, target: float, max_epochs: 
         if outcome.reached:
             return outcome
     raise TargetNotReached(
-        f"{run.model_name} on {run.device} reached {outcome.accuracies[-1]:.2%} test accuracy after {max_epochs} "
-        f"epoch(s) (best {max(outcome.accuracies):.2%}), short of the target {target:.2%}")
+        f"{run.model_name} on {run.device}, seed {run.seed}, reached {outcome.accuracies[-1]:.2%} test accuracy "
+        f"after {max_epochs} epoch(s) (best {max(outcome.accuracies):.2%}), short of the target {target:.2%}")

@@ -115,7 +115,8 @@ class TrainingRun:
     recipe: models.Recipe
     schedule: torch.optim.lr_scheduler.LRScheduler | None
     step: Step
-    initial_state: dict  # model, optimizer, schedule and random streams as created, for ``restart``
+    initial_state: dict  # the optimizer and schedule as created, for ``restart``
+    seed: int = 0  # of the weights, the order of the data and the dropout masks
     steps_done: int = 0
     first_step_seconds: float | None = None  # the first step's wall time: compilation, when compiled
 
@@ -136,13 +137,11 @@ class TrainingRun:
         pipeline = pipelines.build(pipeline_name, dataset, recipe.batch_size, device, samples=samples, seed=seed,
                                    mean=recipe.normalize_mean, std=recipe.normalize_std, shard=shard)
         schedule = make_schedule(optimizer, recipe, len(pipeline))
-        initial_state = copy.deepcopy({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict() if schedule else None, "order": pipeline.generator.get_state(),
-            "cpu_random": torch.get_rng_state(), "device_random": devices.get_rng_state(device)})
+        initial_state = copy.deepcopy({"optimizer": optimizer.state_dict(),
+                                       "schedule": schedule.state_dict() if schedule else None})
         network = variant.prepare_model(model)
         step = make_train_step(wrap_model(network) if wrap_model else network, optimizer, device, variant)
-        return cls(model_name, device, model, optimizer, pipeline, variant, recipe, schedule, step, initial_state)
+        return cls(model_name, device, model, optimizer, pipeline, variant, recipe, schedule, step, initial_state, seed)
 
     def _train(self, batches, scheduled: bool = True) -> torch.Tensor:
         self.model.train()
@@ -177,16 +176,16 @@ class TrainingRun:
             for _ in range(WARM_UP_STEPS):
                 self._train(pipeline.draw(size), scheduled=False)
 
-    def restart(self) -> None:
-        """Back to the state ``create`` made (weights, optimizer, schedule, random streams), in place, so
-        that a warmed-up (and compiled) step trains from scratch exactly as if the warm-up never happened.
-        Not restored: an fp16 ``GradScaler``'s loss scale, which the warm-up may already have adjusted."""
-        state = self.initial_state
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def restart(self, seed: int | None = None) -> None:
+        """Back to the state ``create`` made with this run's seed, or with ``seed``: weights, optimizer,
+        schedule and random streams, drawn again in ``create``'s order and loaded in place, so that a
+        warmed-up (and compiled) step trains from scratch exactly as if the warm-up never happened. Not
+        restored: an fp16 ``GradScaler``'s loss scale, which the warm-up may already have adjusted."""
+        self.seed = self.seed if seed is None else seed
+        torch.manual_seed(self.seed)  # the CPU's and every device's stream, then the weights drawn from it
+        self.model.load_state_dict(models.build(self.model_name).state_dict())
+        self.optimizer.load_state_dict(self.initial_state["optimizer"])
         if self.schedule is not None:
-            self.schedule.load_state_dict(state["schedule"])
-        self.pipeline.generator.set_state(state["order"])
-        torch.set_rng_state(state["cpu_random"])
-        devices.set_rng_state(self.device, state["device_random"])
+            self.schedule.load_state_dict(self.initial_state["schedule"])
+        self.pipeline.generator.manual_seed(self.seed)
         self.steps_done = 0
