@@ -300,12 +300,12 @@ def _release_accelerator_memory():
 
 
 def pytest_sessionstart(session):
-    """A timed run measures each device's achievable peak first, while nothing else runs: fp32 and bf16
-    on a CPU (utilisation figures divide by it)."""
+    """A timed run measures each device's achievable peak first, while nothing else runs, for fp32 (the
+    articles' precision) and each precision the run's variants may use (utilisation figures divide by it)."""
     config = session.config
     if config.mnistbench_full and not hasattr(config, "workerinput"):
         for device in config.mnistbench_devices:
-            for precision in ("fp32", "bf16"):
+            for precision in dict.fromkeys(["fp32", *config.mnistbench_variant_choices["precisions"]]):
                 if variants.Variant(precision).unsupported_on(device) is None:
                     peaks.measured_tflops(device, precision, torch.get_num_threads())
 

@@ -97,6 +97,8 @@ def test_benchmark_run_stores_pytest_benchmark_json_with_our_fields(tmp_path, mn
     epoch = next(b for b in stored["benchmarks"] if b["name"].startswith("test_epoch"))
     assert epoch["stats"]["rounds"] == 2 and epoch["extra_info"]["samples"] == 256
     assert {"torch", "torchvision", "cuda", "cudnn", "cpu_name", "gpus"} <= stored["machine_info"]["mnistbench"].keys()
+    cpu_peaks = stored["machine_info"]["mnistbench"]["measured_peak_tflops"]["cpu"]
+    assert cpu_peaks.keys() == {"method", "fp32"}, "no peak measured for a precision the run cannot use"
 
     compared = run("-m", "pytest_benchmark", "compare", str(saved))
     assert compared.returncode == 0, compared.stderr
