@@ -3,10 +3,10 @@ the target (99% by default), the evaluation after each epoch excluded from the c
 
 ``article`` is the articles' job (their hyperparameters in their loop, fp32); ``fast`` is the suite's
 tuned recipe on the same network (resident data, a larger batch, a one-cycle schedule, the device's
-fast variant). The recipe's epochs bound the run: a run that misses the target fails with the accuracy
-it reached, and stores no time, unless the recipe is known to fall short of that target (the article's
-GoogLeNet recipe diverges): then the miss is an expected outcome, reported with the accuracy reached, and
-the standard matrix leaves the run out.
+fast variant). The recipe's epochs bound each run, one per seed: a mean accuracy over the seeds short of
+the target fails the case with the accuracy reached, and stores no time, unless the recipe is known to
+fall short of that target (the article's GoogLeNet recipe diverges): then the miss is an expected
+outcome, reported with the accuracy reached, and the standard matrix leaves the run out.
 """
 import statistics
 
@@ -16,7 +16,7 @@ import torch
 import models
 from conftest import SMOKE_TARGET_ACCURACY, SMOKE_TEST_SAMPLES
 from mnistbench import data, devices, guards, metrics, setups, time_to_accuracy, training
-from mnistbench.time_to_accuracy import TargetNotReached, TrainingClock, train_to_accuracy
+from mnistbench.time_to_accuracy import Outcome, TargetNotReached, TrainingClock, train_to_accuracy
 
 CLOCK = TrainingClock()
 
@@ -40,13 +40,14 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
         benchmark.group = f"time to {target_accuracy:.1%} {model_name}"
         seeds, outcomes = iter(range(pytestconfig.getoption("seeds"))), []
 
-        def train_from_next_seed():  # raises TargetNotReached, naming the seed and the accuracy reached, on a miss
+        def train_from_next_seed():
             run.restart(seed=next(seeds))
             outcomes.append(train_to_accuracy(run, test_set, target=target_accuracy, max_epochs=recipe.epochs,
                                               clock=CLOCK))
 
-        try:
-            benchmark.pedantic(train_from_next_seed, rounds=pytestconfig.getoption("seeds"))
+        benchmark.pedantic(train_from_next_seed, rounds=pytestconfig.getoption("seeds"))
+        try:  # on a miss: TargetNotReached, naming the mean accuracy and each seed short of the target
+            time_to_accuracy.check(outcomes, model_name, device)
         except TargetNotReached as miss:
             if expected_miss:
                 pytest.xfail(f"{miss} (expected: {expected_miss})")
@@ -83,12 +84,25 @@ def test_the_clock_stops_while_paused(monkeypatch):
 
 def test_a_run_short_of_its_target_fails_with_the_accuracy_it_reached(mnist_train, mnist_test):
     run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, samples=256)
+    outcome = train_to_accuracy(run, data.first(mnist_test, SMOKE_TEST_SAMPLES), target=0.999, max_epochs=2,
+                                clock=TrainingClock())
+    assert (outcome.seed, outcome.epochs, outcome.reached, run.steps_done) == (0, 2, False, 4)
     with pytest.raises(time_to_accuracy.TargetNotReached) as failure:
-        train_to_accuracy(run, data.first(mnist_test, SMOKE_TEST_SAMPLES), target=0.999, max_epochs=2,
-                          clock=TrainingClock())
+        time_to_accuracy.check([outcome], "vgg", "cpu")
     message = str(failure.value)
-    assert message.startswith("vgg on cpu, seed 0, reached ") and message.endswith("short of the target 99.90%")
-    assert "test accuracy after 2 epoch(s)" in message and run.steps_done == 4
+    assert message.startswith(f"vgg on cpu reached {outcome.accuracies[-1]:.2%} test accuracy, the mean over "
+                              "1 seed(s), short of the target 99.90%: seed 0 reached ")
+    assert message.endswith(f" after 2 epoch(s) (best {max(outcome.accuracies):.2%})")
+
+
+def test_a_recipe_is_judged_by_its_mean_accuracy_over_the_seeds():
+    """As the speedruns judge theirs: a seed a hair short does not fail a recipe whose mean reaches the target."""
+    reached = Outcome(0, 0.99, [0.97, 0.993])
+    time_to_accuracy.check([reached, Outcome(1, 0.99, [0.96, 0.989])], "vgg", "cpu")
+    with pytest.raises(time_to_accuracy.TargetNotReached) as failure:
+        time_to_accuracy.check([reached, Outcome(1, 0.99, [0.96, 0.983])], "vgg", "cpu")
+    assert str(failure.value) == ("vgg on cpu reached 98.80% test accuracy, the mean over 2 seed(s), short of the "
+                                  "target 99.00%: seed 1 reached 98.30% after 2 epoch(s) (best 98.30%)")
 
 
 def test_restart_trains_as_if_the_warm_up_never_happened(mnist_train):

@@ -4,6 +4,7 @@ Speed without accuracy means nothing, so this is the number MLPerf and the CIFAR
 As the speedruns do, the clock stops while the model is evaluated after each epoch: ``TrainingClock``
 is a ``perf_counter`` that can be paused, and the benchmark hands it to pytest-benchmark as its timer.
 """
+import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,11 +34,12 @@ class TrainingClock:
 
 
 class TargetNotReached(AssertionError):
-    """The run used its whole epoch budget without reaching the target accuracy."""
+    """The runs used their epoch budget without reaching the target accuracy on average."""
 
 
 @dataclass
 class Outcome:
+    seed: int
     target: float
     accuracies: list[float] = field(default_factory=list)  # test accuracy after each epoch
 
@@ -52,15 +54,24 @@ class Outcome:
 
 def train_to_accuracy(run: TrainingRun, test_set, *, target: float, max_epochs: int, clock: TrainingClock) -> Outcome:
     """Train ``run`` epoch by epoch, evaluating on ``test_set`` with ``clock`` paused, until the accuracy
-    reaches ``target``; ``TargetNotReached`` after ``max_epochs`` without it."""
-    outcome = Outcome(target)
-    while outcome.epochs < max_epochs:
+    reaches ``target`` or ``max_epochs`` are done."""
+    outcome = Outcome(run.seed, target)
+    while outcome.epochs < max_epochs and not outcome.reached:
         run.epoch()
         with clock.paused():
             accuracy, _ = run.evaluate(test_set)
         outcome.accuracies.append(accuracy)
-        if outcome.reached:
-            return outcome
-    raise TargetNotReached(
-        f"{run.model_name} on {run.device}, seed {run.seed}, reached {outcome.accuracies[-1]:.2%} test accuracy "
-        f"after {max_epochs} epoch(s) (best {max(outcome.accuracies):.2%}), short of the target {target:.2%}")
+    return outcome
+
+
+def check(outcomes: list[Outcome], model_name: str, device: str) -> None:
+    """Judge the runs of one recipe from several seeds as the CIFAR-10 speedruns judge theirs: by the final
+    accuracy averaged over the seeds, so one seed a hair short does not fail a recipe that reaches the
+    target; ``TargetNotReached`` naming the mean and each seed short of the target otherwise."""
+    mean = statistics.mean(outcome.accuracies[-1] for outcome in outcomes)
+    target = outcomes[0].target
+    if mean < target:
+        short = "; ".join(f"seed {o.seed} reached {o.accuracies[-1]:.2%} after {o.epochs} epoch(s) "
+                          f"(best {max(o.accuracies):.2%})" for o in outcomes if not o.reached)
+        raise TargetNotReached(f"{model_name} on {device} reached {mean:.2%} test accuracy, the mean over "
+                               f"{len(outcomes)} seed(s), short of the target {target:.2%}: {short}")
