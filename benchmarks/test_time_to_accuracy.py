@@ -139,7 +139,7 @@ def test_restart_from_another_seed_trains_as_a_run_created_with_it(mnist_train):
 
 def test_one_cycle_warms_up_to_the_recipe_rate_and_anneals_to_nearly_zero(mnist_train):
     recipe = models.recipe("vgg", "fast")
-    run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, recipe=recipe, samples=2560)
+    run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, recipe=recipe, samples=1280)
     rates, step = [], run.step
 
     def recording_step(images, labels):
@@ -149,6 +149,6 @@ def test_one_cycle_warms_up_to_the_recipe_rate_and_anneals_to_nearly_zero(mnist_
     run.step = recording_step
     for _ in range(recipe.epochs):
         run.epoch()
-    assert len(rates) == recipe.epochs * len(run.pipeline) == 20
+    assert len(rates) == recipe.epochs * len(run.pipeline) == 10
     assert rates[0] == pytest.approx(recipe.lr / 25) and max(rates) == pytest.approx(recipe.lr)
     assert rates[-1] < recipe.lr / 1000
