@@ -6,12 +6,14 @@ few hundred samples, so that ``pytest`` proves the whole suite works in minutes.
 """
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+from torchvision import datasets
 
 import models
-from mnistbench import (data, devices, estimate, fast, guards, machine, peaks, pipelines, ratio, scaling,
+from mnistbench import (data, devices, estimate, fast, guards, idx, machine, peaks, pipelines, ratio, scaling,
                         setups, variants)
 from mnistbench.variants import Variant
 
@@ -190,21 +192,40 @@ def mnist_root(pytestconfig):
     return data.resolve_root(pytestconfig.getoption("mnist_root"))
 
 
+def mnist_root_with(folder: Path, good: Path, changes: dict) -> Path:
+    """A data root under ``folder`` whose MNIST files link to the sound ones in ``good`` (a ``MNIST/raw``
+    folder), but for ``changes``: a file name mapped to the bytes written there (a function of ``good``),
+    to None to leave the file out, or to "folder" to put a folder in its place."""
+    raw = folder / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for archive, _md5 in datasets.MNIST.resources:
+        name = archive.removesuffix(".gz")
+        (raw / name).symlink_to(good / name)
+    for name, change in changes.items():
+        (raw / name).unlink(missing_ok=True)
+        if change == "folder":
+            (raw / name).mkdir()
+        elif change is not None:
+            (raw / name).write_bytes(change(good))
+    return folder / "data"
+
+
+def first_items(path: Path, count: int) -> bytes:
+    """The idx file at ``path`` cut to its first ``count`` images or labels, its header saying so."""
+    header_size, item_size = (16, 28 * 28) if idx.kind_of(path.name) == "images" else (8, 1)
+    content = path.read_bytes()
+    return (content[:4] + count.to_bytes(4, "big") + content[8:header_size]
+            + content[header_size:header_size + count * item_size])
+
+
 @pytest.fixture(scope="session")
 def few_test_digits_root(mnist_root, tmp_path_factory):
     """A data root with MNIST's training files and only its first ``FEW_TEST_DIGITS`` test digits, for the
     tests of the jobs: they check what a job prints and saves, and evaluating on all 10,000 digits costs
     seconds of a core per epoch (6 s for VGG on this Zen 5, several times that on an AVX2 EPYC)."""
-    raw = data.prepare("mnist", mnist_root)
-    few = tmp_path_factory.mktemp("few-test-digits") / "MNIST" / "raw"
-    few.mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
-        (few / name).symlink_to(raw / name)
-    for name, header_size, item_size in (("t10k-images-idx3-ubyte", 16, 28 * 28), ("t10k-labels-idx1-ubyte", 8, 1)):
-        content = (raw / name).read_bytes()
-        header = content[:4] + FEW_TEST_DIGITS.to_bytes(4, "big") + content[8:header_size]
-        (few / name).write_bytes(header + content[header_size:header_size + FEW_TEST_DIGITS * item_size])
-    return few.parents[1]
+    cut = {name: lambda good, name=name: first_items(good / name, FEW_TEST_DIGITS)
+           for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+    return mnist_root_with(tmp_path_factory.mktemp("few-test-digits"), data.prepare("mnist", mnist_root), cut)
 
 
 def _load_or_fail(name, root, train):

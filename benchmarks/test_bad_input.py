@@ -24,6 +24,7 @@ from pytest_benchmark.storage.file import FileStorage
 from torchvision import datasets
 
 import models
+from conftest import mnist_root_with
 from mnistbench import checkpoints, cli, data, ratio, storage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,21 +84,6 @@ DATA_FAULTS = {
 }
 
 
-def faulty_root(tmp_path: Path, good: Path, changes: dict) -> Path:
-    """A data root whose MNIST files link to the sound ones in ``good``, but for ``changes``."""
-    raw = tmp_path / "data" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name in FILES:
-        (raw / name).symlink_to(good / name)
-    for name, change in changes.items():
-        (raw / name).unlink(missing_ok=True)
-        if change == "folder":
-            (raw / name).mkdir()
-        elif change is not None:
-            (raw / name).write_bytes(change(good))
-    return tmp_path / "data"
-
-
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """``mnistbench ARGS`` in this process: exit status, standard output and standard error."""
     try:
@@ -133,7 +119,7 @@ def job(command, root, weights, tmp_path):
 def test_a_data_fault_stops_the_job_with_one_message_naming_file_and_fault(fault, command, mnist_root, tmp_path,
                                                                            weights, capsys, offline):
     changes, named = DATA_FAULTS[fault]
-    root = faulty_root(tmp_path, mnist_root / "MNIST" / "raw", changes)
+    root = mnist_root_with(tmp_path, mnist_root / "MNIST" / "raw", changes)
     before = snapshot(root)
     status, out, err = run_cli(capsys, *job(command, root, weights, tmp_path))
     assert status == 2 and out == ""
@@ -155,7 +141,7 @@ def test_missing_data_offline_says_where_it_looked_and_what_to_do(where, named, 
     if where == "empty raw folder":
         (root / "MNIST" / "raw").mkdir(parents=True)
     elif where == "one file missing":
-        root = faulty_root(tmp_path, mnist_root / "MNIST" / "raw", {TEST_LABELS: None})
+        root = mnist_root_with(tmp_path, mnist_root / "MNIST" / "raw", {TEST_LABELS: None})
     before = snapshot(root)
     status, out, err = run_cli(capsys, *job(command, root, weights, tmp_path))
     assert status == 2 and out == ""
@@ -465,7 +451,7 @@ def test_the_main_job_on_an_empty_data_root_stops_once_before_any_test(tmp_path)
 
 
 def test_the_test_command_under_xdist_reports_a_truncated_file_once(tmp_path, mnist_root):
-    root = faulty_root(tmp_path, mnist_root / "MNIST" / "raw", DATA_FAULTS["truncated images"][0])
+    root = mnist_root_with(tmp_path, mnist_root / "MNIST" / "raw", DATA_FAULTS["truncated images"][0])
     result, lines = run_pytest("benchmarks/test_data.py", "-n", "2", "--mnist-root", root, tmp_path=tmp_path)
     assert result.returncode == 4, "\n".join(lines)
     [message] = [line for line in lines if "mnist data not usable" in line]
