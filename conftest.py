@@ -212,7 +212,8 @@ def mnist_root_with(folder: Path, good: Path, changes: dict) -> Path:
 
 def first_items(path: Path, count: int) -> bytes:
     """The idx file at ``path`` cut to its first ``count`` images or labels, its header saying so."""
-    header_size, item_size = (16, 28 * 28) if idx.kind_of(path.name) == "images" else (8, 1)
+    kind = idx.kind_of(path.name)
+    header_size, item_size = idx.HEADER_SIZE[kind], idx.ITEM_SIZE[kind]
     content = path.read_bytes()
     return (content[:4] + count.to_bytes(4, "big") + content[8:header_size]
             + content[header_size:header_size + count * item_size])

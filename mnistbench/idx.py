@@ -11,6 +11,8 @@ IMAGES_MAGIC = 0x00000803  # unsigned bytes, three dimensions: count, rows, colu
 LABELS_MAGIC = 0x00000801  # unsigned bytes, one dimension: count
 GZIP_MAGIC = b"\x1f\x8b"
 SIDE = 28
+HEADER_SIZE = {"images": 16, "labels": 8}  # magic, count, and for images rows and columns: 4 bytes each
+ITEM_SIZE = {"images": SIDE * SIDE, "labels": 1}
 
 
 class IdxError(ValueError):
@@ -25,7 +27,7 @@ def kind_of(name: str) -> str:
 def check(path: Path, kind: str) -> int:
     """The number of images or labels (``kind``) in the idx file ``path``; ``IdxError`` if its header
     is not that kind's or its size disagrees with the header."""
-    magic, header_size = (IMAGES_MAGIC, 16) if kind == "images" else (LABELS_MAGIC, 8)
+    magic, header_size = IMAGES_MAGIC if kind == "images" else LABELS_MAGIC, HEADER_SIZE[kind]
     size = path.stat().st_size
     with open(path, "rb") as file:
         header = file.read(header_size)
@@ -45,7 +47,7 @@ def check(path: Path, kind: str) -> int:
         rows, columns = struct.unpack(">II", header[8:16])
         if (rows, columns) != (SIDE, SIDE):
             raise IdxError(f"images of {rows}x{columns} pixels; MNIST's are {SIDE}x{SIDE}")
-    expected = header_size + count * (SIDE * SIDE if kind == "images" else 1)
+    expected = header_size + count * ITEM_SIZE[kind]
     if size < expected:
         raise IdxError(f"truncated at {size:,} of {expected:,} bytes (its header announces {count:,} {kind})")
     if size > expected:
