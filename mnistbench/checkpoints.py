@@ -11,6 +11,8 @@ from torch import nn
 
 import models
 
+from . import atomic
+
 
 class CheckpointError(RuntimeError):
     """A model file is missing, unreadable, or holds weights of another network."""
@@ -20,13 +22,8 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
     """Write ``model``'s ``state_dict`` as CPU tensors (so the articles' CPU script loads a model trained on a
     GPU without ``map_location``) to ``path`` through a temporary file and a rename, so that an
     interruption leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    try:
+    with atomic.replacing(path) as partial:
         torch.save({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def load(model_name: str, path: str | os.PathLike, device: str = "cpu") -> nn.Module:

@@ -7,7 +7,6 @@ MD5 check of the archive would refuse), otherwise downloaded by torchvision, the
 headers. Any fault stops the caller with one ``DataError`` naming the dataset, the file, the fault and
 the fix; a failed attempt leaves the data root as it found it. We never substitute other data.
 """
-import contextlib
 import copy
 import gzip
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets, transforms
 
-from . import idx
+from . import atomic, idx
 
 ROOT_ENV = "MNISTBENCH_DATA"
 DEFAULT_ROOT = "./data"
@@ -112,7 +111,7 @@ def _extract(name: str, archive: Path, target: Path) -> None:
     renamed into place: an interrupted, concurrent or corrupt extraction never leaves a bad file."""
     fix = f"replace {archive.name} with a sound copy (or put the extracted {target.name} beside it)"
     try:
-        with _replacing(target) as partial:
+        with atomic.replacing(target) as partial:
             with gzip.open(archive) as source, open(partial, "wb") as output:
                 shutil.copyfileobj(source, output)
             idx.check(partial, idx.kind_of(target.name))
@@ -147,24 +146,11 @@ def _download(name: str, dataset_class, raw: Path, missing: list[str]) -> None:
             raw.mkdir(parents=True, exist_ok=True)
             for file in missing:
                 idx.check(downloaded / file, idx.kind_of(file))
-                with _replacing(raw / file) as partial:
+                with atomic.replacing(raw / file) as partial:
                     shutil.copyfile(downloaded / file, partial)
         except (idx.IdxError, OSError) as error:
             raise DataError(f"{name} data not usable: the downloaded files could not be put in {raw}: "
                             f"{_reason(error)}\nFix: {_where_to_put(dataset_class)}") from None
-
-
-@contextlib.contextmanager
-def _replacing(target: Path):
-    """A path beside ``target`` for the block to write, renamed onto ``target`` if the block succeeds and
-    removed otherwise: a failure never leaves half a file, and concurrent processes (pytest-xdist
-    workers) never write the same one."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        yield partial
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _where_to_put(dataset_class) -> str:

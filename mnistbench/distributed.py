@@ -28,7 +28,7 @@ from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 
-from . import data, devices, launcher, metrics
+from . import atomic, data, devices, launcher, metrics
 from .scaling import scaling_efficiency
 from .training import TrainingRun
 
@@ -311,9 +311,8 @@ def main(argv=None) -> None:
     report = measure_steps(args.model, args.device, args.dataset, args.mnist_root, samples=args.samples,
                            seed=args.seed, timeout_seconds=args.timeout)
     if report is not None:
-        partial = Path(args.out + ".partial")
-        partial.write_text(json.dumps(report))
-        os.replace(partial, args.out)
+        with atomic.replacing(args.out) as partial:
+            partial.write_text(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torchvision
 
 import models
 
-from . import devices, machine, training
+from . import atomic, devices, machine, training
 from .pipelines import normalized_images
 from .variants import Variant
 
@@ -81,9 +81,8 @@ def _write_cache(key: str, choice: Choice) -> None:
                    "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(cached, indent=1))
-        os.replace(partial, path)
+        with atomic.replacing(path) as partial:
+            partial.write_text(json.dumps(cached, indent=1))
     except OSError:
         pass  # an unwritable cache only means the next run probes again
 

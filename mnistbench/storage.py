@@ -14,19 +14,16 @@ import pytest
 from pytest_benchmark.storage.file import FileStorage
 from pytest_benchmark.utils import safe_dumps
 
+from . import atomic
+
 
 class AtomicFileStorage(FileStorage):
     """pytest-benchmark's file storage, writing each run through a temporary file and a rename."""
 
     def save(self, output_json, save):
         output_file = self.get(f"{self._next_num}_{save}.json")
-        # A name that pytest-benchmark's and our readers' '*.json' patterns never match.
-        partial = output_file.with_name(f".{output_file.name}.partial")
-        try:
+        with atomic.replacing(output_file) as partial:  # a name no '*.json' pattern of the readers matches
             partial.write_bytes(safe_dumps(output_json, ensure_ascii=True, indent=4).encode())
-            os.replace(partial, output_file)
-        finally:
-            partial.unlink(missing_ok=True)
         self.logger.info(f"Saved benchmark data in: {output_file}")
 
 
