@@ -24,10 +24,12 @@ def test_epoch(benchmark, model_name, device, setup, train_set, dataset_name, ep
         run.warm_up()
         benchmark.group = f"epoch {model_name} {setup}"
         # Epochs are long and stable: fixed rounds, no calibration; TrainingRun.epoch synchronises the device.
-        losses = benchmark.pedantic(run.epoch, rounds=epoch_rounds, iterations=1)
+        # Each round trains from the initial weights (restarted untimed): a second epoch of a model that
+        # diverges would time other work, or fail a speed case on a NaN.
+        losses = benchmark.pedantic(run.epoch, setup=run.restart, rounds=epoch_rounds, iterations=1)
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind="epoch", model_name=model_name, device=device, batch_size=run.pipeline.batch_size,
         samples=run.pipeline.samples, dataset=dataset_name, pipeline=chosen.pipeline, train=True,
         final_loss=losses.mean().item(), variant=chosen.variant, first_step_seconds=run.first_step_seconds,
-        setup=chosen))
+        warm_up_seconds=run.warm_up_seconds, setup=chosen))
     assert len(losses) == len(run.pipeline)

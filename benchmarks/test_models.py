@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import models
-from mnistbench import training
+from mnistbench import backends, training
 from mnistbench.pipelines import normalized_images
 
 from articles import article_model_class
@@ -107,22 +107,19 @@ def test_article_state_dict_loads_strictly_and_gives_identical_outputs(model_nam
     assert torch.equal(ours(images), article(images))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 def test_cpu_and_gpu_agree(model_name, mnist_train):
     torch.manual_seed(0)
     model = models.build(model_name).eval()
     images, labels = real_batch(mnist_train, 16)
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # compare true fp32
-    try:
-        gpu_model = models.build(model_name).cuda().eval()
-        gpu_model.load_state_dict(model.state_dict())
-        torch.testing.assert_close(gpu_model(images.cuda()).cpu(), model(images), rtol=1e-4, atol=1e-4)
-        cpu_loss = F.cross_entropy(model(images), labels)
-        gpu_loss = F.cross_entropy(gpu_model(images.cuda()), labels.cuda())
-        cpu_loss.backward()
-        gpu_loss.backward()
-        for (name, cpu_param), gpu_param in zip(model.named_parameters(), gpu_model.parameters()):
-            torch.testing.assert_close(gpu_param.grad.cpu(), cpu_param.grad, rtol=1e-3, atol=1e-4, msg=name)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    backends.set_tf32(False)  # compare true fp32 (conftest restores the switches after each test)
+    gpu_model = models.build(model_name).cuda().eval()
+    gpu_model.load_state_dict(model.state_dict())
+    torch.testing.assert_close(gpu_model(images.cuda()).cpu(), model(images), rtol=1e-4, atol=1e-4)
+    cpu_loss = F.cross_entropy(model(images), labels)
+    gpu_loss = F.cross_entropy(gpu_model(images.cuda()), labels.cuda())
+    cpu_loss.backward()
+    gpu_loss.backward()
+    for (name, cpu_param), gpu_param in zip(model.named_parameters(), gpu_model.parameters()):
+        torch.testing.assert_close(gpu_param.grad.cpu(), cpu_param.grad, rtol=1e-3, atol=1e-4, msg=name)

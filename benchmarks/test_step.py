@@ -23,8 +23,7 @@ def test_step(benchmark, model_name, batch_size, device, step_variant, mode, tra
         variant = setup.variant
     else:
         variant = Variant.parse(step_variant)
-    devices.prepare(device)
-    variant.configure_backends()
+    variant.configure_backends(device)
     torch.manual_seed(0)
     devices.reset_peak_memory(device)
     with guards.skip_unrunnable(f"{model_name} {mode} step, batch {batch_size}, {variant} on {device}"):
@@ -45,12 +44,14 @@ def test_step(benchmark, model_name, batch_size, device, step_variant, mode, tra
         start = time.perf_counter()
         synchronized_step()
         first_step_seconds = time.perf_counter() - start
-        for _ in range(training.WARM_UP_STEPS):
+        for _ in range(variant.warm_up_steps(training.WARM_UP_STEPS)):
             synchronized_step()
+        warm_up_seconds = time.perf_counter() - start
         benchmark.group = f"step {model_name} {mode} b{batch_size}"
         loss = benchmark(synchronized_step)
     training.check_finite(loss.reshape(1).float().cpu(), model_name)
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind=f"step-{mode}", model_name=model_name, device=device, batch_size=batch_size,
         samples=batch_size, dataset=dataset_name, pipeline=None, train=mode == "train", final_loss=loss.item(),
-        variant=variant, first_step_seconds=first_step_seconds, setup=setup))
+        variant=variant, first_step_seconds=first_step_seconds, warm_up_seconds=warm_up_seconds,
+        setup=setup))

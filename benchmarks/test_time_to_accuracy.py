@@ -1,12 +1,13 @@
-"""Time to accuracy: model x device x recipe, training wall time until the test accuracy first reaches
-the target (99% by default), the evaluation after each epoch excluded from the clock.
+"""Time to accuracy: model x device x recipe, training wall time to the target test accuracy (99% by
+default), the evaluation after each epoch excluded from the clock.
 
-``article`` is the articles' job (their hyperparameters in their loop, fp32); ``fast`` is the suite's
-tuned recipe on the same network (resident data, a larger batch, a one-cycle schedule, the device's
-fast variant). The recipe's epochs bound each run, one per seed: a mean accuracy over the seeds short of
-the target fails the case with the accuracy reached, and stores no time, unless the recipe is known to
-fall short of that target (the article's GoogLeNet recipe diverges): then the miss is an expected
-outcome, reported with the accuracy reached, and the standard matrix leaves the run out.
+``article`` is the articles' job (their hyperparameters in their loop, fp32), timed until each seed first
+reaches the target (MLPerf's definition); ``fast`` is the suite's tuned recipe on the same network
+(resident data, a larger batch, a one-cycle schedule, the device's fast variant), whose whole schedule is
+timed and judged by the mean accuracy over the seeds (the speedruns'). A miss fails the case with the
+accuracy reached and stores no time, unless the recipe is known to fall short of that target (the
+article's GoogLeNet recipe diverges): then the miss is an expected outcome, reported with the accuracy
+reached, and the standard matrix leaves the run out on the kind of device where the miss was measured.
 """
 import statistics
 
@@ -27,7 +28,7 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
                           test_set, dataset_name, accuracy_epoch_samples, fast_policy):
     recipe = models.recipe(model_name, recipe_name)
     expected_miss = recipe.expected_miss(target_accuracy)
-    if expected_miss and pytestconfig.getoption("matrix") == "standard":
+    if expected_miss and recipe.known_on == torch.device(device).type and pytestconfig.getoption("matrix") != "exhaustive":
         pytest.skip(f"{expected_miss}; --matrix exhaustive trains it anyway")
     setup = setups.resolve(setups.RECIPE_SETUPS[recipe_name], device, model_name, recipe, train_set, fast_policy)
     if reason := setup.variant.unsupported_on(device):
@@ -45,11 +46,11 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
 
         def train():
             outcomes.append(train_to_accuracy(run, test_set, target=target_accuracy, max_epochs=recipe.epochs,
-                                              clock=CLOCK))
+                                              clock=CLOCK, judged_by=recipe.judged_by))
 
         benchmark.pedantic(train, setup=start_next_seed, rounds=pytestconfig.getoption("seeds"))
         try:  # on a miss: TargetNotReached, naming the mean accuracy and each seed short of the target
-            time_to_accuracy.check(outcomes, model_name, device)
+            time_to_accuracy.check(outcomes, model_name, device, recipe.judged_by)
         except TargetNotReached as miss:
             if expected_miss:
                 pytest.xfail(f"{miss} (expected: {expected_miss})")
@@ -58,10 +59,11 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind="time-to-accuracy", model_name=model_name, device=device, batch_size=recipe.batch_size,
         samples=run.pipeline.samples, dataset=dataset_name, pipeline=setup.pipeline, train=True, final_loss=None,
-        variant=setup.variant, first_step_seconds=run.first_step_seconds,
-        epochs=statistics.mean(outcome.epochs for outcome in outcomes), setup=setup))
+        variant=setup.variant, first_step_seconds=run.first_step_seconds, warm_up_seconds=run.warm_up_seconds,
+        images_timed=run.pipeline.samples * sum(outcome.epochs for outcome in outcomes), setup=setup))
     benchmark.extra_info.update(
-        recipe=recipe_name, lr=recipe.lr, schedule=recipe.schedule, max_epochs=recipe.epochs,
+        recipe=recipe_name, judged_by=recipe.judged_by, definition=time_to_accuracy.DEFINITIONS[recipe.judged_by],
+        lr=recipe.lr, schedule=recipe.schedule, max_epochs=recipe.epochs,
         target_accuracy=target_accuracy, seeds=len(outcomes), epochs=[outcome.epochs for outcome in outcomes],
         accuracies=[outcome.accuracies for outcome in outcomes], accuracy=statistics.mean(accuracies),
         accuracy_stdev=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)
@@ -97,14 +99,37 @@ def test_a_run_short_of_its_target_fails_with_the_accuracy_it_reached(mnist_trai
     assert message.endswith(f" after 2 epoch(s) (best {max(outcome.accuracies):.2%})")
 
 
-def test_a_recipe_is_judged_by_its_mean_accuracy_over_the_seeds():
-    """As the speedruns judge theirs: a seed a hair short does not fail a recipe whose mean reaches the target."""
-    reached = Outcome(0, 0.99, [0.97, 0.993])
-    time_to_accuracy.check([reached, Outcome(1, 0.99, [0.96, 0.989])], "vgg", "cpu")
+def test_a_schedule_is_judged_by_its_mean_accuracy_and_a_target_by_every_seed():
+    """The speedruns' fixed schedule passes when the mean over the seeds reaches the target, a seed a hair
+    short included; MLPerf's time to the target counts that seed as a miss."""
+    reached, close = Outcome(0, 0.99, [0.97, 0.993]), Outcome(1, 0.99, [0.96, 0.989])
+    time_to_accuracy.check([reached, close], "vgg", "cpu", "schedule")
     with pytest.raises(time_to_accuracy.TargetNotReached) as failure:
-        time_to_accuracy.check([reached, Outcome(1, 0.99, [0.96, 0.983])], "vgg", "cpu")
+        time_to_accuracy.check([reached, close], "vgg", "cpu", "target")
+    assert str(failure.value) == ("vgg on cpu reached 99.10% test accuracy, the mean over 2 seed(s), and 1 seed(s) "
+                                  "never reached the target 99.00%: seed 1 reached 98.90% after 2 epoch(s) (best 98.90%)")
+    with pytest.raises(time_to_accuracy.TargetNotReached) as failure:
+        time_to_accuracy.check([reached, Outcome(1, 0.99, [0.96, 0.983])], "vgg", "cpu", "schedule")
     assert str(failure.value) == ("vgg on cpu reached 98.80% test accuracy, the mean over 2 seed(s), short of the "
                                   "target 99.00%: seed 1 reached 98.30% after 2 epoch(s) (best 98.30%)")
+
+
+def test_a_schedule_trains_all_its_epochs_and_a_target_stops_at_it():
+    class Run:  # a run whose test accuracy is 50% after its first epoch and 60% after its second
+        seed = 0
+
+        def __init__(self):
+            self.accuracies = iter([0.5, 0.6])
+
+        def epoch(self):
+            pass
+
+        def evaluate(self, test_set):
+            return next(self.accuracies), 0.0
+
+    for judged_by, accuracies in (("target", [0.5]), ("schedule", [0.5, 0.6])):
+        outcome = train_to_accuracy(Run(), None, target=0.4, max_epochs=2, clock=TrainingClock(), judged_by=judged_by)
+        assert outcome.accuracies == accuracies and outcome.reached
 
 
 def test_restart_trains_as_if_the_warm_up_never_happened(mnist_train):

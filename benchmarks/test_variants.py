@@ -1,12 +1,13 @@
 """Correctness of the speed variants: what each device may run, that every variant the fast probe may
-choose trains as fp32 does, that compilation changes nothing but speed and never silently falls back to
-eager, and that failures skip one case with the reason."""
+choose trains as fp32 does on every device of the run (``--devices``), that compilation changes nothing but
+speed and never silently falls back to eager, that a batch too large for the device skips its case with the
+reason while a broken mode fails it, and how the peaks that utilisation divides by are measured."""
 import pytest
 import torch
 import torch._dynamo
 
 import models
-from mnistbench import evaluation, guards, peaks, setups, training, variants
+from mnistbench import backends, evaluation, guards, peaks, setups, training, variants
 from mnistbench.pipelines import normalized_images
 from mnistbench.variants import Variant
 
@@ -49,45 +50,116 @@ def test_cuda_only_variants_are_refused_elsewhere_with_the_reason(variant, reaso
     assert variant.unsupported_on("cpu") == reason
 
 
-def test_fp32_means_tf32_off():
-    try:
-        Variant("tf32").configure_backends()
-        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
-        Variant("fp32").configure_backends()
-        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
-    finally:
-        torch.backends.cudnn.allow_tf32 = True  # PyTorch's defaults
-        torch.backends.cuda.matmul.allow_tf32 = False
+def tf32_switches() -> tuple:
+    """Whether cuDNN's convolutions and cuBLAS's matrix products may use TF32, read back through this torch's API."""
+    state = backends.describe("cuda:0")
+    if backends.NEW_API:
+        return state["conv_fp32_precision"], state["matmul_fp32_precision"]
+    return state["conv_allow_tf32"], state["matmul_allow_tf32"]
 
 
-def first_losses(model_name, variant, mnist_train, steps=3, dropout=True, batch=8):
+def test_fp32_means_tf32_off_and_reference_keeps_pytorchs_defaults():
+    """Through the API this torch has (``fp32_precision`` from torch 2.9, whose use makes the legacy flags
+    raise when read), on torch 2.11 and 2.14 alike; conftest puts the switches back after the test."""
+    on, off = ("tf32", "tf32"), ("ieee", "ieee")
+    defaults = ("tf32", "none")
+    if not backends.NEW_API:
+        on, off, defaults = (True, True), (False, False), (True, False)
+    Variant("tf32").configure_backends("cuda:0")
+    assert tf32_switches() == on and torch.backends.cudnn.benchmark
+    Variant("fp32").configure_backends("cuda:0")
+    assert tf32_switches() == off
+    backends.use_pytorch_defaults()
+    assert tf32_switches() == defaults and not torch.backends.cudnn.benchmark
+
+
+def test_switches_a_case_changes_are_put_back_after_it():
+    """As conftest brackets every test: one case's autotuning or TF32 never leaks into the next."""
+    saved = backends.snapshot()
+    with backends.preserved():
+        backends.set_tf32(True)
+        torch.backends.cudnn.benchmark = not saved["cudnn_benchmark"]
+        assert backends.snapshot() != saved
+    assert backends.snapshot() == saved
+
+
+def first_losses(model_name, variant, mnist_train, device="cpu", steps=3, dropout=True, batch=8):
+    """The losses of the first ``steps`` weight updates of ``variant`` on one batch. fp16's GradScaler skips
+    the update of a step whose gradients overflowed (its scale then drops); those steps are left out, as the
+    weights they leave unchanged give the next step the same loss."""
     torch.manual_seed(0)
-    model = models.build(model_name).train(dropout)
+    variant.configure_backends(device)
+    model = models.build(model_name).to(device).train(dropout)
     step = training.make_train_step(variant.prepare_model(model),
-                                    training.make_optimizer(model, models.recipe(model_name), variant), "cpu", variant)
-    images, labels = normalized_images(mnist_train.data[:batch]), mnist_train.targets[:batch]
-    return torch.stack([step(images, labels) for _ in range(steps)]).float()
+                                    training.make_optimizer(model, models.recipe(model_name), variant), device, variant)
+    images, labels = normalized_images(mnist_train.data[:batch]).to(device), mnist_train.targets[:batch].to(device)
+    losses = []
+    while len(losses) < steps:
+        scale = step.scaler.get_scale() if step.scaler else None
+        loss = step(images, labels)
+        if step.scaler is None or step.scaler.get_scale() >= scale:
+            losses.append(loss)
+    return torch.stack(losses).float().cpu()
 
 
-# Every eager precision, memory format and Adam the CPU's fast probe may choose, in few small steps, so
-# that emulated bf16 stays cheap: the Adam implementations in fp32, the numerics with the default Adam
-# (an Adam implementation does the same arithmetic whatever the precision of the gradients it gets).
-EAGER_CPU_VARIANTS = [v for v in variants.matrix("cpu", compile_modes=("eager",))
-                      if v != Variant() and (v.optimizer == "default" or v.precision == "fp32")]
+# How far a variant's losses may stray from fp32's over a few steps: bf16 keeps 8 bits of mantissa, fp16 and
+# TF32 11; fp32 itself moves with the order of its sums (other kernels, other libraries).
+TOLERANCES = {"bf16": 2e-2, "fp16": 1e-2, "tf32": 1e-2, "fp32": 1e-4}
+GPU_FP32_TOLERANCE = 1e-3
 
 
-@pytest.mark.parametrize("variant", EAGER_CPU_VARIANTS, ids=str)
-def test_variant_steps_follow_the_fp32_losses(model_name, variant, mnist_train):
-    tolerance = 2e-2 if variant.precision == "bf16" else 1e-4
-    torch.testing.assert_close(first_losses(model_name, variant, mnist_train),
-                               first_losses(model_name, Variant(), mnist_train), rtol=tolerance, atol=tolerance)
+def tolerance(variant: Variant, device: str) -> float:
+    if variant.precision == "fp32" and device != "cpu":
+        return GPU_FP32_TOLERANCE
+    return TOLERANCES[variant.precision]
 
 
-@pytest.mark.parametrize("compile_mode", ["compile", "compile-step"])
-def test_compiled_step_matches_eager(compile_mode, mnist_train):
+def eager_variants(device: str) -> list[Variant]:
+    """Every eager precision, memory format and Adam the fast probe may choose on ``device``, in few small steps,
+    so that emulated bf16 stays cheap: the Adam implementations in fp32, the numerics with the default Adam
+    (an Adam implementation does the same arithmetic whatever the precision of the gradients it gets)."""
+    return [v for v in variants.matrix(device, compile_modes=("eager",))
+            if v != Variant() and (v.optimizer == "default" or v.precision == "fp32")]
+
+
+def compiled_variants(device: str) -> list:
+    """Each compile mode on ``device``, skipped with the reason where the device cannot compile it."""
+    cases = []
+    for mode in variants.COMPILE_MODES[1:]:
+        variant = Variant(compile=mode)
+        if mode in variants.CUDA_ONLY and torch.device(device).type != "cuda":
+            continue  # a CUDA mode is no case on another device
+        reason = variant.unsupported_on(device)
+        cases.append(pytest.param((device, variant), id=f"{device}-{mode}",
+                                  marks=[pytest.mark.skip(reason=reason)] if reason else []))
+    return cases
+
+
+def pytest_generate_tests(metafunc):
+    """Each variant on each device of the run (``--devices``): on a GPU tf32, fp16 with GradScaler, cudagraphs,
+    compile, compile-step and fused Adam are each compared with fp32 there."""
+    chosen = metafunc.config.mnistbench_devices
+    if "eager_case" in metafunc.fixturenames:
+        cases = [(device, variant) for device in chosen for variant in eager_variants(device)]
+        metafunc.parametrize("eager_case", cases, ids=[f"{device}-{variant}" for device, variant in cases])
+    if "compiled_case" in metafunc.fixturenames:
+        metafunc.parametrize("compiled_case", [case for device in chosen for case in compiled_variants(device)])
+
+
+def test_variant_steps_follow_the_fp32_losses(model_name, eager_case, mnist_train):
+    device, variant = eager_case
+    allowed = tolerance(variant, device)
+    torch.testing.assert_close(first_losses(model_name, variant, mnist_train, device),
+                               first_losses(model_name, Variant(), mnist_train, device), rtol=allowed, atol=allowed)
+
+
+def test_compiled_step_matches_eager(compiled_case, mnist_train):
     # Without dropout: compiled code draws its dropout masks from another random stream.
-    torch.testing.assert_close(first_losses("vgg", Variant(compile=compile_mode), mnist_train, dropout=False),
-                               first_losses("vgg", Variant(), mnist_train, dropout=False), rtol=1e-4, atol=1e-4)
+    device, variant = compiled_case
+    allowed = tolerance(Variant(), device)
+    torch.testing.assert_close(first_losses("vgg", variant, mnist_train, device, dropout=False),
+                               first_losses("vgg", Variant(), mnist_train, device, dropout=False),
+                               rtol=allowed, atol=allowed)
 
 
 @torch._dynamo.config.patch(recompile_limit=1)
@@ -104,25 +176,35 @@ def test_compiled_cases_each_compile_and_never_fall_back_to_eager():
             model(torch.zeros(5, 4))
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 def test_a_graph_cuda_graphs_cannot_capture_is_an_error_not_a_silent_fall_back():
-    # Inductor's own switch: without it a cudagraphs case that captured nothing would time plain compiled code.
-    assert torch._inductor.config.triton.cudagraph_or_error
+    """A graph with an input on the CPU cannot be replayed as a CUDA graph: Inductor would run it as plain
+    compiled code and a ``cudagraphs`` case would time that; here it is an error."""
+    class ScaledByAHostNumber(torch.nn.Module):
+        def forward(self, images, scale):
+            return images * scale
+
+    model = Variant(compile="cudagraphs").prepare_model(ScaledByAHostNumber())
+    with pytest.raises(Exception, match="(?i)cudagraph"):
+        for _ in range(3):  # recording happens on a later call than compilation
+            model(torch.ones(4, device="cuda"), torch.tensor(2.0))
 
 
-def test_fast_variant_reaches_fp32_accuracy_at_small_scale(mnist_train, mnist_test):
-    """One short epoch (6,400 images) of VGG's recipe in fp32 and in the fast variant this CPU measured,
+def test_fast_variant_reaches_fp32_accuracy_at_small_scale(device, mnist_train, mnist_test):
+    """One short epoch (6,400 images) of VGG's recipe in fp32 and in the fast variant the device measured,
     same order and initialisation; test accuracy on all 10,000 test digits. (GoogLeNet is still near chance
     at this scale, so it cannot tell the variants apart.) The fast variant is fast here by construction,
     so this costs seconds even where bf16 is emulated. The full-scale check, a whole epoch of each model,
     is a measurement in the README."""
-    fast = setups.resolve("fast", "cpu", "vgg", models.recipe("vgg"), mnist_train, setups.SMOKE).variant
+    fast = setups.resolve("fast", device, "vgg", models.recipe("vgg"), mnist_train, setups.SMOKE).variant
     if fast == Variant():
-        pytest.skip(f"the probe chose {fast}, the fp32 baseline itself, on this CPU: no other variant to check")
+        pytest.skip(f"the probe chose {fast}, the fp32 baseline itself, on {device}: no other variant to check")
     accuracies = {}
     for variant in (Variant(), fast):
-        run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, variant=variant, samples=6400)
+        run = training.TrainingRun.create("vgg", device, "resident", mnist_train, variant=variant, samples=6400)
         run.epoch()
-        accuracies[str(variant)], _ = evaluation.evaluate(run.model, mnist_test, "cpu", variant=variant)
+        accuracies[str(variant)], _ = evaluation.evaluate(run.model, mnist_test, device, variant=variant)
     fp32, fast_accuracy = accuracies.values()
     assert fp32 > 0.5, accuracies  # it learnt something, so the comparison means something
     assert abs(fast_accuracy - fp32) <= 0.01, accuracies
@@ -134,13 +216,13 @@ def test_out_of_memory_skips_the_case_with_the_reason():
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
-def test_compile_failure_skips_the_case_and_other_errors_propagate():
-    with pytest.raises(pytest.skip.Exception, match="case: torch.compile failed: Unsupported: no"):
-        with guards.skip_unrunnable("case"):
-            raise torch._dynamo.exc.Unsupported("no")
-    with pytest.raises(ValueError):
-        with guards.skip_unrunnable("case"):
-            raise ValueError("a real bug is not skipped")
+def test_a_compile_failure_fails_the_case_as_every_other_error_does():
+    """What a device cannot compile for never becomes a case (``unsupported_on``); a mode it supports that
+    fails is broken, and a skip would hide it."""
+    for error in (torch._dynamo.exc.Unsupported("no"), ValueError("a real bug")):
+        with pytest.raises(type(error)):
+            with guards.skip_unrunnable("case"):
+                raise error
 
 
 @pytest.mark.parametrize("device_name, precision, peak", [
@@ -162,7 +244,29 @@ def test_datasheet_peaks_are_known_only_for_listed_devices(device_name, precisio
     assert peaks.datasheet_tflops(device_name, precision) == peak
 
 
-def test_the_cpu_peak_is_measured_once_per_run():
-    fp32 = peaks.measured_tflops("cpu", "fp32", torch.get_num_threads())
-    assert 0 < fp32 < 100  # a matrix product ran and was timed; no 2-to-64-core CPU reaches 100 TFLOP/s in fp32
-    assert peaks.measured_tflops("cpu", "fp32", torch.get_num_threads()) == fp32, "measured once per run"
+def test_a_peak_is_measured_once_per_device_precision_and_thread_count(monkeypatch):
+    measured = []
+    monkeypatch.setattr(peaks, "_MEASURED", {})
+    monkeypatch.setattr(peaks, "_probe", lambda device, precision: measured.append((device, precision)) or 1.5)
+    assert [peaks.measured_tflops("cpu", "fp32", 2) for _ in range(3)] == [1.5] * 3
+    peaks.measured_tflops("cpu", "fp32", 1)
+    peaks.measured_tflops("cpu", "bf16", 2)
+    assert measured == [("cpu", "fp32"), ("cpu", "fp32"), ("cpu", "bf16")]  # a CPU's peak depends on its threads
+    assert peaks.measured()["cpu"]["fp32"] == 1.5
+
+
+def test_short_products_are_timed_in_batches_between_two_synchronisations(monkeypatch):
+    """On a machine doing exactly 1 PFLOP/s, where one product of the largest size takes 17 us (a GPU's
+    case: launching and synchronising would count), the probe reads 1000 TFLOP/s: it times enough products
+    together to last about ``PROBE_SECONDS``."""
+    clock = [0.0]
+    timings = []
+    monkeypatch.setattr(peaks.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(peaks.devices, "synchronize", lambda device: timings.append(clock[0]))
+
+    def kernel(a, b):
+        clock[0] += 2 * a.shape[0] ** 3 / 1e15
+
+    assert peaks._tflops(kernel, "cpu", "fp32") == pytest.approx(1000.0)
+    spans = [end - start for start, end in zip(timings[-2 * peaks.PROBE_REPEATS::2], timings[-2 * peaks.PROBE_REPEATS + 1::2])]
+    assert len(spans) == peaks.PROBE_REPEATS and min(spans) >= peaks.PROBE_SECONDS

@@ -43,12 +43,6 @@ def parse(spec: str) -> list[str]:
     return chosen
 
 
-def prepare(device: str) -> None:
-    """Settings every timed run on ``device`` uses: cuDNN picks its fastest kernels for fixed shapes."""
-    if torch.device(device).type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-
 def synchronize(device: str) -> None:
     """Wait for all queued work on ``device``; a GPU timed without this measures only the launch."""
     kind = torch.device(device).type

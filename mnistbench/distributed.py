@@ -32,6 +32,9 @@ from . import atomic, data, devices, launcher, metrics
 from .scaling import scaling_efficiency
 from .training import TrainingRun
 
+# Why this benchmark's rounds are single steps, unlike the epochs and step loops of the others.
+TIMING = ("each step timed on every rank with its device synchronised before and after, and the slowest rank's "
+          "time kept: a data-parallel step is as slow as its slowest rank, which whole-epoch timing would hide")
 # DistributedDataParallel's own default bucket size, passed explicitly so that every result records it.
 BUCKET_CAP_MB = 25
 DEFAULT_TIMEOUT_SECONDS = 600
@@ -156,10 +159,10 @@ def measure_steps(model_name: str, device: str, dataset: str = "mnist", root=Non
     ready_at = time.time()
     try:
         train_set = data.load(dataset, root, train=True)
+        devices.reset_peak_memory(member.device)  # before the warm-up, as every other benchmark does
         run = TrainingRun.create(model_name, member.device, "resident", train_set, samples=samples, seed=seed,
                                  shard=member.shard, wrap_model=member.wrap)
         run.warm_up()
-        devices.reset_peak_memory(member.device)
         if member.backend is not None:
             dist.barrier()  # every rank starts its clock at the same moment
         timer = StepTimer(run.pipeline, member.device)
@@ -167,7 +170,8 @@ def measure_steps(model_name: str, device: str, dataset: str = "mnist", root=Non
         mine = {
             "rank": member.rank, "device": member.device,
             "device_name": devices.name(member.device), "threads": torch.get_num_threads(), "ready_at": ready_at,
-            "first_step_seconds": run.first_step_seconds, "step_seconds": timer.seconds, "losses": losses.tolist(),
+            "first_step_seconds": run.first_step_seconds, "warm_up_seconds": run.warm_up_seconds,
+            "step_seconds": timer.seconds, "losses": losses.tolist(),
             "weights_digest": weights_digest(run.model), "peak_memory_mib": devices.peak_memory(member.device)[0],
         }
         everyone = [mine]
@@ -225,8 +229,10 @@ class StepReport:
         info = metrics.extra_info(
             benchmark, kind="distributed", model_name=self.model, device=main["device"], batch_size=self.batch_size,
             samples=self.global_batch_size, dataset=dataset, pipeline="resident", train=True,
-            final_loss=self.losses[-1], first_step_seconds=max(rank["first_step_seconds"] for rank in self.ranks))
+            final_loss=self.losses[-1], first_step_seconds=max(rank["first_step_seconds"] for rank in self.ranks),
+            warm_up_seconds=max(rank.get("warm_up_seconds") or 0 for rank in self.ranks) or None)
         info.update({
+            "timing": TIMING,
             "device_name": main["device_name"], "threads": main["threads"],  # the ranks' own, not this process's
             "peak_memory_mib": round(max(rank["peak_memory_mib"] for rank in self.ranks), 1),
             "world_size": self.world_size, "nodes": self.nodes, "backend": self.backend,

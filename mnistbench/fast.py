@@ -9,17 +9,26 @@ small batch, where an emulated precision shows at a fraction of the cost; at the
 slower than the best so far is dropped after its first timed step. Compiled modes are tried on top of the
 best eager variant only, since compilation costs seconds to minutes per candidate.
 
+A variant more complex than the best so far (departing from fp32 eager in more ways) must beat it by
+``MARGIN`` to take its place, so that noise does not pick a fragile variant for nothing. Steps shorter than
+a few milliseconds (a GPU's) are timed more often. A candidate that raises is broken, not unrunnable (what a
+device cannot run never becomes a candidate, ``Variant.unsupported_on``): the probe goes on without it, the
+choice is not cached, and the run fails at its end naming it (``broken``).
+
 The choice and every candidate's timing go into each result that used it. A choice can be pinned
-(``--fast-variant``), and is cached on disk by device identity, library versions, model, batch size and
-candidates, so that repeated runs skip the probe.
+(``--fast-variant``), and is cached on disk by device identity (and a GPU's host CPU), library versions,
+model, batch size and candidates, so that repeated runs skip the probe; a lock keeps two processes from
+probing the same key at once.
 """
+import contextlib
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import filelock
 import torch
 import torchvision
 
@@ -32,10 +41,10 @@ from .variants import Variant
 SCREEN_BATCH = 4
 SCREEN_FACTOR = 3.0  # a screen this many times slower than the best is an emulated or broken path
 DROP_FACTOR = 1.5  # at the full batch, a first timed step this much slower than the best drops out
-TIMED_STEPS = 3
-# fp16's GradScaler starts at a loss scale of 65,536 and halves it, skipping Adam's update, on every step
-# whose gradients overflow; only after those steps does an fp16 step do a whole step's work.
-FP16_WARM_UP_STEPS = 20
+MARGIN = 0.05  # how much faster a more complex variant must be than a simpler best to replace it
+TIMED_STEPS = 3  # at least; short steps are timed until about TIMED_SECONDS, at most MAX_TIMED_STEPS
+TIMED_SECONDS = 0.1
+MAX_TIMED_STEPS = 50
 CACHE_ENV = "MNISTBENCH_CACHE"
 
 
@@ -59,7 +68,9 @@ def cache_path() -> Path:
 
 
 def _cache_key(model_name: str, device: str, batch_size: int, candidates: list[Variant]) -> str:
-    return json.dumps({"machine": machine.identity_here(device), "torch": torch.__version__,
+    """A GPU's launch-bound steps also depend on the CPU that launches them: its host is part of the key."""
+    host = machine.identity_here("cpu") if device != "cpu" else None
+    return json.dumps({"machine": machine.identity_here(device), "host": host, "torch": torch.__version__,
                        "torchvision": torchvision.__version__, "threads": torch.get_num_threads(),
                        "model": model_name, "batch_size": batch_size,
                        "candidates": sorted(map(str, candidates))}, sort_keys=True)
@@ -87,6 +98,24 @@ def _write_cache(key: str, choice: Choice) -> None:
         pass  # an unwritable cache only means the next run probes again
 
 
+@contextlib.contextmanager
+def _cache_lock():
+    """An exclusive lock on the cache, so that pytest-xdist workers sharing it probe each key once; none where
+    the cache folder cannot be written (then every run probes anyway)."""
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(f"{path}.lock")
+        lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 class _Probe:
     """Times candidate training steps of one model on one device on a batch of real digits."""
 
@@ -99,8 +128,7 @@ class _Probe:
 
     def steps(self, variant: Variant, batch_size: int):
         """A generator of the wall times of successive synchronised training steps in ``variant``."""
-        devices.prepare(self.device)  # the cuDNN autotuning that the timed runs get
-        variant.configure_backends()
+        variant.configure_backends(self.device)  # the cuDNN autotuning that the timed runs get
         torch.manual_seed(0)
         model = models.build(self.model_name).to(self.device)
         step = training.make_train_step(variant.prepare_model(model), training.make_optimizer(model, self.recipe, variant),
@@ -113,23 +141,29 @@ class _Probe:
             yield time.perf_counter() - start
 
     def time(self, variant: Variant, batch_size: int, warm_up: int, timed: int, give_up_after: float) -> float | None:
-        """The fastest of ``timed`` steps after ``warm_up`` untimed ones; None as soon as one timed step is
-        slower than ``give_up_after`` seconds."""
+        """The fastest of at least ``timed`` steps after ``warm_up`` untimed ones (fp16: as many as its loss
+        scale needs), more for short steps (``TIMED_SECONDS``); None as soon as a timed step is slower than
+        ``give_up_after`` seconds."""
         steps = self.steps(variant, batch_size)
-        for _ in range(max(warm_up, FP16_WARM_UP_STEPS) if variant.precision == "fp16" else warm_up):
+        for _ in range(variant.warm_up_steps(warm_up)):
             next(steps)
-        best = math.inf
-        for _ in range(timed):
+        best, count = math.inf, timed
+        for index in range(MAX_TIMED_STEPS):
+            if index == count:
+                break
             best = min(best, next(steps))
             if best > give_up_after:
                 return None
+            if index == 0:
+                count = min(MAX_TIMED_STEPS, max(timed, math.ceil(TIMED_SECONDS / best)))
         return best
 
 
 def probe(model_name: str, device: str, train_set, batch_size: int, candidates: list[Variant]) -> tuple[Variant, dict]:
-    """The fastest of ``candidates`` (plus the fp32 baseline) and every candidate's ms per step or fate."""
+    """The fastest of ``candidates`` (plus the fp32 baseline) and every candidate's ms per step or fate
+    (``failed: ...`` for one that raised)."""
     baseline = Variant()
-    candidates = [baseline] + [c for c in dict.fromkeys(candidates) if c != baseline]
+    candidates = [baseline] + [c for c in distinct(candidates, device) if c != baseline]
     runner = _Probe(model_name, device, train_set, batch_size)
     timings: dict[str, float | str] = {}
     screens: dict[tuple, float] = {}
@@ -142,54 +176,89 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
         if screens[numerics] > SCREEN_FACTOR * min(screens.values()):
             timings[str(variant)] = f"dropped: over {SCREEN_FACTOR:g}x slower than the best on a batch of {screen_batch}"
             continue
-        seconds = _try(runner, variant, batch_size, 1, best_seconds, timings)
+        seconds = _try(runner, variant, batch_size, 1, best, best_seconds, timings)
         if seconds is not None:
             best, best_seconds = variant, seconds
     for variant in [c for c in candidates if c.compile != "eager"]:
         if (variant.precision, variant.memory_format, variant.optimizer) != (best.precision, best.memory_format,
                                                                               best.optimizer):
             continue  # compiled modes are tried on top of the best eager variant only
-        try:
-            seconds = _try(runner, variant, batch_size, 3, best_seconds, timings)
-        except Exception as error:  # a compiler missing or failing here rules the mode out, nothing more
-            timings[str(variant)] = f"failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:160]}"
-            continue
+        seconds = _try(runner, variant, batch_size, training.WARM_UP_STEPS, best, best_seconds, timings)
         if seconds is not None:
             best, best_seconds = variant, seconds
     return best, timings
 
 
-def _try(runner: _Probe, variant: Variant, batch_size: int, warm_up: int, best_seconds: float, timings: dict):
-    """Time ``variant`` at the full batch and record it; its seconds if it beat ``best_seconds``, else None."""
-    seconds = runner.time(variant, batch_size, warm_up=warm_up, timed=TIMED_STEPS,
-                          give_up_after=DROP_FACTOR * best_seconds)
+def distinct(candidates: list[Variant], device: str) -> list[Variant]:
+    """``candidates`` without repeats and without a second name for the same kernels: on CUDA, Adam's
+    ``default`` is its ``foreach`` implementation, so a ``foreach`` candidate beside its ``default`` twin
+    would only be measured twice."""
+    unique = list(dict.fromkeys(candidates))
+    if torch.device(device).type != "cuda":
+        return unique
+    names = set(unique)
+    return [c for c in unique if not (c.optimizer == "foreach" and replace(c, optimizer="default") in names)]
+
+
+def _departures(variant: Variant) -> int:
+    """How many ways ``variant`` departs from fp32 eager with the default Adam: a measure of its complexity."""
+    baseline = Variant()
+    return sum(getattr(variant, f) != getattr(baseline, f) for f in ("precision", "memory_format", "compile", "optimizer"))
+
+
+def _try(runner: _Probe, variant: Variant, batch_size: int, warm_up: int, best: Variant, best_seconds: float,
+         timings: dict):
+    """Time ``variant`` at the full batch and record it; its seconds if it beat ``best`` (by ``MARGIN`` when
+    it is more complex), else None. A candidate that raises is recorded as broken; running out of memory
+    is a limit of the device at this batch, not a fault."""
+    try:
+        seconds = runner.time(variant, batch_size, warm_up=warm_up, timed=TIMED_STEPS,
+                              give_up_after=DROP_FACTOR * best_seconds)
+    except torch.OutOfMemoryError:
+        timings[str(variant)] = f"dropped: out of memory at batch {batch_size}"
+        return None
+    except Exception as error:
+        timings[str(variant)] = f"failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:160]}"
+        return None
     if seconds is None:
         timings[str(variant)] = f"dropped: a step over {DROP_FACTOR:g}x the best so far"
         return None
     timings[str(variant)] = round(seconds * 1e3, 2)
-    return seconds if seconds < best_seconds else None
+    needed = best_seconds * (1 - MARGIN) if _departures(variant) > _departures(best) else best_seconds
+    return seconds if seconds < needed else None
 
 
 _CHOSEN: dict[str, Choice] = {}
+_BROKEN: list[str] = []
 
 
 def choose(model_name: str, device: str, train_set, batch_size: int, candidates: list[Variant], *,
            pinned: Variant | None = None, use_cache: bool = True, save: bool = True) -> Choice:
     """The fast variant of ``model_name`` on ``device`` at ``batch_size``: ``pinned``, else a cached
     measurement, else a probe (saved to the cache when ``save``, i.e. when the probe had the machine to
-    itself). One choice per process and key."""
+    itself, and when no candidate was broken). One choice per process and key."""
     if pinned is not None:
         return Choice(pinned, "pinned", batch_size)
     key = _cache_key(model_name, device, batch_size, candidates)
     if key in _CHOSEN:
         return _CHOSEN[key]
-    cached = _read_cache().get(key) if use_cache else None
-    if cached:
-        choice = Choice(Variant.parse(cached["variant"]), "cache", batch_size, cached.get("timings", {}))
-    else:
-        variant, timings = probe(model_name, device, train_set, batch_size, candidates)
-        choice = Choice(variant, "probe", batch_size, timings)
-        if save:
-            _write_cache(key, choice)
+    with _cache_lock():
+        cached = _read_cache().get(key) if use_cache else None
+        if cached:
+            choice = Choice(Variant.parse(cached["variant"]), "cache", batch_size, cached.get("timings", {}))
+        else:
+            variant, timings = probe(model_name, device, train_set, batch_size, candidates)
+            choice = Choice(variant, "probe", batch_size, timings)
+            failed = [f"{model_name} on {device}, batch {batch_size}: {name} {fate}"
+                      for name, fate in timings.items() if isinstance(fate, str) and fate.startswith("failed:")]
+            _BROKEN.extend(failed)
+            if save and not failed:
+                _write_cache(key, choice)
     _CHOSEN[key] = choice
     return choice
+
+
+def broken() -> list[str]:
+    """Every candidate that raised in this process's probes, one line each: a mode the device supports and
+    that fails is a fault the run must report, though the probe chose among the rest."""
+    return list(_BROKEN)

@@ -1,10 +1,14 @@
-"""Failures that end one benchmark case but not the run: GPU out-of-memory and torch.compile errors."""
+"""Failures that end one benchmark case but not the run: a batch that does not fit the GPU's memory.
+
+What a device cannot run at all never becomes a case (``Variant.unsupported_on`` skips it with the reason);
+an error from a mode the device supports, a ``torch.compile`` failure included, is a fault and fails its case.
+"""
 import contextlib
 import gc
 
 import pytest
 import torch
-import torch._dynamo.exc
+import torch._dynamo
 
 
 def free_accelerator_memory() -> None:
@@ -18,16 +22,14 @@ def free_accelerator_memory() -> None:
 
 @contextlib.contextmanager
 def skip_unrunnable(case: str):
-    """Turn an out-of-memory error or a ``torch.compile`` failure inside the block into a pytest skip
-    that names ``case`` and the reason, after releasing the memory the failure left behind."""
+    """Turn an out-of-memory error inside the block into a pytest skip that names ``case`` and the reason,
+    after releasing the memory the failure left behind."""
     reason = None
     try:
         yield
     except torch.OutOfMemoryError as error:
         reason = f"{case}: out of memory: {str(error).splitlines()[0]}"
-    except torch._dynamo.exc.TorchDynamoException as error:
-        reason = f"{case}: torch.compile failed: {type(error).__name__}: {str(error).strip().splitlines()[0]}"
-    # Outside the except clauses the exception and its frames are gone, so the memory can be released.
+    # Outside the except clause the exception and its frames are gone, so the memory can be released.
     if reason is not None:
         free_accelerator_memory()
         pytest.skip(reason)

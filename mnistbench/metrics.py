@@ -1,22 +1,24 @@
 """The ``extra_info`` every benchmark stores, so a result can be read, compared and divided on its own."""
 import torch
 
-from . import devices, flops, peaks
+from . import backends, devices, flops, peaks
 from .variants import Variant
 
 
 def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size: int, samples: int,
                dataset: str, pipeline: str | None, train: bool, final_loss: float | None,
-               variant: Variant = Variant(), first_step_seconds: float | None = None, epochs: int = 1,
-               setup=None) -> dict:
+               variant: Variant = Variant(), first_step_seconds: float | None = None,
+               warm_up_seconds: float | None = None, images_timed: int | None = None, setup=None) -> dict:
     """Configuration and derived speed of one timed benchmark.
 
-    ``samples`` is the number of images of one step or epoch, and one timed round processes ``epochs``
-    of them (more than one only when timing to an accuracy). ``setup`` (a ``setups.Setup``) adds how the
-    ``fast`` variant was chosen. Throughput fields are present only when pytest-benchmark actually timed
-    the rounds (not under ``--benchmark-disable``). Utilisation is achieved over a peak for the precision
-    used: the measured matrix-product probe on a CPU, the data sheet on a listed GPU (with the probe beside
-    it). Peak memory is read since the case started (``devices.peak_memory`` says what was read).
+    ``samples`` is the number of images of one step or epoch. Images per second are ``samples`` over the
+    median round, or, where rounds differ in their work (time to accuracy: seeds that train different
+    numbers of epochs), ``images_timed`` over the total time of all rounds. ``setup`` (a ``setups.Setup``)
+    adds how the ``fast`` variant was chosen. Throughput fields are present only when pytest-benchmark
+    actually timed the rounds (not under ``--benchmark-disable``). Utilisation is achieved over a peak for
+    the precision used: the measured matrix-product probe on a CPU, the data sheet on a listed GPU (with the
+    probe beside it). Peak memory is read since the case started (``devices.peak_memory`` says what was
+    read). The backend settings in effect are read, not assumed (``backends.describe``).
     """
     flops_per_image = flops.per_image(model_name, train)
     peak_mib, peak_source = devices.peak_memory(device)
@@ -35,6 +37,9 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
         "compile": variant.compile,
         "optimizer": variant.optimizer,
         "first_step_seconds": first_step_seconds,
+        "warm_up_seconds": warm_up_seconds,
+        **({"compile_cache": _compile_cache(variant, setup)} if variant.compile != "eager" else {}),
+        "backends": backends.describe(device),
         "threads": torch.get_num_threads(),
         "final_loss": final_loss,
         "flops_per_image": flops_per_image,
@@ -44,7 +49,8 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
     }
     stats = getattr(benchmark, "stats", None)
     if stats is not None:
-        images_per_second = samples * epochs / stats.stats.median
+        images_per_second = (samples / stats.stats.median if images_timed is None
+                             else images_timed / stats.stats.total)
         info["images_per_second"] = images_per_second
         info["achieved_tflops"] = flops_per_image * images_per_second / 1e12
         measured = peaks.measured_tflops(device, variant.precision, torch.get_num_threads())
@@ -57,3 +63,11 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
         info["peak_source"] = "datasheet" if datasheet else "measured"
         info["utilisation"] = info["achieved_tflops"] / info["peak_tflops"]
     return info
+
+
+def _compile_cache(variant: Variant, setup) -> str:
+    """What ``first_step_seconds`` of a compiled case measured: Dynamo's cache is emptied for every case,
+    but a variant the fast probe has just compiled finds Inductor's caches warm."""
+    if setup is not None and setup.choice is not None and setup.choice.source == "probe":
+        return "warm: the fast probe compiled this variant earlier in this run"
+    return "as found: Dynamo's cache emptied for the case, Inductor's on-disk caches as earlier runs left them"

@@ -6,13 +6,14 @@ the precision at hand with the run's threads, through BLAS and through the convo
 this CPU can achieve, emulated bf16 included. The same probe on a GPU shows how far its data sheet is
 from what it reaches.
 """
+import math
 import re
 import time
 
 import torch
 import torch.nn.functional as F
 
-from . import devices
+from . import backends, devices
 
 # (pattern matched as a whole word in torch.cuda.get_device_name, first match wins) -> precision -> TFLOP/s
 PEAK_TFLOPS = (
@@ -70,12 +71,9 @@ def _probe(device: str, precision: str) -> float:
                "conv channels_last": lambda a, b: F.conv2d(
                    _as_images(b).contiguous(memory_format=torch.channels_last),
                    a[:, :, None, None].contiguous(memory_format=torch.channels_last))}
-    allow_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
-    try:
+    with backends.preserved():
+        backends.tune(device, tf32=precision == "tf32")
         return max(_tflops(kernel, device, precision) for kernel in kernels.values())
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = allow_tf32
 
 
 def _as_images(matrix: torch.Tensor) -> torch.Tensor:
@@ -83,33 +81,36 @@ def _as_images(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def _tflops(kernel, device: str, precision: str) -> float:
-    """The best of ``PROBE_REPEATS`` products after a warm-up, at the largest size up to the device's that
-    takes about ``PROBE_SECONDS`` each: an emulated bf16 product of 2048x2048 takes a minute on an AVX2
-    CPU, so its size is chosen from a first product of 256x256."""
+    """The best of ``PROBE_REPEATS`` timings after a warm-up, at the largest size up to the device's that
+    takes about ``PROBE_SECONDS`` a timing: an emulated bf16 product of 2048x2048 takes a minute on an AVX2
+    CPU, so its size is chosen from a first product of 256x256. A product shorter than that (a GPU's few
+    milliseconds, where launching and synchronising would count) is repeated between two synchronisations
+    until a timing lasts about ``PROBE_SECONDS``."""
     generator = torch.Generator().manual_seed(0)
 
-    def timed(size):
-        a, b = (torch.randn(size, size, generator=generator).to(device, _DTYPES[precision]) for _ in range(2))
-        start = time.perf_counter()
-        kernel(a, b)
+    def timed(a, b, products=1):
         devices.synchronize(device)
-        return time.perf_counter() - start, a, b
+        start = time.perf_counter()
+        for _ in range(products):
+            kernel(a, b)
+        devices.synchronize(device)
+        return (time.perf_counter() - start) / products
 
-    timed(MIN_PROBE_SIZE)  # warm-up: kernel selection, first allocations
-    seconds, _, _ = timed(MIN_PROBE_SIZE)
-    scaled = int(MIN_PROBE_SIZE * (PROBE_SECONDS / seconds) ** (1 / 3)) // 64 * 64
+    def operands(size):
+        return [torch.randn(size, size, generator=generator).to(device, _DTYPES[precision]) for _ in range(2)]
+
+    small = operands(MIN_PROBE_SIZE)
+    timed(*small)  # warm-up: kernel selection, first allocations
+    scaled = int(MIN_PROBE_SIZE * (PROBE_SECONDS / timed(*small)) ** (1 / 3)) // 64 * 64
     size = max(MIN_PROBE_SIZE, min(PROBE_SIZES[torch.device(device).type], scaled))
-    _, a, b = timed(size)
-    best = float("inf")
-    for _ in range(PROBE_REPEATS):
-        start = time.perf_counter()
-        kernel(a, b)
-        devices.synchronize(device)
-        best = min(best, time.perf_counter() - start)
+    a, b = operands(size)
+    products = max(1, math.ceil(PROBE_SECONDS / timed(a, b)))  # the first product at this size also warms it up
+    best = min(timed(a, b, products) for _ in range(PROBE_REPEATS))
     return 2 * size**3 / best / 1e12
 
 
 def probe_description(device: str) -> str:
     size = PROBE_SIZES[torch.device(device).type]
-    return (f"best of {PROBE_REPEATS} products of two square matrices of up to {size} (about {PROBE_SECONDS} s "
-            f"each) after a warm-up, through torch.mm and as a 1x1 convolution (contiguous and channels_last)")
+    return (f"best of {PROBE_REPEATS} timings of products of two square matrices of up to {size} (about "
+            f"{PROBE_SECONDS} s a timing, short products repeated between two synchronisations) after a warm-up, "
+            f"through torch.mm and as a 1x1 convolution (contiguous and channels_last)")

@@ -34,14 +34,17 @@ class Pipeline:
 
     name: str
     item_every_step: bool  # whether the training loop reads the loss back to the host after each step
+    pytorch_defaults: bool  # whether training runs with PyTorch's backend settings (``backends``), not tuned ones
 
     def __init__(self, dataset, batch_size: int, device, *, samples: int | None = None, seed: int = 0,
-                 order_device="cpu", shard: tuple[int, int] = (0, 1)):
+                 order_device="cpu", shard: tuple[int, int] = (0, 1), drop_last: bool = False):
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.size = len(dataset)
         self.rank, self.ranks = shard
         self.samples = min(samples or self.size, self.size) // self.ranks  # this rank's share
+        if drop_last and self.samples >= batch_size:  # whole batches only: one batch shape, one compiled graph
+            self.samples -= self.samples % batch_size
         self.generator = torch.Generator(order_device).manual_seed(seed)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -63,9 +66,11 @@ class Pipeline:
 class ReferencePipeline(Pipeline):
     name = "reference"
     item_every_step = True
+    pytorch_defaults = True  # the articles' scripts changed no backend setting
 
-    def __init__(self, dataset, batch_size, device, *, samples=None, seed=0, mean=0.5, std=0.5, shard=(0, 1)):
-        super().__init__(dataset, batch_size, device, samples=samples, seed=seed, shard=shard)
+    def __init__(self, dataset, batch_size, device, *, samples=None, seed=0, mean=0.5, std=0.5, shard=(0, 1),
+                 drop_last=False):
+        super().__init__(dataset, batch_size, device, samples=samples, seed=seed, shard=shard, drop_last=drop_last)
         self.dataset = copy.copy(dataset)  # shares the pixels; only the transform differs
         self.dataset.transform = article_transform(mean, std)
 
@@ -78,9 +83,12 @@ class ReferencePipeline(Pipeline):
 class ResidentPipeline(Pipeline):
     name = "resident"
     item_every_step = False
+    pytorch_defaults = False
 
-    def __init__(self, dataset, batch_size, device, *, samples=None, seed=0, mean=0.5, std=0.5, shard=(0, 1)):
-        super().__init__(dataset, batch_size, device, samples=samples, seed=seed, shard=shard, order_device=device)
+    def __init__(self, dataset, batch_size, device, *, samples=None, seed=0, mean=0.5, std=0.5, shard=(0, 1),
+                 drop_last=False):
+        super().__init__(dataset, batch_size, device, samples=samples, seed=seed, shard=shard, order_device=device,
+                         drop_last=drop_last)
         self.images = normalized_images(dataset.data.to(self.device), mean, std)
         self.labels = dataset.targets.to(self.device)
 
@@ -94,10 +102,18 @@ class ResidentPipeline(Pipeline):
 PIPELINES = {cls.name: cls for cls in (ReferencePipeline, ResidentPipeline)}
 
 
-def build(name: str, dataset, batch_size: int, device, **kwargs) -> Pipeline:
-    """The pipeline called ``name`` over ``dataset``; keyword arguments as for ``Pipeline``."""
+def _class(name: str) -> type[Pipeline]:
     try:
-        pipeline_class = PIPELINES[name]
+        return PIPELINES[name]
     except KeyError:
         raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}") from None
-    return pipeline_class(dataset, batch_size, device, **kwargs)
+
+
+def build(name: str, dataset, batch_size: int, device, **kwargs) -> Pipeline:
+    """The pipeline called ``name`` over ``dataset``; keyword arguments as for ``Pipeline``."""
+    return _class(name)(dataset, batch_size, device, **kwargs)
+
+
+def uses_pytorch_defaults(name: str) -> bool:
+    """Whether training through the pipeline ``name`` keeps PyTorch's backend settings (the articles' loop)."""
+    return _class(name).pytorch_defaults

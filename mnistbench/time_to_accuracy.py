@@ -1,8 +1,16 @@
-"""Time to accuracy: training wall time until the test accuracy first reaches a target.
+"""Time to accuracy: training wall time until the test accuracy reaches a target.
 
 Speed without accuracy means nothing, so this is the number MLPerf and the CIFAR-10 speedruns report.
 As the speedruns do, the clock stops while the model is evaluated after each epoch: ``TrainingClock``
 is a ``perf_counter`` that can be paused, and the benchmark hands it to pytest-benchmark as its timer.
+
+The two report it differently, and a recipe is judged one way only (``Recipe.judged_by``, stored with each
+result), never a mix of both:
+- ``target`` (MLPerf's time to train): each seed trains until its test accuracy first reaches the target,
+  within the recipe's epochs; a seed that never does is a miss, and a case with a miss stores no time.
+- ``schedule`` (the CIFAR-10 speedruns): every seed trains the recipe's whole schedule (a one-cycle rate
+  is annealed for its last epoch), and the recipe passes when the final accuracy averaged over the seeds
+  reaches the target, so one seed a hair short does not fail a recipe that reaches it.
 """
 import statistics
 import time
@@ -33,8 +41,15 @@ class TrainingClock:
             self._paused_seconds += time.perf_counter() - start
 
 
+DEFINITIONS = {
+    "target": "time until the test accuracy first reaches the target, every seed must reach it (MLPerf)",
+    "schedule": "time of the whole schedule, judged by the final test accuracy averaged over the seeds "
+                "(CIFAR-10 speedruns)",
+}
+
+
 class TargetNotReached(AssertionError):
-    """The runs used their epoch budget without reaching the target accuracy on average."""
+    """A recipe missed its target: a seed did (``target``), or the seeds' mean accuracy did (``schedule``)."""
 
 
 @dataclass
@@ -52,11 +67,14 @@ class Outcome:
         return bool(self.accuracies) and self.accuracies[-1] >= self.target
 
 
-def train_to_accuracy(run: TrainingRun, test_set, *, target: float, max_epochs: int, clock: TrainingClock) -> Outcome:
-    """Train ``run`` epoch by epoch, evaluating on ``test_set`` with ``clock`` paused, until the accuracy
-    reaches ``target`` or ``max_epochs`` are done."""
+def train_to_accuracy(run: TrainingRun, test_set, *, target: float, max_epochs: int, clock: TrainingClock,
+                      judged_by: str = "target") -> Outcome:
+    """Train ``run`` epoch by epoch, evaluating on ``test_set`` with ``clock`` paused, for ``max_epochs``,
+    stopping early when the accuracy reaches ``target`` if the recipe is ``judged_by`` the target."""
+    if judged_by not in DEFINITIONS:
+        raise ValueError(f"unknown time-to-accuracy definition {judged_by!r}; choose from {', '.join(DEFINITIONS)}")
     outcome = Outcome(run.seed, target)
-    while outcome.epochs < max_epochs and not outcome.reached:
+    while outcome.epochs < max_epochs and not (judged_by == "target" and outcome.reached):
         run.epoch()
         with clock.paused():
             accuracy, _ = run.evaluate(test_set)
@@ -64,14 +82,17 @@ def train_to_accuracy(run: TrainingRun, test_set, *, target: float, max_epochs: 
     return outcome
 
 
-def check(outcomes: list[Outcome], model_name: str, device: str) -> None:
-    """Judge the runs of one recipe from several seeds as the CIFAR-10 speedruns judge theirs: by the final
-    accuracy averaged over the seeds, so one seed a hair short does not fail a recipe that reaches the
-    target; ``TargetNotReached`` naming the mean and each seed short of the target otherwise."""
+def check(outcomes: list[Outcome], model_name: str, device: str, judged_by: str = "target") -> None:
+    """Judge the runs of one recipe from several seeds by its definition (``DEFINITIONS``): every seed at the
+    target, or the final accuracy averaged over the seeds at the target; ``TargetNotReached`` naming the
+    mean and each seed short of the target otherwise."""
     mean = statistics.mean(outcome.accuracies[-1] for outcome in outcomes)
     target = outcomes[0].target
-    if mean < target:
+    missed = [outcome for outcome in outcomes if not outcome.reached]
+    if mean < target or (judged_by == "target" and missed):
         short = "; ".join(f"seed {o.seed} reached {o.accuracies[-1]:.2%} after {o.epochs} epoch(s) "
-                          f"(best {max(o.accuracies):.2%})" for o in outcomes if not o.reached)
+                          f"(best {max(o.accuracies):.2%})" for o in missed)
+        verdict = ("short of the target" if mean < target else
+                   f"and {len(missed)} seed(s) never reached the target")
         raise TargetNotReached(f"{model_name} on {device} reached {mean:.2%} test accuracy, the mean over "
-                               f"{len(outcomes)} seed(s), short of the target {target:.2%}: {short}")
+                               f"{len(outcomes)} seed(s), {verdict} {target:.2%}: {short}")

@@ -14,12 +14,13 @@ from torch import nn
 
 import models
 
-from . import devices, pipelines
+from . import backends, devices, pipelines
 from .evaluation import evaluate
 from .variants import Variant
 
 # Untimed steps per batch shape before the clock starts: compiling, autotuning and, with CUDA graphs, the
-# warm-up run and the recording of each shape all happen within the first three calls.
+# warm-up run and the recording of each shape all happen within the first three calls (fp16 takes more:
+# ``Variant.warm_up_steps``).
 WARM_UP_STEPS = 3
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -29,7 +30,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: str, variant: Variant = Variant()) -> Step:
-    """Forward, backward and one optimizer step in ``variant``; the step returns the loss, still on the device."""
+    """Forward, backward and one optimizer step in ``variant``; the step returns the loss, still on the device.
+    Its ``scaler`` attribute is fp16's GradScaler (None otherwise), whose scale says which steps it skipped."""
     scaler = variant.grad_scaler(device)
     optimizer_step = variant.prepare_optimizer_step(optimizer)
 
@@ -46,6 +48,7 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: 
             scaler.update()
         return loss.detach()
 
+    step.scaler = scaler
     return step
 
 
@@ -119,6 +122,7 @@ class TrainingRun:
     seed: int = 0  # of the weights, the order of the data and the dropout masks
     steps_done: int = 0
     first_step_seconds: float | None = None  # the first step's wall time: compilation, when compiled
+    warm_up_seconds: float | None = None  # the whole untimed warm-up, first step included
 
     @classmethod
     def create(cls, model_name: str, device: str, pipeline_name: str, dataset, *, variant: Variant = Variant(),
@@ -129,13 +133,16 @@ class TrainingRun:
         run on each rank: ``shard`` picks the rank's slice of every epoch, and ``wrap_model`` wraps the prepared
         network that the step runs (in ``DistributedDataParallel``); ``model`` stays the unwrapped network."""
         recipe = recipe or models.recipe(model_name)
-        devices.prepare(device)
-        variant.configure_backends()
+        if pipelines.uses_pytorch_defaults(pipeline_name):
+            backends.use_pytorch_defaults()
+        else:
+            variant.configure_backends(device)
         torch.manual_seed(seed)
         model = models.build(model_name).to(device)
         optimizer = make_optimizer(model, recipe, variant)
         pipeline = pipelines.build(pipeline_name, dataset, recipe.batch_size, device, samples=samples, seed=seed,
-                                   mean=recipe.normalize_mean, std=recipe.normalize_std, shard=shard)
+                                   mean=recipe.normalize_mean, std=recipe.normalize_std, shard=shard,
+                                   drop_last=recipe.drop_last)
         schedule = make_schedule(optimizer, recipe, len(pipeline))
         initial_state = copy.deepcopy({"optimizer": optimizer.state_dict(),
                                        "schedule": schedule.state_dict() if schedule else None})
@@ -166,15 +173,17 @@ class TrainingRun:
         """Untimed steps with every batch shape of the epoch (the full batch and the last partial one), the
         learning-rate schedule left where it is, so that compilation (static shapes: one graph per shape),
         cuDNN's autotuning, CUDA-graph recording and the allocator's first growth all happen before the clock
-        starts. The first step is timed on its own: with ``torch.compile`` that is the compilation time."""
+        starts. The first step is timed on its own: with ``torch.compile`` that is the compilation time; the
+        whole warm-up's time is kept beside it."""
         pipeline = self.pipeline
         shapes = dict.fromkeys([min(pipeline.batch_size, pipeline.samples), pipeline.samples % pipeline.batch_size])
         start = time.perf_counter()
         self._train(pipeline.draw(next(iter(shapes))), scheduled=False)
         self.first_step_seconds = time.perf_counter() - start
         for size in filter(None, shapes):
-            for _ in range(WARM_UP_STEPS):
+            for _ in range(self.variant.warm_up_steps(WARM_UP_STEPS)):
                 self._train(pipeline.draw(size), scheduled=False)
+        self.warm_up_seconds = time.perf_counter() - start
 
     def restart(self, seed: int | None = None) -> None:
         """Back to the state ``create`` made with this run's seed, or with ``seed``: weights, optimizer,

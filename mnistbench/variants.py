@@ -13,11 +13,16 @@ Every compiled model starts from an empty Dynamo cache and compiles with static 
 recompile limit, or a graph that CUDA graphs cannot capture, is an error, never a silent fall-back.
 """
 import contextlib
+import functools
+import shutil
 from dataclasses import dataclass, fields
 
 import torch
 import torch._dynamo
 import torch._inductor.config
+import torch.utils._triton
+
+from . import backends
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -26,6 +31,9 @@ OPTIMIZERS = ("default", "foreach", "fused")
 CUDA_ONLY = frozenset({"tf32", "fp16", "cudagraphs"})
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _COMPILE_KWARGS = {"compile": {}, "compile-step": {}, "cudagraphs": {"mode": "reduce-overhead"}}
+# fp16's GradScaler starts at a loss scale of 65,536 and halves it, skipping Adam's update, on every step
+# whose gradients overflow; only after those steps does an fp16 step do a whole step's work.
+FP16_WARM_UP_STEPS = 20
 
 # Past its recompile limit Dynamo would otherwise run the function eagerly with one log line, and a
 # "compiled" benchmark would time eager code.
@@ -64,14 +72,14 @@ class Variant:
         cuda_only = sorted({self.precision, self.compile} & CUDA_ONLY)
         if cuda_only and kind != "cuda":
             return f"{', '.join(cuda_only)} needs a CUDA device"
-        if self.compile != "eager" and not torch._dynamo.is_dynamo_supported():
-            return "torch.compile is not supported by this Python or platform"
-        if self.precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        if self.compile == "compile-step" and self.precision == "fp16":
+            return "compile-step cannot compile GradScaler's unscale-and-step, which fp16 needs"
+        if self.compile != "eager" and (missing := compiler_missing(kind)):
+            return missing
+        if self.precision == "bf16" and kind == "cuda" and not _native_bf16(device):
             return f"{torch.cuda.get_device_name(device)} has no native bf16"
         if self.optimizer == "fused" and kind == "mps":
             return "fused Adam is not implemented for MPS"
-        if self.compile == "compile-step" and self.precision == "fp16":
-            return "compile-step cannot compile GradScaler's unscale-and-step, which fp16 needs"
         return None
 
     def unsupported_with(self, schedule: str) -> str | None:
@@ -81,11 +89,15 @@ class Variant:
             return f"compile-step needs a constant learning rate, not the {schedule} schedule"
         return None
 
-    def configure_backends(self) -> None:
-        """Set the process-wide TF32 switches: on for ``tf32`` only, so that ``fp32`` means fp32."""
-        allow = self.precision == "tf32"
-        torch.backends.cudnn.allow_tf32 = allow
-        torch.backends.cuda.matmul.allow_tf32 = allow
+    def configure_backends(self, device: str) -> None:
+        """The suite's backend settings for a case on ``device`` (``backends.tune``): cuDNN autotuning, TF32
+        on for ``tf32`` only, so that ``fp32`` means fp32."""
+        backends.tune(device, tf32=self.precision == "tf32")
+
+    def warm_up_steps(self, minimum: int) -> int:
+        """Untimed steps before this variant's steps are timed: ``minimum``, or for fp16 as many as its
+        GradScaler needs before a step updates the weights."""
+        return max(minimum, FP16_WARM_UP_STEPS) if self.precision == "fp16" else minimum
 
     def autocast(self, device: str):
         dtype = _AUTOCAST_DTYPES.get(self.precision)
@@ -120,6 +132,32 @@ class Variant:
         if self.memory_format == "channels_last":
             return images.contiguous(memory_format=torch.channels_last)
         return images
+
+
+@functools.cache
+def compiler_missing(kind: str) -> str | None:
+    """Why ``torch.compile`` cannot run on a device of ``kind`` here, or None: Inductor generates C++ on a
+    CPU and Triton kernels on CUDA. A compiled case that fails although this returns None is broken, not
+    unrunnable, and fails the run."""
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile is not supported by this Python or platform"
+    if kind == "cpu":
+        from torch._inductor import cpp_builder
+        try:
+            compiler = cpp_builder.get_cpp_compiler()
+        except Exception as error:  # Inductor raises its own error types for a missing or unusable compiler
+            return f"torch.compile on a CPU needs a C++ compiler: {str(error).strip().splitlines()[0]}"
+        if shutil.which(compiler) is None:
+            return f"torch.compile on a CPU needs a C++ compiler, and {compiler!r} is not on PATH"
+    if kind == "cuda" and not torch.utils._triton.has_triton():
+        return "torch.compile on CUDA needs Triton, which this torch cannot import"
+    return None
+
+
+def _native_bf16(device: str) -> bool:
+    """Whether the GPU ``device`` names (not the current one) runs bf16 natively."""
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def matrix(device: str, precisions=PRECISIONS, memory_formats=MEMORY_FORMATS, compile_modes=COMPILE_MODES,
