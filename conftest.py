@@ -13,11 +13,12 @@ import torch
 from torchvision import datasets
 
 import models
-from mnistbench import (data, devices, estimate, fast, guards, idx, machine, peaks, pipelines, ratio, scaling,
+from mnistbench import (backends, data, devices, fast, guards, idx, machine, matrix, peaks, pipelines, ratio, scaling,
                         setups, variants)
 from mnistbench.variants import Variant
 
-pytest_plugins = ("mnistbench.storage",)  # saves only the benchmarks that finished, atomically
+# storage: saves only the benchmarks that finished, atomically; budget: --time-budget and the estimates
+pytest_plugins = ("mnistbench.storage", "mnistbench.budget")
 
 SMOKE_EPOCH_SAMPLES = 256
 # At smoke size the time-to-accuracy benchmark proves its machinery on a target that no model stuck on
@@ -27,9 +28,6 @@ SMOKE_TARGET_ACCURACY = 0.15
 SMOKE_ACCURACY_TRAIN_SAMPLES = 2048
 SMOKE_TEST_SAMPLES = 2000
 FEW_TEST_DIGITS = 1000
-# Step batch sizes: the article's, and in the exhaustive matrix one large batch.
-STEP_BATCH_SIZES = {"standard": ("recipe",), "exhaustive": ("recipe", 512)}
-MATRICES = ("standard", "exhaustive")
 # The data each data fixture reads: --dataset's for train_set and test_set, real MNIST for the rest.
 DATASET_FIXTURES = ("train_set", "test_set")
 MNIST_FIXTURES = ("mnist_train", "mnist_test", "mnist_root")
@@ -47,8 +45,9 @@ def pytest_addoption(parser):
     group.addoption("--dataset", default="mnist", choices=data.DATASETS,
                     help="training data; 'synthetic' is random pixels for pure throughput, recorded as such")
     group.addoption("--epoch-samples", type=int, default=None,
-                    help=f"time each epoch over the first N samples of the shuffled epoch "
-                         f"(default: the full split with --benchmark-only, else {SMOKE_EPOCH_SAMPLES})")
+                    help=f"time each epoch over the first N samples of the shuffled epoch (default with "
+                         f"--benchmark-only: the full split, {matrix.QUICK_EPOCH_SAMPLES} in the quick matrix; "
+                         f"else {SMOKE_EPOCH_SAMPLES})")
     group.addoption("--epoch-rounds", type=int, default=2, help="timed epochs per epoch benchmark (default: 2)")
     group.addoption("--target-accuracy", type=float, default=None,
                     help=f"test accuracy the time-to-accuracy benchmark trains to "
@@ -56,20 +55,25 @@ def pytest_addoption(parser):
     group.addoption("--seeds", type=int, default=1,
                     help="time-to-accuracy runs per case, from seeds 0..N-1, one round each: the time's mean and "
                          "spread are pytest-benchmark's statistics, each seed's accuracy is in extra_info (default: 1)")
-    group.addoption("--precisions", default=",".join(variants.PRECISIONS),
-                    help="step benchmark precisions: fp32, tf32 (CUDA), bf16, fp16 (CUDA); default: all a device supports")
+    group.addoption("--precisions", default=None,
+                    help="step benchmark precisions: fp32, tf32 (CUDA), bf16, fp16 (CUDA); default: all a device "
+                         "supports (quick matrix: fp32, bf16)")
     group.addoption("--memory-formats", default=",".join(variants.MEMORY_FORMATS),
                     help="step benchmark memory formats: contiguous, channels_last (default: both)")
     group.addoption("--compile", default=None,
                     help="step benchmark compile modes: eager, compile, compile-step, cudagraphs (CUDA) "
-                         "(default: all with --benchmark-only, else eager; compilation is tested on its own)")
+                         "(default: all with --benchmark-only, eager and cudagraphs in the quick matrix, else eager; "
+                         "compilation is tested on its own)")
     group.addoption("--optimizers", default=None,
                     help="Adam implementations: default, foreach, fused (default: all three with --benchmark-only, "
-                         "else default; the implementations are tested on their own)")
-    group.addoption("--matrix", default="standard", choices=MATRICES,
-                    help="standard (default): steps in fp32 and in the fast variant at the article's batch size; "
-                         "exhaustive: every precision x format x compile x optimizer at two batch sizes, and the "
-                         "time-to-accuracy runs known to miss their target")
+                         "default and fused in the quick matrix, else default; the implementations are tested on "
+                         "their own)")
+    group.addoption("--matrix", default="standard", choices=matrix.MATRICES,
+                    help="quick: the headline results of each device in minutes (reference and fast epochs, fp32 "
+                         "and fast training steps, the fast recipe's time to accuracy); standard (default): also "
+                         "the resident epochs, inference steps, the article recipe's time to accuracy and the "
+                         "data-parallel cases; exhaustive: every precision x format x compile x optimizer at two "
+                         "batch sizes, and the time-to-accuracy runs known to miss their target")
     group.addoption("--fast-variant", default=None,
                     help="pin the fast setup's variant, e.g. bf16-channels_last-eager-fused, instead of measuring it")
     group.addoption("--no-fast-cache", action="store_true",
@@ -92,16 +96,23 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--devices: {error}") from None
     config.mnistbench_models = _comma_list(config.getoption("models"), models.names(), "--models")
     config.mnistbench_full = bool(config.getoption("benchmark_only"))
+    config.mnistbench_matrix = config.getoption("matrix")
     # A smoke run's fast probe tries precisions and formats only: compilation and Adam's implementations
-    # have tests of their own, and every candidate costs the probe seconds on a slow CPU.
-    default_compile = ",".join(variants.COMPILE_MODES) if config.mnistbench_full else "eager"
-    default_optimizers = ",".join(variants.OPTIMIZERS) if config.mnistbench_full else "default"
+    # have tests of their own, and every candidate costs the probe seconds on a slow CPU. The quick matrix's
+    # probe tries the candidates that can win (matrix.QUICK_CHOICES).
+    defaults = {"precisions": variants.PRECISIONS, "compile_modes": variants.COMPILE_MODES,
+                "optimizers": variants.OPTIMIZERS} if config.mnistbench_full else {
+                "precisions": variants.PRECISIONS, "compile_modes": ("eager",), "optimizers": ("default",)}
+    if config.mnistbench_matrix == "quick":
+        defaults = matrix.QUICK_CHOICES
     config.mnistbench_variant_choices = {
-        "precisions": _comma_list(config.getoption("precisions"), variants.PRECISIONS, "--precisions"),
+        "precisions": _comma_list(config.getoption("precisions") or ",".join(defaults["precisions"]),
+                                  variants.PRECISIONS, "--precisions"),
         "memory_formats": _comma_list(config.getoption("memory_formats"), variants.MEMORY_FORMATS, "--memory-formats"),
-        "compile_modes": _comma_list(config.getoption("compile") or default_compile, variants.COMPILE_MODES, "--compile"),
-        "optimizers": _comma_list(config.getoption("optimizers") or default_optimizers, variants.OPTIMIZERS,
-                                  "--optimizers"),
+        "compile_modes": _comma_list(config.getoption("compile") or ",".join(defaults["compile_modes"]),
+                                     variants.COMPILE_MODES, "--compile"),
+        "optimizers": _comma_list(config.getoption("optimizers") or ",".join(defaults["optimizers"]),
+                                  variants.OPTIMIZERS, "--optimizers"),
     }
     try:
         pinned = config.getoption("fast_variant") and Variant.parse(config.getoption("fast_variant"))
@@ -117,6 +128,17 @@ def pytest_configure(config):
         value = config.getoption(option)
         if value is not None and value < 1:
             raise pytest.UsageError(f"--{option.replace('_', '-')} must be a positive integer, got {value}")
+    # Samples per timed epoch and per epoch trained to an accuracy (None: the full split): the option, else in
+    # a timed run the full split (a fifth of it for the quick matrix's epochs), in a smoke run the smoke sizes.
+    chosen = config.getoption("epoch_samples")
+    if config.mnistbench_full:
+        quick = matrix.QUICK_EPOCH_SAMPLES if config.mnistbench_matrix == "quick" else None
+        config.mnistbench_epoch_samples, config.mnistbench_accuracy_epoch_samples = chosen or quick, chosen
+        config.mnistbench_test_samples = None
+    else:
+        config.mnistbench_epoch_samples = chosen or SMOKE_EPOCH_SAMPLES
+        config.mnistbench_accuracy_epoch_samples = chosen or SMOKE_ACCURACY_TRAIN_SAMPLES
+        config.mnistbench_test_samples = SMOKE_TEST_SAMPLES
     target = config.getoption("target_accuracy")
     if target is None:
         target = 0.99 if config.mnistbench_full else SMOKE_TARGET_ACCURACY
@@ -134,24 +156,25 @@ def pytest_configure(config):
 
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (in pytest.ini) spreads tests over the cores, but timed benchmarks must own the machine
-    (and pytest-benchmark times nothing under xdist)."""
-    return 0 if config.getoption("benchmark_only") or config.getoption("benchmark_enable") else None
+    (and pytest-benchmark times nothing under xdist), and a time budget's deadline stops one process."""
+    timed = config.getoption("benchmark_only") or config.getoption("benchmark_enable")
+    return 0 if timed or config.getoption("time_budget") else None
 
 
 def pytest_generate_tests(metafunc):
     config = metafunc.config
     names = metafunc.fixturenames
-    matrix = config.getoption("matrix")
+    chosen_matrix = config.mnistbench_matrix
     if "batch_size" in names:
         pairs = [(model, models.recipe(model).batch_size if size == "recipe" else size)
-                 for model in config.mnistbench_models for size in STEP_BATCH_SIZES[matrix]]
+                 for model in config.mnistbench_models for size in matrix.STEP_BATCH_SIZES[chosen_matrix]]
         metafunc.parametrize(("model_name", "batch_size"), pairs, ids=[f"{m}-b{b}" for m, b in pairs])
     elif "model_name" in names:
         metafunc.parametrize("model_name", config.mnistbench_models)
     if "step_variant" in names:  # plain strings, so pytest-benchmark can store and group them
         cases = [(device, name, mode) for device in config.mnistbench_devices
-                 for name in _step_variants(device, matrix, config.mnistbench_variant_choices)
-                 for mode in ("train", "forward") if mode == "train" or _runs_forward(name)]
+                 for name in matrix.step_variants(device, chosen_matrix, config.mnistbench_variant_choices)
+                 for mode in matrix.step_modes(name, chosen_matrix)]
         metafunc.parametrize(("device", "step_variant", "mode"), cases, ids=["-".join(case) for case in cases])
     elif "device" in names:
         metafunc.parametrize("device", config.mnistbench_devices)
@@ -162,19 +185,27 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("target_accuracy", [target], ids=[f"to{target:g}"])
 
 
-def _step_variants(device: str, matrix: str, choices: dict) -> list[str]:
-    """The step benchmark's variants: fp32 and ``fast`` (measured when the case runs), or every combination."""
-    if matrix == "standard":
-        return [str(Variant()), "fast"]
-    return [str(variant) for variant in variants.matrix(device, **choices)]
-
-
-def _runs_forward(step_variant: str) -> bool:
-    """Inference has no optimizer: its variants are the default-optimizer ones, without compile-step."""
-    if step_variant == "fast":
-        return True
-    variant = Variant.parse(step_variant)
-    return variant.optimizer == "default" and variant.compile != "compile-step"
+def pytest_collection_modifyitems(config, items):
+    """Under ``--benchmark-only`` the tests that are not benchmarks are deselected, not skipped one by one, and
+    so are the cases outside the chosen matrix; a timed run puts the headline cases first
+    (``matrix.order``). Every case on an accelerator, and every test marked ``gpu``, is a GPU case (``-m gpu``)."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None) and item.callspec.params or {}
+        if params.get("device", "cpu") != "cpu":
+            item.add_marker(pytest.mark.gpu)
+        test = getattr(item, "originalname", item.name)
+        if "benchmark" in getattr(item, "fixturenames", ()):
+            wanted = matrix.in_matrix(test, params, config.mnistbench_matrix)
+        else:
+            wanted = not config.mnistbench_full
+        (kept if wanted else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    if config.mnistbench_full or config.getoption("benchmark_enable"):
+        kept.sort(key=lambda item: matrix.order(getattr(item, "originalname", item.name),
+                                                getattr(item, "callspec", None) and item.callspec.params or {}))
+    items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -249,7 +280,8 @@ def test_set(pytestconfig, dataset_name, mnist_root):
     if dataset_name == "synthetic":
         pytest.skip("synthetic data has no test accuracy to reach; use --dataset mnist or fashion-mnist")
     test_split = _load_or_fail(dataset_name, mnist_root, train=False)
-    return test_split if pytestconfig.mnistbench_full else data.first(test_split, SMOKE_TEST_SAMPLES)
+    count = pytestconfig.mnistbench_test_samples
+    return test_split if count is None else data.first(test_split, count)
 
 
 @pytest.fixture(scope="session")
@@ -293,19 +325,14 @@ def pytest_testnodedown(node, error):
 
 @pytest.fixture(scope="session")
 def epoch_samples(pytestconfig) -> int | None:
-    """Samples per timed epoch: the option, else the full split (``None``) or the smoke size."""
-    chosen = pytestconfig.getoption("epoch_samples")
-    if chosen is None and not pytestconfig.mnistbench_full:
-        return SMOKE_EPOCH_SAMPLES
-    return chosen
+    """Samples per timed epoch (``None``: the full split); see ``pytest_configure``."""
+    return pytestconfig.mnistbench_epoch_samples
 
 
 @pytest.fixture(scope="session")
-def accuracy_epoch_samples(pytestconfig, epoch_samples) -> int | None:
-    """Samples per epoch when training to an accuracy: a smoke run needs a few thousand to beat chance."""
-    if pytestconfig.getoption("epoch_samples") is None and not pytestconfig.mnistbench_full:
-        return SMOKE_ACCURACY_TRAIN_SAMPLES
-    return epoch_samples
+def accuracy_epoch_samples(pytestconfig) -> int | None:
+    """Samples per epoch when training to an accuracy (``None``: the full split)."""
+    return pytestconfig.mnistbench_accuracy_epoch_samples
 
 
 @pytest.fixture(scope="session")
@@ -314,9 +341,12 @@ def epoch_rounds(pytestconfig) -> int:
 
 
 @pytest.fixture(autouse=True)
-def _release_accelerator_memory():
-    """After each test, hand cached GPU memory back, so one case's out-of-memory cannot starve the next."""
-    yield
+def _isolate_cases():
+    """After each test, the backend switches as they were before it (a test's cuDNN autotuning or TF32 must
+    not leak into the next) and cached GPU memory handed back, so one case's out-of-memory cannot starve the
+    next."""
+    with backends.preserved():
+        yield
     if torch.cuda.is_available():
         guards.free_accelerator_memory()
 
@@ -341,9 +371,21 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 
 
 @pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    """A fast-probe candidate that raised is a fault of a mode the device supports: the run fails."""
+    if fast.broken() and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, config):
-    """After a run on two or more devices, the GPU/CPU ratio table (the same code as ``mnistbench ratio``);
-    after a data-parallel run, the scaling table."""
+    """Candidates of the fast probe that broke; after a run on two or more devices, the GPU/CPU ratio table
+    (the same code as ``mnistbench ratio``); after a data-parallel run, the scaling table."""
+    if broken := fast.broken():
+        terminalreporter.section("broken fast-probe candidates (the probe chose among the rest; the run fails)",
+                                 red=True)
+        for line in broken:
+            terminalreporter.write_line(line)
     document = getattr(config, "mnistbench_output_json", None)
     table = ratio.summary(document) if document else None
     if table:
@@ -353,16 +395,6 @@ def pytest_terminal_summary(terminalreporter, config):
     if table:
         terminalreporter.section("data-parallel scaling (images/s by world size, efficiency against 1 rank)")
         terminalreporter.write_line(table)
-
-
-def pytest_report_collectionfinish(config, items):
-    """Before a timed run starts: how many benchmarks it holds and roughly how long they take here."""
-    if not config.mnistbench_full:
-        return None
-    timed = [item for item in items if "benchmark" in getattr(item, "fixturenames", ())]
-    devices_by_id = {item.nodeid: item.callspec.params.get("device", "cpu") for item in timed}
-    storage = str(config.getoption("benchmark_storage")).removeprefix("file://")
-    return str(estimate.estimate([item.nodeid for item in timed], devices_by_id, storage))
 
 
 def pytest_report_header(config):

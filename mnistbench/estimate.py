@@ -1,46 +1,139 @@
-"""How long a benchmark run will take, said before it starts, from this machine's own stored runs.
+"""How long each benchmark case will take here, before it starts: the estimate a timed run prints, and what
+its time budget decides by (``mnistbench.budget``).
 
-A benchmark's last stored run on the same device identity (``machine.identity``) gives its time: its
-rounds times its median, plus its first (compiling) step. Benchmarks never run on this machine are
-counted apart rather than guessed.
+The best estimate of a case is what it cost in this machine identity's newest stored run: ``case_seconds``,
+the wall time of its whole test (fast probe, compilation, warm-up, rounds, paused evaluations, torchrun's
+launch); results stored before that field give rounds x median plus the first step. A case never stored
+here gets a conservative model of what it does (``Case``): the training steps its configuration implies,
+at the speed of an fp32 step of the same model, device and batch measured here before the run
+(``StepSpeeds``), times ``SAFETY``, plus what those steps do not show: the reference pipeline's per-image
+decoding, the evaluations of time to accuracy, the fast probe's candidates, and an allowance for each
+compilation and torchrun launch, replaced by the longest compilation the run has measured once it has one.
 """
+import math
+import time
 import warnings
 from dataclasses import dataclass
 
 from . import machine, results
 
+SAFETY = 2.0  # the model counts the work it knows of; this covers what it does not (allocations, Python, noise)
+COMPILE_ALLOWANCE_SECONDS = 90.0  # one torch.compile of a network, before the run has measured one
+LAUNCH_ALLOWANCE_SECONDS = 30.0  # one torchrun launch: processes that import torch and meet at a rendezvous
+FORWARD_FRACTION = 1 / 3  # an evaluation image costs about a third of a training image (no backward, no Adam)
+PROBE_STEPS_PER_CANDIDATE = 6  # a fast-probe candidate: a screen, a warm-up and at least three timed steps
+
+
+@dataclass(frozen=True)
+class Case:
+    """What one benchmark case will do, in the units the model prices: training steps of ``batch_size`` images
+    of ``model`` on ``device`` (warm-up included), seconds of timing that do not depend on the step
+    (pytest-benchmark calibrates a step benchmark for its ``--benchmark-max-time``), images decoded by the
+    reference pipeline, test images evaluated, fast-probe candidates (eager, compiled) and torch.compile
+    compilations, torchrun launches."""
+
+    node_id: str
+    model: str
+    device: str
+    batch_size: int
+    steps: int
+    timed_seconds: float = 0.0
+    images_decoded: int = 0
+    images_evaluated: int = 0
+    probe_candidates: tuple[int, int] = (0, 0)
+    compilations: int = 0
+    launches: int = 0
+
+
+class StepSpeeds:
+    """Seconds per fp32 eager training step, measured here once per model, device and batch size on random
+    digits (a warm-up step, then the fastest of a few), and the reference pipeline's decoding per image."""
+
+    def __init__(self):
+        self._steps: dict[tuple, float] = {}
+        self._decode: float | None = None
+        self.compile_seconds = COMPILE_ALLOWANCE_SECONDS  # raised by ``observe_compilation``
+        self._compile_measured = False
+
+    def step(self, model: str, device: str, batch_size: int) -> float:
+        key = (model, device, batch_size)
+        if key not in self._steps:
+            from . import backends, data, fast  # noqa: PLC0415 (torch and the models only when a case needs it)
+            from .variants import Variant  # noqa: PLC0415
+
+            with backends.preserved():
+                runner = fast._Probe(model, device, data.SyntheticMNIST(), batch_size)
+                self._steps[key] = runner.time(Variant(), batch_size, warm_up=1, timed=2, give_up_after=math.inf)
+        return self._steps[key]
+
+    def decode(self) -> float:
+        """Seconds per image of ``ToTensor`` + ``Normalize`` and collation in a ``DataLoader``."""
+        if self._decode is None:
+            from . import data, pipelines  # noqa: PLC0415
+
+            images = 512
+            pipeline = pipelines.build("reference", data.SyntheticMNIST(), 64, "cpu", samples=images)
+            start = time.perf_counter()
+            for _ in pipeline:
+                pass
+            self._decode = (time.perf_counter() - start) / images
+        return self._decode
+
+    def observe_compilation(self, seconds: float) -> None:
+        """A compilation measured in this run: later estimates use the longest seen instead of the allowance."""
+        self.compile_seconds = seconds if not self._compile_measured else max(self.compile_seconds, seconds)
+        self._compile_measured = True
+
+
+def modelled(case: Case, speeds: StepSpeeds) -> float:
+    """Conservative seconds for ``case`` on this machine (see the module's docstring)."""
+    step = speeds.step(case.model, case.device, case.batch_size)
+    eager, compiled = case.probe_candidates
+    work = (case.steps + PROBE_STEPS_PER_CANDIDATE * (eager + compiled)) * step
+    work += case.images_evaluated * FORWARD_FRACTION * step / case.batch_size
+    work += case.images_decoded * speeds.decode() if case.images_decoded else 0.0
+    return (SAFETY * (work + case.timed_seconds) + (case.compilations + compiled) * speeds.compile_seconds
+            + case.launches * LAUNCH_ALLOWANCE_SECONDS)
+
+
+def stored(result: results.Result) -> float:
+    """What a stored result says its case cost: ``case_seconds``, or in older files its rounds and first step."""
+    recorded = result.extra_info.get("case_seconds")
+    if isinstance(recorded, (int, float)) and recorded > 0:
+        return float(recorded)
+    return result.rounds * result.median + (result.extra_info.get("first_step_seconds") or 0)
+
+
+def newest_stored(storage, node_ids: list[str], devices_by_id: dict[str, str]) -> dict[str, float]:
+    """Seconds of each of ``node_ids`` (pytest node ids, run on ``devices_by_id[node_id]``) in the newest run
+    stored under ``storage`` on this machine identity; ids never stored here are left out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", results.ResultWarning)
+        try:
+            found = results.load([storage])
+        except results.NoResultsError:
+            return {}
+    here = {device: machine.identity_here(device) for device in set(devices_by_id.values())}
+    newest = {(result.name, result.machine): result for result in found}  # oldest first, so the newest wins
+    seconds = {}
+    for node_id in node_ids:
+        result = newest.get((node_id, here.get(devices_by_id.get(node_id))))
+        if result is not None:
+            seconds[node_id] = stored(result)
+    return seconds
+
 
 @dataclass(frozen=True)
 class Estimate:
     benchmarks: int
-    known: int  # how many have a stored run on this machine
-    seconds: float  # for the known ones
+    from_stored: int  # how many come from this machine's stored runs
+    modelled: int  # how many from the model; the rest are tests the model does not know
+    seconds: float
 
     def __str__(self) -> str:
-        line = f"mnistbench: {self.benchmarks} benchmark(s) to run"
-        if self.known:
-            line += (f"; about {self.seconds / 60:.0f} min for the {self.known} timed on this machine before "
-                     f"(from their stored runs)")
-        if self.known < self.benchmarks:
-            line += f"; {self.benchmarks - self.known} never stored here, so not estimated"
-        return line
-
-
-def estimate(node_ids: list[str], devices_by_id: dict[str, str], storage) -> Estimate:
-    """The estimate for the benchmarks ``node_ids`` (pytest node ids, run on ``devices_by_id[node_id]``),
-    from the runs stored under ``storage``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", results.ResultWarning)
-        try:
-            stored = results.load([storage])
-        except results.NoResultsError:
-            stored = []
-    here = {device: machine.identity_here(device) for device in set(devices_by_id.values())}
-    newest = {(result.name, result.machine): result for result in stored}  # oldest first, so the newest wins
-    seconds, known = 0.0, 0
-    for node_id in node_ids:
-        result = newest.get((node_id, here.get(devices_by_id.get(node_id))))
-        if result is not None:
-            known += 1
-            seconds += result.rounds * result.median + (result.extra_info.get("first_step_seconds") or 0)
-    return Estimate(len(node_ids), known, seconds)
+        line = f"mnistbench: {self.benchmarks} benchmark(s) to run, about {self.seconds / 60:.0f} min"
+        unknown = self.benchmarks - self.from_stored - self.modelled
+        parts = [f"{self.from_stored} from this machine's stored runs"] if self.from_stored else []
+        parts += [f"{self.modelled} modelled from a step measured here (conservative)"] if self.modelled else []
+        parts += [f"{unknown} not estimated"] if unknown else []
+        return f"{line} ({', '.join(parts)})" if parts else line

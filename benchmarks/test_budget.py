@@ -1,0 +1,121 @@
+"""The time budget and the estimates it decides by: what a case costs, from this machine's stored runs or a
+model of its work; a case that does not fit is not started; at the deadline the running case is stopped as
+Ctrl-C would stop it, what finished is saved and the rest is listed."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mnistbench import budget, estimate, machine
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class FixedSpeeds(estimate.StepSpeeds):
+    """10 ms a training step, 0.1 ms an image decoded: known answers instead of measurements."""
+
+    def step(self, model, device, batch_size):
+        return 0.01
+
+    def decode(self):
+        return 1e-4
+
+
+def test_the_model_prices_every_part_of_a_case():
+    case = estimate.Case("id", "vgg", "cpu", 128, steps=100, timed_seconds=1.0, images_decoded=1000,
+                         images_evaluated=3840, probe_candidates=(8, 1), compilations=1, launches=1)
+    work = (100 + estimate.PROBE_STEPS_PER_CANDIDATE * 9) * 0.01 + 3840 / 128 * 0.01 / 3 + 1000 * 1e-4 + 1.0
+    allowances = 2 * estimate.COMPILE_ALLOWANCE_SECONDS + estimate.LAUNCH_ALLOWANCE_SECONDS
+    assert estimate.modelled(case, FixedSpeeds()) == pytest.approx(estimate.SAFETY * work + allowances)
+
+
+def test_a_compilation_measured_in_the_run_replaces_the_allowance():
+    speeds = FixedSpeeds()
+    speeds.observe_compilation(12.0)
+    speeds.observe_compilation(8.0)
+    assert speeds.compile_seconds == 12.0  # the longest seen, however short next to the allowance
+
+
+def test_a_stored_case_costs_its_whole_test_or_in_older_files_its_rounds_and_first_step():
+    newer = SimpleNamespace(extra_info={"case_seconds": 42.0, "first_step_seconds": 3.0}, rounds=2, median=10.0)
+    older = SimpleNamespace(extra_info={"first_step_seconds": 3.0}, rounds=2, median=10.0)
+    assert (estimate.stored(newer), estimate.stored(older)) == (42.0, 23.0)
+
+
+def stored_run(folder: Path, threads: int) -> None:
+    """A stored run of this machine's CPU (as identified with ``threads`` threads) holding one case."""
+    info = {"kind": "epoch", "model": "vgg", "device": "cpu", "device_name": "cpu", "batch_size": 128, "samples": 256,
+            "dataset": "mnist", "pipeline": "reference", "precision": "fp32", "memory_format": "contiguous",
+            "compile": "eager", "threads": threads, "case_seconds": 42.0}
+    document = {"datetime": "2026-11-30T10:00:00+00:00", "machine_info": machine._this_machine_info(),
+                "benchmarks": [{"fullname": "case", "extra_info": info, "params": {},
+                                "stats": {"median": 1.0, "iqr": 0.1, "rounds": 2}}]}
+    folder.mkdir(parents=True)
+    (folder / "0001_run.json").write_text(json.dumps(document))
+
+
+def test_only_this_machine_identitys_stored_runs_estimate_its_cases(tmp_path):
+    stored_run(tmp_path / "here", torch.get_num_threads())
+    stored_run(tmp_path / "other", torch.get_num_threads() + 1)  # the same CPU with other threads: another identity
+    assert estimate.newest_stored(tmp_path / "here", ["case"], {"case": "cpu"}) == {"case": 42.0}
+    assert estimate.newest_stored(tmp_path / "other", ["case"], {"case": "cpu"}) == {}
+    assert estimate.newest_stored(tmp_path / "nothing", ["case"], {"case": "cpu"}) == {}
+
+
+def test_a_case_whose_estimate_does_not_fit_in_the_time_left_is_not_started():
+    run = budget.Budget(10.0, estimates={"big": 100.0, "small": 1.0})
+
+    def item(node_id):
+        return SimpleNamespace(nodeid=node_id, config=SimpleNamespace(stash={budget._BUDGET: run}))
+
+    with pytest.raises(pytest.skip.Exception, match=r"^time budget: not started, about 100 s needed and 10 s left of 10 s$"):
+        budget.pytest_runtest_setup(item("big"))
+    budget.pytest_runtest_setup(item("small"))
+    budget.pytest_runtest_setup(item("not estimated"))  # a test the model does not know is left to the deadline
+    assert run.reached == ["big", "small", "not estimated"]
+
+
+@pytest.mark.parametrize("seconds, workers, message", [
+    (0.0, 0, "--time-budget must be a positive number of seconds, got 0"),
+    (float("nan"), 0, "--time-budget must be a positive number of seconds, got nan"),
+    (60.0, 2, "--time-budget stops one process at its deadline: run it without -n"),
+])
+def test_a_budget_that_cannot_work_is_a_usage_error(seconds, workers, message):
+    options = {"time_budget": seconds, "numprocesses": workers}
+    config = SimpleNamespace(getoption=lambda name, default=None: options.get(name, default))
+    with pytest.raises(pytest.UsageError, match=message):
+        budget.pytest_configure(config)
+
+
+def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_rest(tmp_path):
+    """Three benchmarks under a 4-second budget: the first finishes and is saved, the second (a minute long)
+    is stopped at the deadline as Ctrl-C would stop it and not saved, the third is listed as not run; the run
+    exits 0 because nothing failed."""
+    (tmp_path / "test_three.py").write_text(textwrap.dedent('''
+        import time
+
+        def test_a_short(benchmark):
+            benchmark.pedantic(time.sleep, args=(0.01,), rounds=2)
+
+        def test_b_long(benchmark):
+            benchmark.pedantic(time.sleep, args=(60,), rounds=1)
+
+        def test_c_never_reached(benchmark):
+            benchmark.pedantic(time.sleep, args=(0.01,), rounds=1)
+    '''))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "mnistbench.budget", "-p", "mnistbench.storage", "-p", "no:cacheprovider",
+         "--benchmark-only", "--benchmark-storage", str(tmp_path / "results"), "--benchmark-autosave",
+         "--time-budget", "4", "test_three.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": ""})
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "mnistbench: stopped test_three.py::test_b_long at the deadline, as Ctrl-C would" in output
+    assert "mnistbench: not run (time budget): test_three.py::test_c_never_reached" in output
+    [saved] = (tmp_path / "results").glob("*/0001_*.json")
+    assert [bench["name"] for bench in json.loads(saved.read_text())["benchmarks"]] == ["test_a_short"]

@@ -1,0 +1,247 @@
+"""A time budget for a run (``--time-budget SECONDS``), and what each case costs (a pytest plugin).
+
+A GPU rented by the minute, or a CI job with a limit, needs the results that fit, not a run cut off with
+nothing saved. With a budget the run
+- puts the headline cases first (conftest, ``matrix.order``);
+- starts a case only if its estimate (``mnistbench.estimate``: this machine's stored runs, else a
+  conservative model) fits in the time left, and skips it otherwise with both numbers;
+- at the deadline stops the running case as Ctrl-C does (the benchmarks that finished are saved, the
+  interrupted one is not: ``mnistbench.storage``), lists the cases it never reached, and exits 0 when
+  nothing failed.
+The budget counts from pytest's configuration to the deadline; saving the results comes after it. Every
+timed run prints its estimate before the first case, and every case records its whole cost as
+``case_seconds``, which later runs' estimates read.
+"""
+import _thread
+import dataclasses
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+import models
+
+from . import estimate, training
+from .variants import Variant
+
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # MNIST's and Fashion-MNIST's splits
+# Untimed steps before a case's clock: the first, then the warm-up of each of up to two batch shapes.
+WARM_UP_STEPS = 1 + 2 * training.WARM_UP_STEPS
+
+
+@dataclass
+class Budget:
+    seconds: float | None  # None: no budget, only the estimates and each case's recorded cost
+    started: float = field(default_factory=time.monotonic)
+    estimates: dict[str, float] = field(default_factory=dict)  # node id -> seconds
+    speeds: estimate.StepSpeeds = field(default_factory=estimate.StepSpeeds)
+    benchmarks: list[str] = field(default_factory=list)  # node ids, in the order they run
+    reached: list[str] = field(default_factory=list)  # node ids whose setup began, the last one still running
+    expired: bool = False
+    timer: threading.Timer | None = None
+
+    def left(self) -> float:
+        return self.seconds - (time.monotonic() - self.started)
+
+    def arm(self) -> None:
+        """At the deadline, interrupt the main thread as Ctrl-C would."""
+        self.timer = threading.Timer(max(0.0, self.left()), self._expire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _expire(self) -> None:
+        """SIGINT sent to the main thread itself, so that a sleep or a wait there is woken as by Ctrl-C (a
+        signal sent to the process may reach this thread instead); where threads cannot be signalled, the
+        interpreter's simulation of one, seen when the main thread next runs Python."""
+        self.expired = True
+        if hasattr(signal, "pthread_kill"):
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        else:
+            _thread.interrupt_main()
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+_BUDGET = pytest.StashKey[Budget]()
+
+
+def pytest_addoption(parser):
+    parser.getgroup("mnistbench").addoption(
+        "--time-budget", type=float, default=None, metavar="SECONDS",
+        help="stop within this many seconds, headline benchmarks first: a case is started only if its estimate "
+             "fits in the time left, the one running at the deadline is stopped as Ctrl-C would, the finished "
+             "ones are saved and the rest listed (exit 0 when nothing failed)")
+
+
+def pytest_configure(config):
+    seconds = config.getoption("time_budget")
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise pytest.UsageError(f"--time-budget must be a positive number of seconds, got {seconds:g}")
+    if seconds is not None and (config.getoption("numprocesses", None) or 0) > 0:
+        raise pytest.UsageError("--time-budget stops one process at its deadline: run it without -n "
+                                "(pytest-xdist's workers)")
+    if hasattr(config, "workerinput"):
+        return
+    budget = Budget(seconds)
+    config.stash[_BUDGET] = budget
+    if seconds is not None:
+        budget.arm()
+
+
+def _timed(config) -> bool:
+    return bool(config.getoption("benchmark_only") or config.getoption("benchmark_enable"))
+
+
+def _benchmarks(items) -> list:
+    return [item for item in items if "benchmark" in getattr(item, "fixturenames", ())]
+
+
+def pytest_report_collectionfinish(config, items):
+    """Before a timed run starts: how many benchmarks it holds and roughly how long they take here (and, under
+    a budget, how many of them fit)."""
+    budget = config.stash.get(_BUDGET, None)
+    if budget is None or not _timed(config) or config.option.collectonly:
+        return None
+    timed = _benchmarks(items)
+    budget.benchmarks = [item.nodeid for item in timed]
+    storage = str(config.getoption("benchmark_storage")).removeprefix("file://")
+    devices_by_id = {item.nodeid: _params(item).get("device", "cpu") for item in timed}
+    budget.estimates = estimate.newest_stored(storage, list(devices_by_id), devices_by_id)
+    from_stored = len(budget.estimates)
+    probed: set[tuple] = set()
+    for item in timed:
+        case = None if item.nodeid in budget.estimates else case_of(item, config, probed)
+        if case is not None:
+            budget.estimates[item.nodeid] = estimate.modelled(case, budget.speeds)
+    lines = [str(estimate.Estimate(len(timed), from_stored, len(budget.estimates) - from_stored,
+                                   sum(budget.estimates.values())))]
+    if budget.seconds is not None:
+        fitting, total = 0, time.monotonic() - budget.started
+        for item in timed:
+            total += budget.estimates.get(item.nodeid, 0.0)
+            fitting += total <= budget.seconds
+        lines.append(f"mnistbench: time budget {budget.seconds:g} s: by these estimates the first {fitting} of "
+                     f"{len(timed)} fit, headline benchmarks first; the deadline stops the one still running")
+    return lines
+
+
+def _params(item) -> dict:
+    return getattr(item, "callspec", None) and item.callspec.params or {}
+
+
+MODELLED_TESTS = ("test_epoch", "test_step", "test_time_to_accuracy", "test_distributed")
+
+
+def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
+    """What the benchmark ``item`` will do, for the model of its cost, or None for a test the model does not
+    know. ``probed`` holds the (model, device, batch) keys whose fast probe an earlier case of the run pays
+    (one probe serves them all)."""
+    params = _params(item)
+    test = getattr(item, "originalname", item.name)
+    if test not in MODELLED_TESTS or "model_name" not in params:
+        return None
+    model, device = params["model_name"], params.get("device", "cpu")
+    if test == "test_step":
+        batch, variant = params["batch_size"], params["step_variant"]
+        steps = config.getoption("benchmark_min_rounds") + WARM_UP_STEPS
+        compiled = variant != "fast" and Variant.parse(variant).compile != "eager"
+        case = estimate.Case(item.nodeid, model, device, batch, steps, compilations=int(compiled),
+                             timed_seconds=float(config.getoption("benchmark_max_time")))
+        return _with_probe(case, variant == "fast", config, probed, models.recipe(model).schedule)
+    if test == "test_time_to_accuracy":
+        recipe = models.recipe(model, params["recipe_name"])
+        samples = config.mnistbench_accuracy_epoch_samples or TRAIN_IMAGES
+        epochs = config.getoption("seeds") * recipe.epochs  # all of them: a seed may need every one
+        case = estimate.Case(item.nodeid, model, device, recipe.batch_size,
+                             epochs * math.ceil(samples / recipe.batch_size) + WARM_UP_STEPS,
+                             images_decoded=epochs * samples if params["recipe_name"] == "article" else 0,
+                             images_evaluated=epochs * (config.mnistbench_test_samples or TEST_IMAGES))
+        return _with_probe(case, params["recipe_name"] == "fast", config, probed, recipe.schedule)
+    recipe = models.recipe(model)
+    samples = config.mnistbench_epoch_samples or TRAIN_IMAGES
+    per_epoch = math.ceil(samples / recipe.batch_size)
+    if test == "test_distributed":
+        return estimate.Case(item.nodeid, model, device, recipe.batch_size, per_epoch + WARM_UP_STEPS, launches=1)
+    rounds = config.getoption("epoch_rounds")
+    case = estimate.Case(item.nodeid, model, device, recipe.batch_size, rounds * per_epoch + WARM_UP_STEPS,
+                         images_decoded=rounds * samples if params.get("setup") == "reference" else 0)
+    return _with_probe(case, params.get("setup") == "fast", config, probed, recipe.schedule)
+
+
+def _with_probe(case: estimate.Case, fast_setup: bool, config, probed: set[tuple], schedule: str) -> estimate.Case:
+    """``case`` plus the fast probe it pays, if it is the first of the run at its key and nothing pins the
+    variant, and one compilation of the variant the probe may choose."""
+    policy = config.mnistbench_fast_policy
+    key = (case.model, case.device, case.batch_size)
+    if not fast_setup or policy.pinned is not None:
+        return case
+    candidates = policy.candidates(case.device, schedule)
+    compiled = len({variant.compile for variant in candidates if variant.compile != "eager"})
+    if key in probed:
+        return dataclasses.replace(case, compilations=case.compilations + bool(compiled))
+    probed.add(key)
+    eager = sum(variant.compile == "eager" for variant in candidates)
+    return dataclasses.replace(case, probe_candidates=(eager, compiled),
+                                        compilations=case.compilations + bool(compiled))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Under a budget, a benchmark whose estimate does not fit in the time left is not started."""
+    budget = item.config.stash.get(_BUDGET, None)
+    if budget is None:
+        return
+    budget.reached.append(item.nodeid)
+    if budget.seconds is None or item.nodeid not in budget.estimates:
+        return
+    needed, left = budget.estimates[item.nodeid], budget.left()
+    if needed > left:
+        pytest.skip(f"time budget: not started, about {needed:.0f} s needed and {max(left, 0):.0f} s left "
+                    f"of {budget.seconds:g} s")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """The whole cost of a case, stored with its result (``case_seconds``) for later estimates; a compilation
+    it measured replaces the model's allowance for the rest of the run."""
+    budget = item.config.stash.get(_BUDGET, None)
+    start = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        benchmark = getattr(item, "funcargs", {}).get("benchmark")
+        if benchmark is not None and budget is not None:
+            benchmark.extra_info["case_seconds"] = time.perf_counter() - start
+            if benchmark.extra_info.get("compile", "eager") != "eager" and benchmark.extra_info.get("first_step_seconds"):
+                budget.speeds.observe_compilation(benchmark.extra_info["first_step_seconds"])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    """After the deadline stopped a run: which case it stopped and which it never reached."""
+    budget = config.stash.get(_BUDGET, None)
+    if budget is None or not budget.expired:
+        return
+    terminalreporter.section(f"time budget of {budget.seconds:g} s reached")
+    stopped = budget.reached[-1] if budget.reached else "the run"
+    terminalreporter.write_line(f"mnistbench: stopped {stopped} at the deadline, as Ctrl-C would: the benchmarks "
+                                f"that finished before it are saved")
+    for node_id in budget.benchmarks:
+        if node_id not in budget.reached:
+            terminalreporter.write_line(f"mnistbench: not run (time budget): {node_id}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session):
+    """The deadline cannot interrupt the saving; a run stopped by its budget with nothing failed exits 0."""
+    budget = session.config.stash.get(_BUDGET, None)
+    if budget is not None:
+        budget.disarm()
+        if budget.expired and session.exitstatus == pytest.ExitCode.INTERRUPTED and not session.testsfailed:
+            session.exitstatus = pytest.ExitCode.OK
+    return (yield)

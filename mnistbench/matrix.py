@@ -1,0 +1,90 @@
+"""The benchmark matrix: which cases a run holds, and in which order, so that the headline ones come first.
+
+- ``quick``: the headline results of each device in minutes: the ``reference`` and ``fast`` epochs of each
+  model (over ``QUICK_EPOCH_SAMPLES`` images, which every batch size of the recipes divides, so no case
+  compiles a second graph for a partial batch), its fp32 and ``fast`` training steps at the article's
+  batch, and the fast recipe's time to accuracy. Its ``fast`` probe tries only candidates that can win on
+  the device (``QUICK_CHOICES``), unless the run names its own.
+- ``standard``: the three epoch setups, training and inference steps in fp32 and ``fast``, both recipes'
+  time to accuracy, and the data-parallel cases.
+- ``exhaustive``: also every precision x memory format x compile mode x Adam at two batch sizes, and the
+  time-to-accuracy runs known to miss their target.
+
+A timed run puts the headline cases first, every device's run of one benchmark side by side (accelerators
+before the CPU), so that a run stopped by its time budget still holds whole GPU/CPU pairs.
+"""
+import models
+
+from . import variants
+from .variants import Variant
+
+MATRICES = ("quick", "standard", "exhaustive")
+# Step batch sizes: the article's, and in the exhaustive matrix one large batch.
+STEP_BATCH_SIZES = {"quick": ("recipe",), "standard": ("recipe",), "exhaustive": ("recipe", 512)}
+# 200 steps of GoogLeNet's batch of 64, 100 of VGG's 128, 50 of 256: a fifth of an epoch, the same on every
+# device and machine, so that quick runs pair and compare.
+QUICK_EPOCH_SAMPLES = 12_800
+# The quick probe's candidates: bf16 against fp32 (tf32 and fp16 cannot beat bf16 where bf16 is native,
+# fp16 adds GradScaler's work), both memory formats, the default and the fused Adam, eager and, on CUDA,
+# CUDA graphs (the lever for steps bound by kernel launches). Compiling on a CPU costs a minute a candidate,
+# more than a quick run can pay: name --compile to add it.
+QUICK_CHOICES = {"precisions": ("fp32", "bf16"), "compile_modes": ("eager", "cudagraphs"),
+                 "optimizers": ("default", "fused")}
+# Headline order: (test, the parameter value that makes a case a headline one) -> rank.
+HEADLINES = (
+    ("test_epoch", "setup", "reference"),
+    ("test_epoch", "setup", "fast"),
+    ("test_step", "step_variant", str(Variant())),
+    ("test_step", "step_variant", "fast"),
+    ("test_time_to_accuracy", "recipe_name", "fast"),
+)
+MODEL_ORDER = ("vgg", "googlenet")  # VGGNet first: the articles' 23x claim is VGGNet's, and it trains faster
+
+
+def step_variants(device: str, matrix: str, choices: dict) -> list[str]:
+    """The step benchmark's variants on ``device``: fp32 and ``fast`` (measured when the case runs), or in
+    the exhaustive matrix every combination of ``choices`` the device runs."""
+    if matrix != "exhaustive":
+        return [str(Variant()), "fast"]
+    return [str(variant) for variant in variants.matrix(device, **choices)]
+
+
+def step_modes(step_variant: str, matrix: str) -> list[str]:
+    """``train`` and, but in the quick matrix, ``forward`` (inference has no optimizer: only default-Adam
+    variants without compile-step)."""
+    if matrix == "quick":
+        return ["train"]
+    if step_variant != "fast":
+        variant = Variant.parse(step_variant)
+        if variant.optimizer != "default" or variant.compile == "compile-step":
+            return ["train"]
+    return ["train", "forward"]
+
+
+def headline(test: str, params: dict) -> int | None:
+    """The rank of a case among the headline ones (0 first), or None for one that is not a headline: steps
+    count only in training and at the article's batch size."""
+    if params.get("mode", "train") != "train":
+        return None
+    if "batch_size" in params and params["batch_size"] != models.recipe(params["model_name"]).batch_size:
+        return None
+    for rank, (name, parameter, value) in enumerate(HEADLINES):
+        if test == name and params.get(parameter) == value:
+            return rank
+    return None
+
+
+def in_matrix(test: str, params: dict, matrix: str) -> bool:
+    """Whether a benchmark case belongs to ``matrix``: the quick matrix holds the headline cases only."""
+    return matrix != "quick" or headline(test, params) is not None
+
+
+def order(test: str, params: dict) -> tuple:
+    """Sort key of a case: headline cases first in ``HEADLINES`` order, models in ``MODEL_ORDER``, then every
+    device's run of the same case side by side, accelerators before the CPU; the rest after them."""
+    rank = headline(test, params)
+    model = params.get("model_name")
+    device = params.get("device", "cpu")
+    return (len(HEADLINES) if rank is None else rank,
+            MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER),
+            device == "cpu")
