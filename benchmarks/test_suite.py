@@ -14,7 +14,7 @@ import torch
 from _pytest.config.argparsing import Parser
 
 import conftest
-from mnistbench import fast
+from mnistbench import backends, fast, time_to_accuracy
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_INFO_FIELDS = {
@@ -24,14 +24,20 @@ EXTRA_INFO_FIELDS = {
 }
 
 
-def run(*args, cwd=REPO):
-    """``python ARGS`` as a user would run it, with this worker's share of the cores, not all of them, and a
+def run_env() -> dict:
+    """The environment of a user's command, with this worker's share of the cores, not all of them, and a
     cache of fast choices of its own (so its fast cases probe)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads()),
            fast.CACHE_ENV: tempfile.mkdtemp(prefix="mnistbench-cache-")}
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_XDIST_WORKER_COUNT", None)
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return env
+
+
+def run(*args, cwd=REPO):
+    """``python ARGS`` as a user would run it (``run_env``)."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=run_env(), capture_output=True, text=True,
+                          timeout=300)
 
 
 @pytest.mark.parametrize("option, message", [
@@ -74,35 +80,49 @@ def test_each_bad_option_is_refused_naming_the_choices(option, message):
     assert message in str(refused.value)
 
 
-def test_benchmark_run_stores_pytest_benchmark_json_with_our_fields(tmp_path, mnist_root):
-    result = run("-m", "pytest", "benchmarks/test_epoch.py", "benchmarks/test_step.py", "--benchmark-only",
-                 "--devices=cpu", "--models=vgg", "--epoch-samples=256", "--epoch-rounds=2",
-                 "--benchmark-min-rounds=2", "--precisions=fp32", "--memory-formats=contiguous", "--compile=eager",
-                 "-k", "resident or (b128 and forward)",
-                 f"--mnist-root={mnist_root}", f"--benchmark-storage={tmp_path}")
+def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_fields(tmp_path, mnist_root):
+    """``scripts/lease.sh``, the job of a GPU lease, run on the CPU at smoke size (one model, 256-image epochs,
+    a target any model reaches), so that a typo cannot waste a lease: the GPU cases of the tests, the quick
+    matrix under its budget, headline cases first, its JSON in pytest-benchmark's format with our fields
+    and machine info, and the GPU/CPU table (here: why there is none)."""
+    out = tmp_path / "out"
+    quick = (f"--models vgg --epoch-samples 256 --epoch-rounds 2 --seeds 1 --target-accuracy 0.01 --precisions fp32 "
+             f"--memory-formats contiguous --benchmark-min-rounds 2 --benchmark-max-time 0.01 --mnist-root {mnist_root}")
+    result = subprocess.run(["bash", "scripts/lease.sh", str(out), "300", "cpu"], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env={**run_env(), "PYTHON": sys.executable,
+                                                         "LEASE_TEST_ARGS": "-n 0", "LEASE_QUICK_ARGS": quick})
     assert result.returncode == 0, result.stdout + result.stderr
-    [saved] = list(tmp_path.glob("*/0001_*.json"))
+    assert (out / "summary.txt").read_text().startswith("lease: tests exit 0, quick matrix exit 0, ")
+    assert "skipped" in (out / "tests.log").read_text()  # the GPU-only tests, with their reason, on a CPU
+    log = (out / "quick.log").read_text()
+    assert "mnistbench: 5 benchmark(s) to run, about " in log and "mnistbench: time budget " in log
+    [saved] = list((out / "results").glob("*/0001_*.json"))
     stored = json.loads(saved.read_text())
-    assert {b["name"] for b in stored["benchmarks"]} == {
-        "test_epoch[vgg-cpu-resident]", "test_step[vgg-b128-cpu-fp32-contiguous-eager-default-forward]",
-        "test_step[vgg-b128-cpu-fast-forward]"}
+    assert [b["name"] for b in stored["benchmarks"]] == [  # in the order they ran: the headline order
+        "test_epoch[vgg-cpu-reference]", "test_epoch[vgg-cpu-fast]",
+        "test_step[vgg-b128-cpu-fp32-contiguous-eager-default-train]", "test_step[vgg-b128-cpu-fast-train]",
+        "test_time_to_accuracy[vgg-cpu-to0.01-fast]"]
     for bench in stored["benchmarks"]:
-        assert EXTRA_INFO_FIELDS <= bench["extra_info"].keys()
-        assert bench["extra_info"]["images_per_second"] > 0
-        assert bench["extra_info"]["utilisation"] > 0 and bench["extra_info"]["peak_source"] == "measured"
-    fast = next(b["extra_info"] for b in stored["benchmarks"] if "fast" in b["name"])
-    assert fast["fast_source"] == "probe" and fast["fast_variant"] == "-".join(
-        fast[field] for field in ("precision", "memory_format", "compile", "optimizer"))
-    assert set(fast["fast_probe_ms"]) == {f"fp32-contiguous-eager-{o}" for o in ("default", "foreach", "fused")}
-    epoch = next(b for b in stored["benchmarks"] if b["name"].startswith("test_epoch"))
+        info = bench["extra_info"]
+        assert EXTRA_INFO_FIELDS <= info.keys() and info["images_per_second"] > 0 and info["case_seconds"] > 0
+        assert info["utilisation"] > 0 and info["peak_source"] == "measured"
+        assert info["backends"] == backends.describe("cpu")
+    fast_epoch = next(b["extra_info"] for b in stored["benchmarks"] if b["name"] == "test_epoch[vgg-cpu-fast]")
+    assert fast_epoch["fast_source"] == "probe" and fast_epoch["fast_variant"] == "-".join(
+        fast_epoch[field] for field in ("precision", "memory_format", "compile", "optimizer"))
+    # the quick matrix's candidates that can win on a CPU: the default and the fused Adam, eager
+    assert set(fast_epoch["fast_probe_ms"]) == {f"fp32-contiguous-eager-{o}" for o in ("default", "fused")}
+    epoch = next(b for b in stored["benchmarks"] if b["name"] == "test_epoch[vgg-cpu-reference]")
     assert epoch["stats"]["rounds"] == 2 and epoch["extra_info"]["samples"] == 256
     assert {"torch", "torchvision", "cuda", "cudnn", "cpu_name", "gpus"} <= stored["machine_info"]["mnistbench"].keys()
     cpu_peaks = stored["machine_info"]["mnistbench"]["measured_peak_tflops"]["cpu"]
     assert cpu_peaks.keys() == {"method", "fp32"}, "no peak measured for a precision the run cannot use"
+    assert "cpu" in (out / "ratio.md").read_text().lower()  # no accelerator ran: it says why there is no table
+    assert (out / "cache" / "fast-variants.json").is_file()
 
     compared = run("-m", "pytest_benchmark", "compare", str(saved))
     assert compared.returncode == 0, compared.stderr
-    assert "test_epoch[vgg-cpu-resident]" in compared.stdout
+    assert "test_epoch[vgg-cpu-reference]" in compared.stdout
 
 
 def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_reached(tmp_path, few_test_digits_root):
@@ -130,4 +150,5 @@ def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_re
     finals = [accuracies[-1] for accuracies in info["accuracies"]]
     assert info["accuracy"] == pytest.approx(statistics.mean(finals))
     assert info["accuracy_stdev"] == pytest.approx(statistics.stdev(finals))
-    assert info["images_per_second"] == pytest.approx(1024 * statistics.mean(info["epochs"]) / bench["stats"]["median"])
+    assert info["images_per_second"] == pytest.approx(1024 * sum(info["epochs"]) / bench["stats"]["total"])
+    assert (info["judged_by"], info["definition"]) == ("target", time_to_accuracy.DEFINITIONS["target"])
