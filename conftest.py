@@ -13,8 +13,8 @@ import torch
 from torchvision import datasets
 
 import models
-from mnistbench import (data, devices, estimate, fast, guards, idx, machine, peaks, pipelines, ratio, scaling,
-                        setups, variants)
+from mnistbench import data, devices, estimate, fast, guards, idx, machine, peaks, pipelines, setups, variants
+from mnistbench.reports import ratio, scaling
 from mnistbench.variants import Variant
 
 pytest_plugins = ("mnistbench.storage",)  # saves only the benchmarks that finished, atomically

@@ -25,7 +25,8 @@ from torchvision import datasets
 
 import models
 from conftest import mnist_root_with
-from mnistbench import checkpoints, cli, data, ratio, storage
+from mnistbench import checkpoints, cli, data, storage
+from mnistbench.reports import ratio
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = [archive.removesuffix(".gz") for archive, _md5 in datasets.MNIST.resources]

@@ -15,7 +15,8 @@ import matplotlib.image
 import pytest
 import torch
 
-from mnistbench import cli, history, machine, ratio, results
+from mnistbench import cli, machine
+from mnistbench.reports import history, ratio, results
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -9,8 +9,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 import models
 
-from . import (checkpoints, data, devices, distributed, history, plots, ratio, results, scaling, setups, tables,
-               train_job, training)
+from . import checkpoints, data, devices, distributed, setups, train_job, training
+from .reports import history, plots, ratio, results, scaling, tables
 from .evaluation import evaluate
 from .variants import Variant
 

@@ -7,7 +7,8 @@ counted apart rather than guessed.
 import warnings
 from dataclasses import dataclass
 
-from . import machine, results
+from . import machine
+from .reports import results
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def history_chart(all_series: list[Series], path) -> int:
 
 
 def scaling_chart(curves, path) -> None:
-    """Total images/s against world size for each ``mnistbench.scaling.Curve``, beside the ideal line (N times
+    """Total images/s against world size for each ``mnistbench.reports.scaling.Curve``, beside the ideal line (N times
     the one-rank speed), each point labelled with its scaling efficiency."""
     if not curves:
         raise ValueError("no data-parallel results to plot")
