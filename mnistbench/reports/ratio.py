@@ -1,83 +1,76 @@
 """GPU/CPU speed ratios: the CPU median over the accelerator median for the same benchmark.
 
-Results are paired when they differ only in device and come from machines with the same CPU (an
-accelerator's numbers are divided by its own host's). A pair whose configuration differs anyway
-(samples per round, batch, dataset, precision, torch version...) is listed with the reason and no
-ratio: dividing unlike numbers is how the articles' "23x" was made. The one exception is the ``fast``
-setup (and recipe): each device at its own measured best variant on the same network, data, optimizer
-and batch, the honest form of the articles' claim; there the variant fields may differ, and the row
-names both variants. Across several runs the newest result per device and machine is used.
+The same-host case of ``mnistbench.reports.pairs``: an accelerator's results are divided by the results of its own host's CPU
+(the machine that wrote them has that CPU), like by like (``pairs.mismatch``), the ``fast`` setup by the
+``fast`` setup. Across several runs the newest comparable pair of each CPU and accelerator is used. The
+articles' claims (``claims``) stand beside the rows of the articles' own job.
 """
-from dataclasses import dataclass
+from collections import defaultdict
 
-from . import tables
-from .results import CONFIG_FIELDS, VARIANT_FIELDS, Result, parse
-
-# Fields expected to differ between the two sides of a pair.
-DEVICE_FIELDS = ("device", "device_name")
-
-
-@dataclass(frozen=True)
-class Pair:
-    cpu: Result
-    accelerator: Result
-    mismatch: str | None  # why the two may not be divided, or None
-
-    @property
-    def speedup(self) -> float | None:
-        return None if self.mismatch else self.cpu.median / self.accelerator.median
-
-    @property
-    def label(self) -> str:
-        """The benchmark, with its variant when both sides ran the same one."""
-        return self.cpu.workload if self.cpu.fast else self.cpu.label
-
-    def row(self) -> dict:
-        return {
-            "benchmark": self.label,
-            "cpu": self.cpu.machine,
-            "cpu_variant": self.cpu.variant,
-            "cpu_median_s": self.cpu.median,
-            "accelerator": f"{self.accelerator.device} {self.accelerator.machine}",
-            "accelerator_variant": self.accelerator.variant,
-            "accelerator_median_s": self.accelerator.median,
-            "speedup": self.speedup,
-            "note": self.mismatch or "",
-        }
-
-
-def mismatch(cpu: Result, accelerator: Result) -> str | None:
-    """Which configuration fields or library versions differ between the two results, if any; in a
-    ``fast`` pair the variant fields may differ. The optimizer's implementation (for-loop, foreach,
-    fused: the same arithmetic) is each device's own and never refuses a pair."""
-    allowed = DEVICE_FIELDS + (VARIANT_FIELDS if cpu.fast and accelerator.fast else ())
-    reasons = []
-    for field in CONFIG_FIELDS:
-        if field not in allowed and cpu.extra_info[field] != accelerator.extra_info[field]:
-            reasons.append(f"{field} differs (cpu {cpu.extra_info[field]}, {accelerator.device} {accelerator.extra_info[field]})")
-    for field, version in cpu.versions.items():
-        if version != accelerator.versions.get(field):
-            reasons.append(f"{field} differs (cpu {version}, {accelerator.device} {accelerator.versions.get(field)})")
-    return "; ".join(reasons) or None
-
-
-def newest_per_device(results: list[Result]) -> dict[tuple, Result]:
-    """The newest result of each benchmark on each device of each machine; ``results`` are in time order."""
-    return {(result.identity, result.device, result.machine, result.host): result for result in results}
+from . import claims, machines, tables
+from .pairs import Pair, match
+from .results import Result, parse
 
 
 def pairs(results: list[Result]) -> list[Pair]:
-    """Every CPU result matched with every accelerator result of the same benchmark on a machine with that CPU."""
-    newest = newest_per_device(results).values()
-    found = [Pair(cpu, accelerator, mismatch(cpu, accelerator))
-             for cpu in newest if cpu.device == "cpu"
-             for accelerator in newest
-             if accelerator.device != "cpu" and accelerator.identity == cpu.identity and accelerator.host == cpu.host]
-    return sorted(found, key=lambda p: (p.label, p.cpu.machine, p.accelerator.device, p.accelerator.machine))
+    """Every CPU of a host matched with every accelerator of the same host, benchmark by benchmark
+    (``results`` in time order)."""
+    cpus, accelerators = defaultdict(list), defaultdict(list)
+    for result in results:
+        if result.device == "cpu":
+            cpus[result.host, result.machine].append(result)
+        else:
+            accelerators[result.host, result.device, result.machine].append(result)
+    found = [pair
+             for (cpu_host, _), cpu_side in cpus.items()
+             for (host, device, _), accelerator_side in accelerators.items() if host == cpu_host
+             for pair in match(cpu_side, accelerator_side, ("cpu", device))]
+    return sorted(found, key=lambda p: (p.label, p.a.machine, p.b.device, p.b.machine))
+
+
+def row(pair: Pair) -> dict:
+    claim = claims.about(pair)
+    measured = claim and claim.measured(pair)
+    return {
+        "benchmark": pair.label,
+        "cpu": pair.a.machine,
+        "cpu_variant": pair.a.variant,
+        "cpu_median_s": pair.a.median,
+        "accelerator": f"{pair.b.device} {pair.b.machine}",
+        "accelerator_variant": pair.b.variant,
+        "accelerator_median_s": pair.b.median,
+        "speedup": pair.speedup,
+        "note": pair.mismatch or "",
+        "article_claim": f"{claim.text}{f'; measured {measured}' if measured else ''}" if claim else "",
+    }
+
+
+def why_unpaired(results: list[Result]) -> str:
+    """Why ``results`` hold no CPU/accelerator pair, host by host."""
+    cpu_hosts = sorted({result.host for result in results if result.device == "cpu"})
+    accelerators = defaultdict(set)
+    for result in results:
+        if result.device != "cpu":
+            accelerators[result.host].add(result.device)
+    if not accelerators:
+        return "every result read ran on the CPU: no accelerator result to divide by its host's CPU"
+    reasons = []
+    for host, devices in sorted(accelerators.items()):
+        names = ", ".join(sorted(devices))
+        if host in cpu_hosts:
+            reasons.append(f"host {host} has CPU and {names} results but no benchmark in common")
+        else:
+            reasons.append(f"the {names} results come from host {host}, which has no CPU result")
+    if not cpu_hosts:
+        reasons.append("no result read ran on a CPU")
+    elif not set(cpu_hosts) & accelerators.keys():
+        reasons.append(f"the CPU results come from {'; '.join(f'host {host}' for host in cpu_hosts)}")
+    return "; ".join(reasons) + " (an accelerator is divided only by its own host's CPU)"
 
 
 def summary(document, source: str = "this run") -> str | None:
     """The ratio table of a pytest-benchmark JSON document just produced, or None when it holds no
     CPU/accelerator pair (a run on one device)."""
-    found = pairs(sorted(parse(document, source), key=lambda result: result.run_time))
-    return tables.render([pair.row() for pair in found]) if found else None
+    results = sorted(parse(document, source), key=lambda result: result.run_time)
+    found = pairs(results)
+    return tables.render([row(pair) for pair in found], machine_keys=machines.keys(results)) if found else None
