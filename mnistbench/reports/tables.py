@@ -47,7 +47,7 @@ def render(rows: list[dict], fmt: str = "markdown", machine_keys: dict[str, str]
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        return out.getvalue()
+        return out.getvalue().rstrip("\n")  # printed with one newline, as the other formats
     if fmt != "markdown":
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     rows, used = keyed(rows, machine_keys or {})
