@@ -120,7 +120,12 @@ def score_command(args) -> int:
 
 def report_command(args) -> int:
     loaded = _load(args.paths)
-    reference = _sides([args.reference], args.paths)[0][0] if args.reference else []
+    if args.reference == score.DEFAULT_REFERENCE and not Path(args.reference).exists():  # not in this checkout
+        print(f"mnistbench: the default reference {args.reference} is not here: the page has no score "
+              f"(--reference RUN gives one)", file=sys.stderr)
+        reference = []
+    else:
+        [reference], _ = _sides([args.reference], args.paths)
     Path(args.html).write_text(page.build(loaded, reference, args.reference, args.paths), encoding="utf-8")
     print(f"mnistbench: wrote {args.html}", file=sys.stderr)
     return 0

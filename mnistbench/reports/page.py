@@ -92,7 +92,7 @@ def _ratio(results: list[Result], machine_keys: dict[str, str]) -> str:
 
 def _score(results: list[Result], reference: list[Result], reference_name: str, machine_keys: dict[str, str]) -> str:
     if not reference:
-        return _paragraph("No reference run given: no score and no comparison.")
+        return _paragraph(f"The reference run {reference_name} is not here: no score and no comparison.")
     reference_machines = set(result.machine for result in reference)
     found = score.scores(reference, results)
     parts = [_paragraph(f"Score v{score.VERSION}: {score.SCALE} x the geometric mean of reference median / median "
