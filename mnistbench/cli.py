@@ -216,8 +216,8 @@ def parser() -> argparse.ArgumentParser:
         command.set_defaults(function=function)
         return command
 
-    report("ratio", "GPU/CPU speed ratios of benchmarks that differ only in device (newest run per device)",
-           ratio_command)
+    report("ratio", "GPU/CPU speed ratios of benchmarks that differ only in device, each accelerator against its "
+                    "own host's CPU (the newest comparable runs), the articles' claims beside them", ratio_command)
     history_parser = report("history", "each benchmark's medians over the stored runs, regressions flagged",
                             history_command)
     history_parser.add_argument("--threshold", type=float, default=history.THRESHOLD,

@@ -11,6 +11,7 @@ side is the baseline: B's over A is 1 over A's over B.
 """
 import statistics
 from dataclasses import dataclass
+from functools import cached_property
 
 from .pairs import Pair, match, unpaired
 from .results import Result
@@ -52,7 +53,7 @@ class Comparison:
     a: list[Result]
     b: list[Result]
 
-    @property
+    @cached_property
     def pairs(self) -> list[Pair]:
         return pairs(self.a, self.b)
 
