@@ -65,7 +65,7 @@ def test_ratio_formats(tmp_path, capsys):
     for fmt, check in [("csv", lambda out: out.splitlines()[0].startswith("benchmark,cpu,")),
                        ("json", lambda out: json.loads(out)[0]["speedup"] == 2.0),
                        ("markdown", lambda out: out.startswith(f"- m1: {ZEN4_ID}\n") and "\n| benchmark" in out
-                                                and "| 2 " in out)]:
+                                                and "| 2.00x " in out)]:
         status, out, err = report(capsys, "ratio", tmp_path, "--format", fmt)
         assert status == 0 and check(out), out + err
 
@@ -124,7 +124,7 @@ def test_summary_of_a_one_device_run_is_empty_and_of_two_devices_is_the_ratio_ta
     document = {"datetime": "2026-11-01T00:00:00", "benchmarks": [bench(median=2.0)]}
     assert ratio.summary(document) is None
     document["benchmarks"].append(bench(device="cuda:0", median=0.1))
-    assert "| 20 " in ratio.summary(document)
+    assert "| 20.00x " in ratio.summary(document)
 
 
 def medians_run(tmp_path, medians, iqrs=None):
@@ -260,7 +260,7 @@ def test_bad_files_are_warned_about_and_the_rest_processed(tmp_path, capsys):
     assert any("foreign.json: skipped, not a pytest-benchmark result file" in line for line in warnings)
     assert any("empty: no JSON files in this folder" in line for line in warnings)
     assert any("0002_run.json: skipped benchmark" in line and "extra_info.samples" in line for line in warnings)
-    assert "| 2 " in captured.out
+    assert "| 2.00x " in captured.out
 
 
 def test_nothing_usable_is_an_error(tmp_path):

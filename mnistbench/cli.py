@@ -105,12 +105,12 @@ def score_command(args) -> int:
     if args.format != "markdown":
         print(tables.render(rows, args.format))
         return 0
-    keys = ", ".join(dict.fromkeys(machine_keys[result.machine] for result in reference if score.listed(result)))
-    print(f"score v{score.VERSION} against the reference {args.reference} ({keys}): {score.SCALE} x the geometric "
+    machine = ", ".join(dict.fromkeys(result.machine for result in reference if score.listed(result)))
+    print(f"score v{score.VERSION} against the reference {args.reference}: {score.SCALE} x the geometric "
           f"mean of reference median / median over the list's {len(score.BENCHMARKS['base'])} base and "
           f"{len(score.BENCHMARKS['peak'])} peak benchmarks; higher is faster; a half of the list not complete "
           f"has no score.\n")
-    print(tables.render([{k: v for k, v in row.items() if k not in ("note", "reference")} for row in rows],
+    print(tables.render([{**{k: v for k, v in row.items() if k != "note"}, "reference": machine} for row in rows],
                         machine_keys=machine_keys))
     notes = [f"- {machine_keys[row['machine']]} {row['note']}" for row in rows if row["note"]]
     if notes:

@@ -14,11 +14,12 @@ from . import machines
 FORMATS = ("markdown", "csv", "json")
 
 
-def _cell(value) -> str:
+def _cell(value, column: str = "") -> str:
+    """A value as a person reads it: 4 significant digits, a speedup as ``2.00x``."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.2f}x" if column == "speedup" else f"{value:.4g}"
     return str(value)
 
 
@@ -51,7 +52,7 @@ def render(rows: list[dict], fmt: str = "markdown", machine_keys: dict[str, str]
     if fmt != "markdown":
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     rows, used = keyed(rows, machine_keys or {})
-    cells = [[_cell(row[column]) for column in columns] for row in rows]
+    cells = [[_cell(row[column], column) for column in columns] for row in rows]
     widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -68,7 +69,7 @@ def html(rows: list[dict], machine_keys: dict[str, str], marked=lambda row: Fals
     head = "".join(f"<th>{escape(column)}</th>" for column in columns)
     body = []
     for original, row in zip(rows, keyed_rows):
-        cells = "".join(f'<td{" class=num" * isinstance(row[c], (int, float))}>{escape(_cell(row[c]))}</td>'
+        cells = "".join(f'<td{" class=num" * isinstance(row[c], (int, float))}>{escape(_cell(row[c], c))}</td>'
                         for c in columns)
         body.append(f'<tr{" class=marked" * bool(marked(original))}>{cells}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>", used
