@@ -138,9 +138,9 @@ def compare_chart(pairs: list[Pair], path, a_name: str, b_name: str) -> None:
             axes.axvline(mean, color=TUNING_COLOURS[tuning], linestyle="--", linewidth=1,
                          label=f"{tuning} geometric mean {mean:.2f}x ({count})")
     if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=8, loc="lower right")
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     axes.set_xlabel("speedup of B over A (A's median time / B's)")
-    axes.set_xlim(0, max(speedups) * 1.2)
+    axes.set_xlim(0, max(*speedups, 1.0) * 1.15)  # the line of equal speed always in view
     figure.suptitle(f"B: {b_name}\nagainst A: {a_name}", fontsize=9)
     figure.savefig(path, dpi=120)
     plt.close(figure)
