@@ -80,8 +80,7 @@ def compare_command(args) -> int:
         print(f"mnistbench: {args.a} and {args.b} have no benchmark in common", file=sys.stderr)
         return 1
     if args.format == "markdown":
-        print(f"A = {args.a}, B = {args.b}. speedup: A's median time over B's (above 1, B is faster); spread: "
-              f"interquartile range over median, of N rounds; geometric means over the comparable pairs.\n")
+        print(f"A = {args.a}, B = {args.b}. {compare.READING}\n")
     print(tables.render(comparison.rows(), args.format, machine_keys))
     for side, only in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
         if only:
@@ -101,20 +100,7 @@ def score_command(args) -> int:
     if not found:
         print("mnistbench: no result of a benchmark the score lists", file=sys.stderr)
         return 1
-    rows = [{**found_score.row(), "reference": args.reference} for found_score in found]
-    if args.format != "markdown":
-        print(tables.render(rows, args.format))
-        return 0
-    machine = ", ".join(dict.fromkeys(result.machine for result in reference if score.listed(result)))
-    print(f"score v{score.VERSION} against the reference {args.reference}: {score.SCALE} x the geometric "
-          f"mean of reference median / median over the list's {len(score.BENCHMARKS['base'])} base and "
-          f"{len(score.BENCHMARKS['peak'])} peak benchmarks; higher is faster; a half of the list not complete "
-          f"has no score.\n")
-    print(tables.render([{**{k: v for k, v in row.items() if k != "note"}, "reference": machine} for row in rows],
-                        machine_keys=machine_keys))
-    notes = [f"- {machine_keys[row['machine']]} {row['note']}" for row in rows if row["note"]]
-    if notes:
-        print("\n".join(["", "Not scored:", *notes]))
+    print(score.render(found, reference, args.reference, args.format, machine_keys))
     return 0
 
 

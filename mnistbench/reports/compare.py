@@ -18,6 +18,9 @@ from .results import Result
 
 TUNINGS = ("base", "peak")
 NAMES = ("A", "B")
+# What the columns mean, said above every comparison.
+READING = ("speedup: A's median time over B's (above 1, B is faster); spread: interquartile range over median, of N "
+           "rounds; geometric means over the comparable pairs.")
 
 
 def pairs(a_side: list[Result], b_side: list[Result], names: tuple[str, str] = NAMES) -> list[Pair]:

@@ -109,8 +109,7 @@ def _score(results: list[Result], reference: list[Result], reference_name: str, 
             continue
         key = machine_keys[machine]
         parts += [f"<h3>{escape(key)} (B) against the reference (A)</h3>",
-                  _paragraph("speedup: A's median time over B's, above 1 where B is faster; spread: interquartile "
-                             "range over median, of N rounds."),
+                  _paragraph(compare.READING),
                   _table(comparison.rows(), machine_keys, lambda row: row["benchmark"] == "geometric mean"),
                   _image(lambda file: plots.compare_chart(comparison.pairs, file, "the reference", key),
                          f"{key} against the reference")]

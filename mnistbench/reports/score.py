@@ -18,7 +18,7 @@ where its newest runs still read what run 0005 read.
 import statistics
 from dataclasses import dataclass
 
-from . import compare
+from . import compare, tables
 from .pairs import Pair
 from .results import Result, identity
 
@@ -93,3 +93,21 @@ def scores(reference: list[Result], results: list[Result]) -> list[Score]:
             ran = {result.identity for result in side}
             found.append(score(machine, ran, compare.pairs(reference, side, ("reference", "this machine"))))
     return found
+
+
+def render(found: list[Score], reference: list[Result], reference_name: str, fmt: str,
+           machine_keys: dict[str, str]) -> str:
+    """The scores as a table in ``fmt`` (``tables.FORMATS``): in CSV and JSON one row per machine with the
+    reference run's name and what kept a half from its score; in Markdown the list and the reference named
+    first, the reference machine by its key, and what was not scored after the table."""
+    rows = [{**found_score.row(), "reference": reference_name} for found_score in found]
+    if fmt != "markdown":
+        return tables.render(rows, fmt)
+    machine = ", ".join(dict.fromkeys(result.machine for result in reference if listed(result)))
+    header = (f"score v{VERSION} against the reference {reference_name}: {SCALE} x the geometric mean of reference "
+              f"median / median over the list's {len(BENCHMARKS['base'])} base and {len(BENCHMARKS['peak'])} peak "
+              f"benchmarks; higher is faster; a half of the list not complete has no score.")
+    table = tables.render([{**{k: v for k, v in row.items() if k != "note"}, "reference": machine} for row in rows],
+                          machine_keys=machine_keys)
+    notes = [f"- {machine_keys[row['machine']]} {row['note']}" for row in rows if row["note"]]
+    return "\n\n".join([header, table] + (["Not scored:\n" + "\n".join(notes)] if notes else []))
