@@ -98,6 +98,12 @@ def check(value, spec, where: str) -> None:
             check(item, chosen[0], f"{where}[{index}]")
 
 
+def test_function(fullname: str) -> str:
+    """The test function of a pytest-benchmark fullname, e.g. ``test_epoch`` of
+    ``benchmarks/test_epoch.py::test_epoch[vgg-cpu-fast]``."""
+    return fullname.rsplit("::", 1)[-1].split("[", 1)[0]
+
+
 def identity(test: str, params: dict) -> tuple:
     """What a benchmark is, whatever device ran it: the test and its parameters (in the current terms,
     ``current_params``) less the device, e.g. ``("test_epoch", ("model_name", "vgg"), ("setup", "fast"))``."""
@@ -126,8 +132,7 @@ class Result:
 
     @property
     def test(self) -> str:
-        """The test function, e.g. ``test_epoch``."""
-        return self.name.rsplit("::", 1)[-1].split("[", 1)[0]
+        return test_function(self.name)
 
     @property
     def identity(self) -> tuple:
@@ -283,9 +288,9 @@ def _result(bench, path: Path, run_time: datetime, versions: dict, machine_info:
         if not math.isfinite(stats[field]) or not valid(stats[field]):
             raise FieldError(f"stats.{field}", stats[field], expected if math.isfinite(stats[field])
                              else "a finite number")
-    test = bench["fullname"].rsplit("::", 1)[-1].split("[", 1)[0]
     return Result(file=path, run_time=run_time, name=bench["fullname"],
-                  params=current_params(test, bench.get("params") or {}, extra_info), extra_info=extra_info,
+                  params=current_params(test_function(bench["fullname"]), bench.get("params") or {}, extra_info),
+                  extra_info=extra_info,
                   versions=versions, median=float(stats["median"]), iqr=float(stats["iqr"]),
                   rounds=int(stats["rounds"]), machine=machine.identity(machine_info, extra_info),
                   host=machine.host(machine_info))
