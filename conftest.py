@@ -13,8 +13,8 @@ import torch
 from torchvision import datasets
 
 import models
-from mnistbench import (backends, data, devices, fast, guards, idx, machine, matrix, peaks, pipelines, ratio, scaling,
-                        setups, variants)
+from mnistbench import backends, data, devices, fast, guards, idx, machine, matrix, peaks, pipelines, setups, variants
+from mnistbench.reports import ratio, scaling
 from mnistbench.variants import Variant
 
 # storage: saves only the benchmarks that finished, atomically; budget: --time-budget and the estimates

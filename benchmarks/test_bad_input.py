@@ -25,7 +25,8 @@ from torchvision import datasets
 
 import models
 from conftest import mnist_root_with
-from mnistbench import checkpoints, cli, data, ratio, storage
+from mnistbench import checkpoints, cli, data, storage
+from mnistbench.reports import ratio
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = [archive.removesuffix(".gz") for archive, _md5 in datasets.MNIST.resources]
@@ -271,6 +272,7 @@ def test_results_of_pytest_benchmark_3_without_a_time_zone_are_read_as_utc(tmp_p
 
 
 GOOD = run_file([bench(median=2.0), bench("cuda:0", median=0.5)])
+BENCH = "benchmarks/test_epoch.py::test_epoch[vgg-cpu-resident]"
 # name -> (content of one more file beside a sound run, the warning after "mnistbench: warning: PATH: ")
 RESULT_FAULTS = {
     "truncated json": (json.dumps(GOOD)[:300], "skipped, not readable JSON ("),
@@ -279,27 +281,27 @@ RESULT_FAULTS = {
     "a json list": ([1, 2, 3], "skipped, not a pytest-benchmark result file"),
     "another tool's json": ({"name": "eslint report", "results": []}, "skipped, not a pytest-benchmark result file"),
     "no datetime": ({"benchmarks": []}, "skipped, not a pytest-benchmark result file"),
-    "bad datetime": (run_file([bench()], "yesterday"), "skipped, bad 'datetime' 'yesterday'"),
-    "numeric datetime": (run_file([bench()], 1700000000), "skipped, bad 'datetime' 1700000000"),
+    "bad datetime": (run_file([bench()], "yesterday"), 'skipped, datetime is "yesterday", not an ISO 8601 date and time'),
+    "numeric datetime": (run_file([bench()], 1700000000), "skipped, datetime is 1700000000, not a string"),
     "no benchmarks": (run_file([]), "skipped, it holds no benchmarks"),
-    "median of zero": (run_file([bench(**{"stats.median": 0})]), "skipped benchmark benchmarks/test_epoch.py::"
-                       "test_epoch[vgg-cpu-resident], missing or bad field stats (median 0, iqr 0.01, rounds 3)"),
-    "median as text": (run_file([bench(**{"stats.median": "fast"})]), "skipped benchmark benchmarks/test_epoch.py::"
-                       "test_epoch[vgg-cpu-resident], missing or bad field stats.median ('fast')"),
+    "median of zero": (run_file([bench(**{"stats.median": 0})]), f"skipped benchmark {BENCH}: stats.median is 0, "
+                       "not above zero"),
+    "negative rounds": (run_file([bench(**{"stats.rounds": -1})]), f"skipped benchmark {BENCH}: stats.rounds is -1, "
+                        "not one or more"),
+    "median as text": (run_file([bench(**{"stats.median": "fast"})]), f"skipped benchmark {BENCH}: stats.median is "
+                       '"fast", not a number'),
     "NaN median": (json.dumps(run_file([bench(**{"stats.median": float("nan")})])),  # Python's json writes NaN
-                   "skipped benchmark benchmarks/test_epoch.py::test_epoch[vgg-cpu-resident], missing or bad field "
-                   "stats.median (nan)"),
+                   f"skipped benchmark {BENCH}: stats.median is NaN, not a finite number"),
     "no stats": (run_file([{k: v for k, v in bench().items() if k != "stats"}]),
-                 "skipped benchmark benchmarks/test_epoch.py::test_epoch[vgg-cpu-resident], "
-                 "missing or bad field 'stats'"),
-    "extra_info as text": (run_file([bench(extra_info="vgg on cpu")]), "skipped benchmark benchmarks/test_epoch.py::"
-                           "test_epoch[vgg-cpu-resident], missing or bad field extra_info (a str, not a dict)"),
-    "device as a list": (run_file([bench(**{"extra_info.device": ["cpu"]})]), "skipped benchmark benchmarks/"
-                         "test_epoch.py::test_epoch[vgg-cpu-resident], missing or bad field "
-                         "extra_info.device (a list)"),
-    "benchmark not an object": (run_file(["test_epoch"]), "skipped benchmark ?, missing or bad field"),
+                 f"skipped benchmark {BENCH}: stats is missing"),
+    "no samples": (run_file([bench(extra_info={k: v for k, v in bench()["extra_info"].items() if k != "samples"})]),
+                   f"skipped benchmark {BENCH}: extra_info.samples is missing"),
+    "extra_info as text": (run_file([bench(extra_info="vgg on cpu")]), f"skipped benchmark {BENCH}: extra_info is "
+                           '"vgg on cpu", not an object'),
+    "benchmark not an object": (run_file(["test_epoch"]), 'skipped benchmark number 1: the benchmark is "test_epoch", '
+                                "not an object"),
     "machine_info as a list": ({**run_file([bench(median=9.0)], "2026-10-01T00:00:00+00:00"), "machine_info": []},
-                               None),
+                               "skipped, machine_info is [], not an object"),
     "a folder named .json": ("folder", "skipped, not readable JSON ([Errno 21] Is a directory"),
     "a leftover partial save": (json.dumps(GOOD)[:100], None),
 }
@@ -323,6 +325,58 @@ def test_a_bad_results_file_is_one_warning_and_the_rest_is_reported(fault, comma
     else:
         assert len(err.splitlines()) == 1 and err.startswith(f"mnistbench: warning: {tmp_path / name}: {warning}"), err
     assert snapshot(tmp_path) == before
+
+
+# One value of each JSON type, named as the warnings name what belongs in a field.
+JSON_VALUES = {"a number": 1.5, "null": None, "a string": "x", "an array": [], "an object": {"a": 1}, "a boolean": True}
+# Fields the reports read, as dotted paths in a stored file, and what belongs there; a bad machine_info field
+# skips the file, a bad benchmark field the benchmark.
+STORED_FIELDS = {
+    "fullname": "a string", "params": "an object or null", "extra_info.device": "a string",
+    "extra_info.samples": "an integer", "extra_info.seeds": "an integer", "extra_info.threads": "an integer or null",
+    "extra_info.pipeline": "a string or null", "stats.median": "a number", "stats.rounds": "an integer",
+    "machine_info.cpu": "an object", "machine_info.cpu.family": "an integer", "machine_info.cpu.flags": "an array",
+    "machine_info.cpu.flags.0": "a string", "machine_info.mnistbench": "an object",
+    "machine_info.mnistbench.gpus": "an array", "machine_info.mnistbench.gpus.0": "an object or a string",
+    "machine_info.mnistbench.gpus.0.memory_gib": "a number", "machine_info.mnistbench.torch": "a string",
+}
+
+
+def with_field(document: dict, field: str, value) -> dict:
+    """``document`` with ``field`` (``machine_info.…`` of the file, anything else of its first benchmark; a
+    number stands for an array's item) set."""
+    *outer, last = [int(name) if name.isdigit() else name for name in field.split(".")]
+    where = document if outer and outer[0] == "machine_info" else document["benchmarks"][0]
+    for name in outer:
+        where = where[name]
+    where[last] = value
+    return document
+
+
+@pytest.mark.parametrize("command", ["ratio", "history"])
+@pytest.mark.parametrize("kind", list(JSON_VALUES))
+@pytest.mark.parametrize("field", list(STORED_FIELDS))
+def test_any_json_type_in_any_stored_field_is_one_warning_and_the_rest_is_reported(field, kind, command, tmp_path,
+                                                                                    capsys):
+    write(tmp_path / "0001_good.json", GOOD)
+    other = {**run_file([bench(median=9.0)], "2026-10-01T00:00:00+00:00"), "machine_info": {
+        "cpu": {"brand_raw": "AMD EPYC", "family": 25, "flags": ["avx2"]},
+        "mnistbench": {"torch": "2.14.1", "torchvision": "0.29.1",
+                       "gpus": [{"name": "NVIDIA H100", "memory_gib": 79.2, "compute_capability": "9.0"}]}}}
+    path = write(tmp_path / "0002_run.json", with_field(other, field, JSON_VALUES[kind]))
+    status, out, err = run_cli(capsys, command, tmp_path, "--format", "json")
+    assert status == 0, err
+    rows = json.loads(out)
+    sound = [row for row in rows if row.get("speedup") == 4.0 or row.get("median_s") in (2.0, 0.5)]
+    assert len(sound) == (1 if command == "ratio" else 2), "the sound file is reported whole"
+    expected, value, where = STORED_FIELDS[field], json.dumps(JSON_VALUES[kind]), field.replace(".0", "[0]")
+    if kind in expected.split(" or "):
+        assert err == ""
+    elif field.startswith("machine_info"):
+        assert err == f"mnistbench: warning: {path}: skipped, {where} is {value}, not {expected}\n"
+    else:
+        name = "number 1" if field == "fullname" else "benchmarks/test_epoch.py::test_epoch[vgg-cpu-resident]"
+        assert err == f"mnistbench: warning: {path}: skipped benchmark {name}: {field} is {value}, not {expected}\n"
 
 
 @pytest.mark.parametrize("command", ["ratio", "history"])
@@ -351,7 +405,7 @@ def test_a_plot_that_cannot_be_written_is_an_error_after_the_table(command, plot
     write(tmp_path / "0001_good.json", GOOD)
     write(tmp_path / "0002_good.json", {**GOOD, "datetime": "2026-11-02T10:00:00+00:00"})  # a history to plot
     status, out, err = run_cli(capsys, command, tmp_path, "--plot", plot.format(tmp=tmp_path))
-    assert status == 2 and out.startswith("| benchmark")
+    assert status == 2 and "\n| benchmark" in out
     assert first_line(err).startswith(message.format(tmp=tmp_path)), err
 
 
@@ -370,10 +424,10 @@ def test_a_results_folder_with_thousands_of_files_is_read_whole(tmp_path, capsys
 
 def test_the_summary_after_a_run_skips_a_benchmark_it_cannot_use():
     document = run_file([bench(median=2.0), bench("cuda:0", median=0.5), bench("mps", **{"stats.median": None})])
-    skipped = r"this run: skipped benchmark .*\[vgg-mps-resident\], missing or bad field stats.median \(None\)"
+    skipped = r"this run: skipped benchmark .*\[vgg-mps-resident\]: stats.median is null, not a number"
     with pytest.warns(UserWarning, match=skipped):
         table = ratio.summary(document)
-    assert "| 4 " in table
+    assert "| 4.00x " in table
 
 
 # --- the pytest run: the data it needs, checked once at the start ---------------------------------

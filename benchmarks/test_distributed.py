@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import models
-from mnistbench import cli, distributed, history, launcher, pipelines, ratio, results, scaling
+from mnistbench import cli, distributed, launcher, pipelines
+from mnistbench.reports import history, ratio, results, scaling
 from mnistbench.distributed import ReplayClock
 
 from articles import article_model_class

@@ -15,59 +15,11 @@ import matplotlib.image
 import pytest
 import torch
 
-from mnistbench import cli, history, machine, ratio, results
+from mnistbench import cli, machine
+from mnistbench.reports import history, ratio, results
+from stored import EPYC1, EPYC1_ID, REPO, ZEN4, ZEN4_ID, bench, machine_info, report, table_lines, write_run
 
-REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-# The setup parameter of each timed test: ``fast`` is one of its values.
-SETUP_PARAMETERS = {"test_epoch": "setup", "test_time_to_accuracy": "recipe_name", "test_step": "step_variant"}
-# pytest-benchmark's machine_info["cpu"] (py-cpuinfo) for two CPUs that both call themselves "AMD EPYC".
-ZEN4 = {"vendor_id_raw": "AuthenticAMD", "brand_raw": "AMD EPYC", "family": 25, "model": 17, "stepping": 1,
-        "count": 2, "flags": ["avx", "avx2", "avx512_bf16", "avx512bw", "avx512f", "fma"]}
-EPYC1 = {"vendor_id_raw": "AuthenticAMD", "brand_raw": "AMD EPYC", "family": 23, "model": 1, "stepping": 2,
-         "count": 2, "flags": ["avx", "avx2", "fma"]}
-ZEN4_ID = "AMD EPYC (AuthenticAMD 25/17/1; avx2 avx512f avx512_bf16; torch AVX512; 2 cpus; 2 threads)"
-EPYC1_ID = "AMD EPYC (AuthenticAMD 23/1/2; avx2; torch AVX2; 2 cpus; 2 threads)"
-H100 = {"name": "NVIDIA H100 80GB HBM3", "memory_gib": 79.2, "compute_capability": "9.0", "driver": "570.86.15"}
-
-
-def bench(model="vgg", device="cpu", median=1.0, iqr=0.01, kind="epoch", pipeline="resident", test="test_epoch",
-          setup=None, **extra):
-    info = {"kind": kind, "model": model, "device": device, "device_name": f"{device} model", "batch_size": 128,
-            "samples": 60_000, "dataset": "mnist", "pipeline": pipeline, "precision": "fp32",
-            "memory_format": "contiguous", "compile": "eager", "threads": 2}
-    info.update(extra)
-    setup = setup or pipeline
-    params = {"model_name": model, "device": device, SETUP_PARAMETERS.get(test, "pipeline_name"): setup}
-    name = f"benchmarks/{test}.py::{test}[{model}-{device}-{setup}]"
-    return {"name": name.split("::")[1], "fullname": name, "params": params, "extra_info": info,
-            "stats": {"median": median, "iqr": iqr, "rounds": 3}}
-
-
-def machine_info(cpu=ZEN4, capability="AVX512", gpus=(H100,), torch_version="2.14.1") -> dict:
-    """Machine info as the suite stores it: pytest-benchmark's ``cpu`` block beside ours."""
-    return {"cpu": cpu, "mnistbench": {"torch": torch_version, "torchvision": "0.29.1", "cpu_name": "AMD EPYC",
-                                       "cpu_threads": 2, "cpu_capability": capability, "gpus": list(gpus)}}
-
-
-def write_run(folder: Path, index: int, benchmarks, torch_version="2.14.1", machine=None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{index:04d}_run.json"
-    path.write_text(json.dumps({
-        "machine_info": machine or machine_info(torch_version=torch_version),
-        "commit_info": {}, "benchmarks": benchmarks, "version": "5.3.1",
-        "datetime": f"2026-11-{index:02d}T10:00:00+00:00",
-    }))
-    return path
-
-
-def report(capsys, *args) -> tuple[int, str, str]:
-    """``mnistbench ARGS`` in this process: exit status, standard output, standard error."""
-    status = cli.main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def mnistbench(*args):
@@ -79,14 +31,14 @@ def test_ratio_is_the_cpu_median_over_the_accelerator_median(tmp_path):
     write_run(tmp_path, 1, [bench(median=2.0), bench(device="cuda:0", median=0.25)])
     [pair] = ratio.pairs(results.load([tmp_path]))
     assert pair.speedup == 8.0
-    assert pair.row()["benchmark"] == "epoch vgg resident b128"
+    assert ratio.row(pair)["benchmark"] == "epoch vgg resident b128"
 
 
 def test_ratio_uses_the_newest_run_per_device(tmp_path):
     write_run(tmp_path, 1, [bench(median=4.0), bench(device="cuda:0", median=0.5)])
     write_run(tmp_path, 2, [bench(median=2.0)])
     write_run(tmp_path, 3, [bench(device="mps", median=1.0)])
-    found = {pair.accelerator.device: pair.speedup for pair in ratio.pairs(results.load([tmp_path]))}
+    found = {pair.b.device: pair.speedup for pair in ratio.pairs(results.load([tmp_path]))}
     assert found == {"cuda:0": 4.0, "mps": 2.0}
 
 
@@ -112,7 +64,8 @@ def test_ratio_formats(tmp_path, capsys):
     write_run(tmp_path, 1, [bench(median=3.0), bench(device="cuda:0", median=1.5)])
     for fmt, check in [("csv", lambda out: out.splitlines()[0].startswith("benchmark,cpu,")),
                        ("json", lambda out: json.loads(out)[0]["speedup"] == 2.0),
-                       ("markdown", lambda out: out.startswith("| benchmark") and "| 2 " in out)]:
+                       ("markdown", lambda out: out.startswith(f"- m1: {ZEN4_ID}\n") and "\n| benchmark" in out
+                                                and "| 2.00x " in out)]:
         status, out, err = report(capsys, "ratio", tmp_path, "--format", fmt)
         assert status == 0 and check(out), out + err
 
@@ -128,7 +81,7 @@ def test_ratio_divides_fast_by_fast_naming_both_variants(tmp_path, test, kind):
     ])
     [pair] = ratio.pairs(results.load([tmp_path]))
     assert pair.speedup == pytest.approx(30.0)
-    row = pair.row()
+    row = ratio.row(pair)
     assert row["benchmark"] == f"{kind} vgg fast b128"
     assert (row["cpu_variant"], row["accelerator_variant"]) == ("bf16-channels_last-eager-foreach",
                                                                 "bf16-channels_last-cudagraphs-fused")
@@ -151,7 +104,7 @@ def test_like_for_like_pairs_ignore_only_the_optimizer_implementation(tmp_path):
                             bench(device="cuda:0", median=0.5, optimizer="fused"),
                             bench(pipeline="reference", median=2.0),
                             bench(pipeline="reference", device="cuda:0", median=0.5, precision="bf16")])
-    found = {pair.row()["benchmark"]: (pair.speedup, pair.mismatch) for pair in ratio.pairs(results.load([tmp_path]))}
+    found = {pair.label: (pair.speedup, pair.mismatch) for pair in ratio.pairs(results.load([tmp_path]))}
     assert found == {"epoch vgg resident b128": (4.0, None),
                      "epoch vgg reference b128": (None, "precision differs (cpu fp32, cuda:0 bf16)")}
 
@@ -161,8 +114,8 @@ def test_ratio_divides_each_accelerator_by_its_own_hosts_cpu(tmp_path, capsys):
     # Newer, on another machine whose CPU has the same name but is three times slower.
     write_run(tmp_path, 2, [bench(median=9.0)], machine=machine_info(cpu=EPYC1, capability="AVX2", gpus=()))
     [pair] = ratio.pairs(results.load([tmp_path]))
-    assert (pair.speedup, pair.row()["cpu"]) == (6.0, ZEN4_ID)
-    assert pair.row()["accelerator"] == "cuda:0 NVIDIA H100 80GB HBM3 (79.2 GiB; sm 9.0; driver 570.86.15)"
+    assert (pair.speedup, ratio.row(pair)["cpu"]) == (6.0, ZEN4_ID)
+    assert ratio.row(pair)["accelerator"] == "cuda:0 NVIDIA H100 80GB HBM3 (79.2 GiB; sm 9.0; driver 570.86.15)"
     status, out, _ = report(capsys, "ratio", tmp_path)
     assert status == 0 and ZEN4_ID in out and EPYC1_ID not in out
 
@@ -171,7 +124,7 @@ def test_summary_of_a_one_device_run_is_empty_and_of_two_devices_is_the_ratio_ta
     document = {"datetime": "2026-11-01T00:00:00", "benchmarks": [bench(median=2.0)]}
     assert ratio.summary(document) is None
     document["benchmarks"].append(bench(device="cuda:0", median=0.1))
-    assert "| 20 " in ratio.summary(document)
+    assert "| 20.00x " in ratio.summary(document)
 
 
 def medians_run(tmp_path, medians, iqrs=None):
@@ -226,14 +179,17 @@ def test_two_cpus_of_the_same_name_are_never_one_series(tmp_path, capsys):
     write_run(tmp_path, 2, [bench(median=30.0)], machine=machine_info(cpu=EPYC1, capability="AVX2"))
     write_run(tmp_path, 3, [bench(median=10.2)])
     all_series = history.build(results.load([tmp_path]))
-    assert [(series.label, series.machine, len(series.points)) for series in all_series] == [
-        (f"epoch vgg resident b128 (cpu, {EPYC1_ID})", EPYC1_ID, 1),
-        (f"epoch vgg resident b128 (cpu, {ZEN4_ID})", ZEN4_ID, 2),
+    assert sorted((series.label, series.machine, len(series.points)) for series in all_series) == [
+        ("epoch vgg resident b128 (cpu)", EPYC1_ID, 1),
+        ("epoch vgg resident b128 (cpu)", ZEN4_ID, 2),
     ]
     assert not any(point.flag for series in all_series for point in series.points)
     status, out, err = report(capsys, "history", tmp_path, "--fail-on-regression")
     assert status == 0 and "regression" not in err
-    assert out.count(ZEN4_ID) == 4 and out.count(EPYC1_ID) == 2  # label and machine column of each run
+    # Each machine named once, in the legend before the table, by its key in the order it first appears.
+    assert out.startswith(f"- m1: {ZEN4_ID}\n- m2: {EPYC1_ID}\n\n| benchmark")
+    assert out.count(ZEN4_ID) == 1 and out.count(EPYC1_ID) == 1
+    assert [line.split("|")[2].strip() for line in table_lines(out)] == ["m1", "m1", "m2"]
 
 
 def test_files_from_before_the_identities_still_load(tmp_path):
@@ -304,7 +260,7 @@ def test_bad_files_are_warned_about_and_the_rest_processed(tmp_path, capsys):
     assert any("foreign.json: skipped, not a pytest-benchmark result file" in line for line in warnings)
     assert any("empty: no JSON files in this folder" in line for line in warnings)
     assert any("0002_run.json: skipped benchmark" in line and "extra_info.samples" in line for line in warnings)
-    assert "| 2 " in captured.out
+    assert "| 2.00x " in captured.out
 
 
 def test_nothing_usable_is_an_error(tmp_path):
@@ -337,7 +293,7 @@ def test_plots_are_valid_pngs(tmp_path, capsys):
 def test_a_history_of_single_runs_has_no_trend_to_plot(tmp_path, capsys):
     write_run(tmp_path, 1, [bench(median=2.0), bench(model="googlenet", median=5.0)])
     status, out, err = report(capsys, "history", tmp_path, "--plot", tmp_path / "history.png")
-    assert status == 2 and out.startswith("| benchmark")
+    assert status == 2 and len(table_lines(out)) == 2
     assert ("error: no benchmark has two runs of the same configuration on the same machine yet, nothing to plot "
             "(2 single-run series)") in err
     assert not (tmp_path / "history.png").exists()
@@ -348,11 +304,12 @@ def test_reports_read_the_committed_history(capsys):
     assert any(result.name.endswith("test_epoch[vgg-cpu-reference]") for result in stored)
     assert all(result.median > 0 for result in stored)
     status, out, _ = report(capsys, "history", REPO / "results")
-    labels = [line.split("|")[1].strip() for line in out.splitlines()[2:]]
-    assert status == 0 and len(set(labels)) == len(history.build(stored))  # every series has a label of its own
+    series = {(line.split("|")[1].strip(), line.split("|")[2].strip()) for line in table_lines(out)}
+    assert status == 0 and len(series) == len(history.build(stored))  # a label of its own on its machine
+    assert max(map(len, out.splitlines())) < 150, "machines are named once, by key, not in every row"
     accelerators = {result.device for result in stored} - {"cpu"}
     status, out, err = report(capsys, "ratio", REPO / "results")
     if accelerators:
         assert status == 0 and "speedup" in out
     else:
-        assert status == 1 and "no benchmark was run on both" in err
+        assert status == 1 and "no CPU/accelerator pair: every result read ran on the CPU" in err

@@ -9,8 +9,8 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 import models
 
-from . import (checkpoints, data, devices, distributed, history, plots, ratio, results, scaling, setups, tables,
-               train_job, training)
+from . import checkpoints, data, devices, distributed, setups, train_job, training
+from .reports import claims, compare, history, machines, page, plots, ratio, results, scaling, score, tables
 from .evaluation import evaluate
 from .variants import Variant
 
@@ -29,12 +29,29 @@ def _load(paths) -> list[results.Result]:
     return loaded
 
 
+def _sides(texts: list[str], stored: list[str]) -> tuple[list[list[results.Result]], dict[str, str]]:
+    """The results each of ``texts`` names: a file or folder (of one machine), else a machine (``machines.select``)
+    of the results under ``stored``; and the machine keys of all that was read."""
+    read, sides = [], []
+    for text in texts:
+        if Path(text).exists():
+            sides.append(machines.one_host(text, _load([text])))
+        else:
+            read = read or _load(stored)
+            sides.append(machines.select(text, read))
+    everything = sorted(read + [result for side in sides for result in side], key=lambda result: result.run_time)
+    return sides, machines.keys(everything)
+
+
 def ratio_command(args) -> int:
-    found = ratio.pairs(_load(args.paths))
+    loaded = _load(args.paths)
+    found = ratio.pairs(loaded)
     if not found:
-        print("mnistbench: no benchmark was run on both the CPU and an accelerator", file=sys.stderr)
+        print(f"mnistbench: no CPU/accelerator pair: {ratio.why_unpaired(loaded)}", file=sys.stderr)
+        for line in claims.lines():
+            print(f"mnistbench: {line}", file=sys.stderr)
         return 1
-    print(tables.render([pair.row() for pair in found], args.format))
+    print(tables.render([ratio.row(pair) for pair in found], args.format, machines.keys(loaded)))
     if args.plot:
         plots.ratio_chart(found, args.plot)
         print(f"mnistbench: wrote {args.plot}", file=sys.stderr)
@@ -42,16 +59,61 @@ def ratio_command(args) -> int:
 
 
 def history_command(args) -> int:
-    all_series = history.build(_load(args.paths), args.threshold)
-    print(tables.render(history.rows(all_series), args.format))
+    loaded = _load(args.paths)
+    all_series, machine_keys = history.build(loaded, args.threshold), machines.keys(loaded)
+    print(tables.render(history.rows(all_series), args.format, machine_keys))
     if args.plot:
         left_out = plots.history_chart(all_series, args.plot)
         print(f"mnistbench: wrote {args.plot} ({left_out} series with a single run left out)", file=sys.stderr)
-    regressed = [series.label for series in all_series if series.latest_regressed]
+    regressed = [f"{series.label} on {machine_keys[series.machine]}" for series in all_series if series.latest_regressed]
     if regressed:
         print(f"mnistbench: {len(regressed)} regression(s) in the newest run: {', '.join(regressed)}", file=sys.stderr)
         if args.fail_on_regression:
             return 1
+    return 0
+
+
+def compare_command(args) -> int:
+    (a, b), machine_keys = _sides([args.a, args.b], args.results)
+    comparison = compare.Comparison(a, b)
+    if not comparison.pairs:
+        print(f"mnistbench: {args.a} and {args.b} have no benchmark in common", file=sys.stderr)
+        return 1
+    if args.format == "markdown":
+        print(f"A = {args.a}, B = {args.b}. {compare.READING}\n")
+    print(tables.render(comparison.rows(), args.format, machine_keys))
+    for side, only in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
+        if only:
+            print(f"mnistbench: {len(only)} benchmark(s) only in {side}: {', '.join(only)}", file=sys.stderr)
+    if args.plot:
+        plots.compare_chart(comparison.pairs, args.plot, *(", ".join(dict.fromkeys(r.machine for r in side))
+                                                           for side in (a, b)))
+        print(f"mnistbench: wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def score_command(args) -> int:
+    loaded = _load(args.paths)
+    [reference], _ = _sides([args.reference], args.paths)
+    machine_keys = machines.keys(sorted(loaded + reference, key=lambda result: result.run_time))
+    found = score.scores(reference, loaded)
+    if not found:
+        print("mnistbench: no result of a benchmark the score lists", file=sys.stderr)
+        return 1
+    print(score.render(found, reference, args.reference, args.format, machine_keys))
+    return 0
+
+
+def report_command(args) -> int:
+    loaded = _load(args.paths)
+    if args.reference == score.DEFAULT_REFERENCE and not Path(args.reference).exists():  # not in this checkout
+        print(f"mnistbench: the default reference {args.reference} is not here: the page has no score "
+              f"(--reference RUN gives one)", file=sys.stderr)
+        reference = []
+    else:
+        [reference], _ = _sides([args.reference], args.paths)
+    Path(args.html).write_text(page.build(loaded, reference, args.reference, args.paths), encoding="utf-8")
+    print(f"mnistbench: wrote {args.html}", file=sys.stderr)
     return 0
 
 
@@ -129,17 +191,19 @@ def parser() -> argparse.ArgumentParser:
     main = _Parser(prog="mnistbench", description=__doc__)
     commands = main.add_subparsers(dest="command", required=True)
 
-    def report(name, help_text, function):
+    def report(name, help_text, function, table=True, plot=True):
         command = commands.add_parser(name, help=help_text, description=help_text)
         command.add_argument("paths", nargs="*", default=DEFAULT_RESULTS,
                              help="pytest-benchmark JSON files or folders (default: results/)")
-        command.add_argument("--format", choices=tables.FORMATS, default="markdown")
-        command.add_argument("--plot", metavar="FILE.png", help="also draw the report as a PNG")
+        if table:
+            command.add_argument("--format", choices=tables.FORMATS, default="markdown")
+        if plot:
+            command.add_argument("--plot", metavar="FILE.png", help="also draw the report as a PNG")
         command.set_defaults(function=function)
         return command
 
-    report("ratio", "GPU/CPU speed ratios of benchmarks that differ only in device (newest run per device)",
-           ratio_command)
+    report("ratio", "GPU/CPU speed ratios of benchmarks that differ only in device, each accelerator against its "
+                    "own host's CPU (the newest comparable runs), the articles' claims beside them", ratio_command)
     history_parser = report("history", "each benchmark's medians over the stored runs, regressions flagged",
                             history_command)
     history_parser.add_argument("--threshold", type=float, default=history.THRESHOLD,
@@ -147,6 +211,28 @@ def parser() -> argparse.ArgumentParser:
     history_parser.add_argument("--fail-on-regression", action="store_true",
                                 help="exit 1 when the newest run of any benchmark regressed")
     report("scaling", "images/s and efficiency of data-parallel training by world size, in each run", scaling_command)
+    compare_parser = commands.add_parser(
+        "compare", help="machine B against machine A, benchmark by benchmark, and the geometric means (base, peak)",
+        description="machine B against machine A, benchmark by benchmark, and the geometric means (base, peak)")
+    for side in ("a", "b"):
+        compare_parser.add_argument(side, metavar=side.upper(), help="a results file or folder (of one machine), or a "
+                                    "machine of the --results: its key (m1), identity, or a part only it holds")
+    compare_parser.add_argument("--results", nargs="+", default=DEFAULT_RESULTS, metavar="PATH",
+                                help="where A and B are looked up when they name machines (default: results/)")
+    compare_parser.add_argument("--format", choices=tables.FORMATS, default="markdown")
+    compare_parser.add_argument("--plot", metavar="FILE.png", help="also draw the speedups as a PNG")
+    compare_parser.set_defaults(function=compare_command)
+    score_parser = report("score", f"each machine's score: {score.SCALE} x the geometric mean of reference median / "
+                                   f"median over a fixed list of benchmarks, base and peak apart", score_command,
+                          plot=False)
+    score_parser.add_argument("--reference", default=score.DEFAULT_REFERENCE, metavar="RUN",
+                              help="a results file or folder, or a machine of PATH (default: the Zen 5 main job, "
+                                   "run 0005)")
+    report_parser = report("report", "one self-contained HTML page of every report", report_command, table=False,
+                           plot=False)
+    report_parser.add_argument("--html", required=True, metavar="FILE.html", help="the page to write")
+    report_parser.add_argument("--reference", default=score.DEFAULT_REFERENCE, metavar="RUN",
+                               help="the score's reference (default: the Zen 5 main job, run 0005)")
 
     def job(name, help_text, function):
         command = commands.add_parser(name, help=help_text, description=help_text)
@@ -184,7 +270,7 @@ def main(argv=None) -> int:
     try:
         return args.function(args)
     except (results.NoResultsError, checkpoints.CheckpointError, data.DataError, training.NonFiniteLossError,
-            ValueError, OSError) as error:  # OSError: a --plot or --out path that cannot be written
+            ValueError, OSError) as error:  # ValueError: machines.SelectionError too  # OSError: a --plot or --out path that cannot be written
         where = f"rank {os.environ['RANK']}: " if distributed.launched_by_torchrun() else ""
         print(f"mnistbench: error: {where}{error}", file=sys.stderr)
         return 2

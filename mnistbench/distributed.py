@@ -29,7 +29,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 
 from . import atomic, data, devices, launcher, metrics
-from .scaling import scaling_efficiency
+from .reports.scaling import scaling_efficiency
 from .training import TrainingRun
 
 # Why this benchmark's rounds are single steps, unlike the epochs and step loops of the others.

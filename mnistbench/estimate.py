@@ -15,7 +15,8 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from . import machine, results
+from . import machine
+from .reports import results
 
 SAFETY = 2.0  # the model counts the work it knows of; this covers what it does not (allocations, Python, noise)
 COMPILE_ALLOWANCE_SECONDS = 90.0  # one torch.compile of a network, before the run has measured one

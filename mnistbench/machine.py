@@ -22,6 +22,16 @@ from . import devices
 # CPU flags (py-cpuinfo's names, as in /proc/cpuinfo) that change how fast the training kernels run.
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16", "sve", "bf16")
 NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
+# The JSON type of each stored machine_info field that ``host``, ``identity`` and the reports read, in the
+# specs of ``mnistbench.reports.results.check``: py-cpuinfo's CPU description as pytest-benchmark stores it,
+# and ours from ``info`` (GPUs stored by name alone before their properties were).
+GPU_TYPES = {"name": str, "memory_gib": float, "compute_capability": str, "driver": (str, None)}
+STORED_TYPES = {
+    "cpu": {"vendor_id_raw": str, "brand_raw": str, "family": int, "model": int, "stepping": int, "flags": [str],
+            "count": int},
+    "mnistbench": {"torch": str, "torchvision": str, "cpu_name": str, "cpu_threads": int, "cpu_capability": (str, None),
+                   "gpus": [(GPU_TYPES, str)]},
+}
 
 
 def info() -> dict:
@@ -61,7 +71,8 @@ def nvidia_driver() -> str | None:
 
 def host(machine_info: dict, threads=None) -> str:
     """The CPU of the machine that wrote a result file, e.g. ``AMD EPYC (AuthenticAMD 25/17/1; avx2 avx512f
-    avx512_bf16; torch AVX512; 2 cpus)``, with ``; 2 threads`` appended when ``threads`` is given."""
+    avx512_bf16; torch AVX512; 2 cpus)``, with ``; 2 threads`` appended when ``threads`` is given. ``machine_info``
+    is in the stored layout, its fields of the types ``STORED_TYPES`` names (the reports check stored files)."""
     cpu = machine_info.get("cpu") or {}  # py-cpuinfo, stored by pytest-benchmark
     ours = machine_info.get("mnistbench") or {}
     parts = []
@@ -93,7 +104,8 @@ def identity(machine_info: dict, extra_info: dict) -> str:
     kind, _, number = device.partition(":")
     index = int(number) if number.isdigit() else 0
     properties = gpus[index] if kind == "cuda" and index < len(gpus) else None
-    if not isinstance(properties, dict):  # files before GPU properties were stored hold names only
+    # files before GPU properties were stored hold names only
+    if not isinstance(properties, dict) or not {"name", "memory_gib", "compute_capability"} <= properties.keys():
         return f"{extra_info['device_name']} (memory and driver unknown)"
     return (f"{properties['name']} ({properties['memory_gib']} GiB; sm {properties['compute_capability']}; "
             f"driver {properties.get('driver') or 'unknown'})")

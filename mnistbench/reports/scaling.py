@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import tables
-from .results import CONFIG_FIELDS, Result, parse
+from .results import CONFIG_FIELDS, Result, parse, run_names
 
 KIND = "distributed"
 # Fields that change along one curve: the number of ranks, and with it the images of a global step.
@@ -69,10 +69,11 @@ def curves(results: list[Result]) -> list[Curve]:
 
 
 def rows(all_curves: list[Curve]) -> list[dict]:
+    names = run_names([curve.run for curve in all_curves])
     return [{
         "benchmark": curve.label,
         "device_name": curve.device_name,
-        "run": "/".join(filter(None, [curve.run.parent.name, curve.run.stem.split("_")[0]])),
+        "run": names[curve.run],
         "world_size": point.world_size,
         "nodes": point.result.extra_info.get("nodes"),
         "step_median_ms": point.result.median * 1e3,

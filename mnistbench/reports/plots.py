@@ -5,20 +5,21 @@ matplotlib.use("Agg")
 import matplotlib.dates  # noqa: E402  (the backend must be chosen first)
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .compare import geometric_means  # noqa: E402
 from .history import Series  # noqa: E402
-from .ratio import Pair  # noqa: E402
+from .pairs import Pair  # noqa: E402
 
 COLOURS = len(plt.rcParams["axes.prop_cycle"])
 LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def _pair_label(pair: Pair, machines_shared: bool) -> str:
-    accelerator, cpu = pair.accelerator.device, "cpu"
-    if pair.cpu.fast:  # each side in its own best variant: name both
-        accelerator, cpu = f"{accelerator} {pair.accelerator.variant}", f"{cpu} {pair.cpu.variant}"
+    accelerator, cpu = pair.b.device, "cpu"
+    if pair.a.fast:  # each side in its own best variant: name both
+        accelerator, cpu = f"{accelerator} {pair.b.variant}", f"{cpu} {pair.a.variant}"
     lines = [pair.label, f"{accelerator} vs {cpu}"]
     if not machines_shared:
-        lines += [pair.accelerator.machine, f"vs {pair.cpu.machine}"]
+        lines += [pair.b.machine, f"vs {pair.a.machine}"]
     return "\n".join(lines)
 
 
@@ -28,7 +29,7 @@ def ratio_chart(pairs: list[Pair], path) -> None:
     comparable = [pair for pair in pairs if pair.speedup is not None]
     if not comparable:
         raise ValueError("no comparable CPU/accelerator pairs to plot")
-    machines = {(p.accelerator.device, p.accelerator.machine, p.cpu.machine) for p in comparable}
+    machines = {(p.b.device, p.b.machine, p.a.machine) for p in comparable}
     labels = [_pair_label(p, len(machines) == 1) for p in comparable]
     speedups = [p.speedup for p in comparable]
     lines_per_bar = labels[0].count("\n") + 1
@@ -62,7 +63,7 @@ def history_chart(all_series: list[Series], path) -> int:
     for series in trends:
         panels.setdefault((series.points[0].result.extra_info["kind"], series.machine), []).append(series)
     heights = [max(2.2, 0.8 + 0.17 * len(group)) for group in panels.values()]
-    figure, all_axes = plt.subplots(len(panels), 1, figsize=(13, 1.0 + sum(heights)), sharex=True, squeeze=False,
+    figure, all_axes = plt.subplots(len(panels), 1, figsize=(13, 1.0 + sum(heights)), squeeze=False,
                                     height_ratios=heights, layout="constrained")
     for axes, ((kind, machine), group) in zip(all_axes[:, 0], panels.items()):
         for index, series in enumerate(group):
@@ -70,15 +71,15 @@ def history_chart(all_series: list[Series], path) -> int:
             times = [point.result.run_time for point in series.points]
             relative = [point.result.median / first for point in series.points]
             style = LINE_STYLES[index // COLOURS % len(LINE_STYLES)]  # the colours repeat after ten lines
-            axes.plot(times, relative, style, marker="o", markersize=3, linewidth=1, label=series.label_on_its_machine)
+            axes.plot(times, relative, style, marker="o", markersize=3, linewidth=1, label=series.label)
             flagged = [(t, r) for t, r, p in zip(times, relative, series.points) if p.flag == "regression"]
             if flagged:
                 axes.scatter(*zip(*flagged), s=80, facecolors="none", edgecolors="red", zorder=3)
         axes.axhline(1.0, color="grey", linewidth=0.8)
         axes.set_title(f"{kind} on {machine}", loc="left", fontsize=9)
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    bottom = all_axes[-1, 0].xaxis
-    bottom.set_major_formatter(matplotlib.dates.ConciseDateFormatter(bottom.get_major_locator()))
+        # each machine's runs on a time axis of their own: machines measured days apart are not squeezed
+        axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(axes.xaxis.get_major_locator()))
     figure.supylabel("median / first run's median (lower is faster)", fontsize=9)
     left = f"; {left_out} series with a single run left out" if left_out else ""
     figure.suptitle(f"Benchmark history: {len(trends)} series{left}. Red circles: regressions beyond the "
@@ -89,7 +90,7 @@ def history_chart(all_series: list[Series], path) -> int:
 
 
 def scaling_chart(curves, path) -> None:
-    """Total images/s against world size for each ``mnistbench.scaling.Curve``, beside the ideal line (N times
+    """Total images/s against world size for each ``mnistbench.reports.scaling.Curve``, beside the ideal line (N times
     the one-rank speed), each point labelled with its scaling efficiency."""
     if not curves:
         raise ValueError("no data-parallel results to plot")
@@ -110,5 +111,36 @@ def scaling_chart(curves, path) -> None:
     axes.set_ylim(bottom=0)
     axes.set_title("Data-parallel scaling (dashed: ideal; labels: efficiency)")
     axes.legend(fontsize=7)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+TUNING_COLOURS = {"base": "tab:blue", "peak": "tab:orange", None: "tab:grey"}
+
+
+def compare_chart(pairs: list[Pair], path, a_name: str, b_name: str) -> None:
+    """Horizontal bars of B's speedup over A for each comparable pair (A's median time over B's), coloured by
+    base, peak or neither, each value at the end of its bar, and a dashed line at each geometric mean;
+    ``a_name`` and ``b_name`` say which machines in the title."""
+    comparable = [pair for pair in pairs if pair.speedup is not None]
+    if not comparable:
+        raise ValueError("no comparable pair of benchmarks to plot")
+    figure, axes = plt.subplots(figsize=(10, 1.8 + 0.3 * len(comparable)), layout="constrained")
+    speedups = [pair.speedup for pair in comparable]
+    bars = axes.barh(range(len(comparable)), speedups, color=[TUNING_COLOURS[pair.a.tuning] for pair in comparable])
+    axes.bar_label(bars, labels=[f"{s:.2f}x" for s in speedups], padding=3, fontsize=8)
+    axes.set_yticks(range(len(comparable)), [f"{pair.label} ({pair.a.tuning or 'neither'})" for pair in comparable],
+                    fontsize=8)
+    axes.invert_yaxis()
+    axes.axvline(1.0, color="grey", linewidth=0.8)
+    for tuning, (mean, count) in geometric_means(comparable).items():
+        if mean is not None:
+            axes.axvline(mean, color=TUNING_COLOURS[tuning], linestyle="--", linewidth=1,
+                         label=f"{tuning} geometric mean {mean:.2f}x ({count})")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    axes.set_xlabel("speedup of B over A (A's median time / B's)")
+    axes.set_xlim(0, max(*speedups, 1.0) * 1.15)  # the line of equal speed always in view
+    figure.suptitle(f"B: {b_name}\nagainst A: {a_name}", fontsize=9)
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -4,13 +4,14 @@ A change between consecutive runs is flagged only when it is larger than both th
 TorchBench uses) and the measured noise: the spread of the rounds within either run, and, once a
 benchmark has three or more runs, the typical run-to-run change before it. Runs whose configuration
 differs (a smoke run of 256 samples beside full epochs), or that ran on another machine (``machine.identity``:
-two CPUs may share a model name and differ threefold in speed), form separate series, never a regression;
-each series' label names what sets it apart from the others that would otherwise read the same.
+two CPUs may share a model name and differ threefold in speed), form separate series, never a regression.
+Each series is shown with its machine, and its label names what sets it apart from the other series of
+that machine that would otherwise read the same.
 """
 import statistics
 from dataclasses import dataclass, field
 
-from .results import CONFIG_FIELDS, Result
+from .results import CONFIG_FIELDS, Result, run_names
 
 THRESHOLD = 0.07
 
@@ -30,11 +31,6 @@ class Series:
     points: list[Point] = field(default_factory=list)
 
     @property
-    def label_on_its_machine(self) -> str:
-        """The label less the machine's identity, for a view that names the machine once for all its series."""
-        return self.label.replace(f", {self.machine}", "")
-
-    @property
     def latest_regressed(self) -> bool:
         return bool(self.points) and self.points[-1].flag == "regression"
 
@@ -46,9 +42,10 @@ def _flag(change: float, noise: float, threshold: float) -> str:
 
 
 def _key(result: Result) -> tuple:
-    """What must agree for two runs to be one series: the benchmark, its configuration and the machine."""
+    """What must agree for two runs to be one series: the benchmark (under its current name), its
+    configuration and the machine."""
     configuration = tuple(str(result.extra_info[f]) for f in CONFIG_FIELDS)
-    return result.name, configuration, result.variant, result.machine, result.host
+    return result.identity, configuration, result.variant, result.machine, result.host
 
 
 def _distinctions(result: Result) -> dict[str, str]:
@@ -56,16 +53,17 @@ def _distinctions(result: Result) -> dict[str, str]:
     return {
         "samples": f"{result.extra_info['samples']} samples",
         "dataset": str(result.extra_info["dataset"]),
+        "seeds": f"{result.extra_info['seeds']} seed{'s' * (result.extra_info['seeds'] != 1)}",
         "variant": result.variant,
-        "machine": result.machine,
         "host": "" if result.device == "cpu" else f"host {result.host}",  # a CPU's identity includes its host
         "test": result.name.rsplit("::", 1)[-1],
     }
 
 
 def _labels(firsts: list[Result]) -> list[str]:
-    """``label (device)``, followed by whatever differs among series that would otherwise read the same."""
-    plain = [(result.label, result.device) for result in firsts]
+    """``label (device)``, followed by whatever differs among the series of the same machine that would
+    otherwise read the same."""
+    plain = [(result.label, result.device, result.machine) for result in firsts]
     labels = []
     for label, result in zip(plain, firsts):
         alike = [_distinctions(other) for other, other_label in zip(firsts, plain) if other_label == label]
@@ -94,10 +92,11 @@ def build(results: list[Result], threshold: float = THRESHOLD) -> list[Series]:
 
 
 def rows(all_series: list[Series]) -> list[dict]:
+    names = run_names([point.result.file for series in all_series for point in series.points])
     return [{
         "benchmark": series.label,
         "machine": series.machine,
-        "run": f"{point.result.file.parent.name}/{point.result.file.stem.split('_')[0]}",
+        "run": names[point.result.file],
         "time": point.result.run_time.strftime("%Y-%m-%d %H:%M"),
         "median_s": point.result.median,
         "change": None if point.change is None else f"{point.change:+.1%}",

@@ -1,0 +1,84 @@
+"""Pairs: one benchmark measured on two sides, divided only when like is compared with like.
+
+The one mechanism behind ``ratio`` (a CPU against an accelerator of the same host), ``compare`` (machine A
+against machine B) and ``score`` (a machine against a reference run). Two results pair when they are the
+same benchmark (``Result.identity``: the test and its parameters less the device). A pair whose
+configuration differs anyway (samples per round, batch, dataset, precision, the seeds of a time to
+accuracy, the torch version...) is listed with the reason and no ratio: dividing unlike numbers is how the
+articles' "23x" was made. The device's own fields always differ. The one exception is the ``fast`` setup,
+recipe and step: each side at its own measured best variant on the same network, data, optimizer and
+batch; there the variant fields may differ too. The optimizer's implementation (for-loop, foreach, fused:
+the same arithmetic) never refuses a pair.
+
+Where a side holds several runs of a benchmark, the newest comparable pair is used (the one whose older
+result is newest), else the newest result of each side, with the reason they differ.
+"""
+from dataclasses import dataclass
+
+from .results import CONFIG_FIELDS, VARIANT_FIELDS, Result
+
+# Fields expected to differ between the two sides of a pair.
+DEVICE_FIELDS = ("device", "device_name")
+
+
+@dataclass(frozen=True)
+class Pair:
+    a: Result  # the baseline: the CPU, machine A, the reference run
+    b: Result
+    mismatch: str | None  # why the two may not be divided, or None
+
+    @property
+    def speedup(self) -> float | None:
+        """How many times faster ``b`` ran than ``a``: ``a``'s median time over ``b``'s; None when refused."""
+        return None if self.mismatch else self.a.median / self.b.median
+
+    @property
+    def label(self) -> str:
+        return self.a.pair_label
+
+
+def mismatch(a: Result, b: Result, names: tuple[str, str] = ("a", "b")) -> str | None:
+    """Which configuration fields or library versions differ between ``a`` and ``b``, if any, each side
+    called by its name in ``names``; in a ``fast`` pair the variant fields may differ."""
+    allowed = DEVICE_FIELDS + (VARIANT_FIELDS if a.fast and b.fast else ())
+    reasons = [f"{field} differs ({names[0]} {a.extra_info[field]}, {names[1]} {b.extra_info[field]})"
+               for field in CONFIG_FIELDS if field not in allowed and a.extra_info[field] != b.extra_info[field]]
+    reasons += [f"{field} differs ({names[0]} {version}, {names[1]} {b.versions.get(field)})"
+                for field, version in a.versions.items() if version != b.versions.get(field)]
+    return "; ".join(reasons) or None
+
+
+def _signature(result: Result) -> tuple:
+    """What ``mismatch`` reads of a result: results of one signature pair alike with any other."""
+    compared = [field for field in CONFIG_FIELDS if field not in DEVICE_FIELDS]
+    return result.fast, tuple(str(result.extra_info[field]) for field in compared), tuple(result.versions.items())
+
+
+def _by_benchmark(side: list[Result]) -> dict[tuple, dict[tuple, Result]]:
+    """``{identity: {signature: newest result}}`` of one side (``side`` in time order)."""
+    grouped: dict[tuple, dict[tuple, Result]] = {}
+    for result in side:
+        grouped.setdefault(result.identity, {})[_signature(result)] = result
+    return grouped
+
+
+def match(a_side: list[Result], b_side: list[Result], names: tuple[str, str] = ("a", "b")) -> list[Pair]:
+    """One pair per benchmark that both sides hold (each side in time order), named by ``names`` in the
+    refusals; the newest comparable pair, else the newest of each side with the reason they differ."""
+    a_by, b_by = _by_benchmark(a_side), _by_benchmark(b_side)
+    found = []
+    for identity in a_by.keys() & b_by.keys():
+        candidates = [(a, b) for a in a_by[identity].values() for b in b_by[identity].values()]
+        comparable = [(a, b) for a, b in candidates if mismatch(a, b) is None]
+        if comparable:
+            a, b = max(comparable, key=lambda p: sorted((p[0].run_time, p[1].run_time)))
+        else:
+            a, b = (max(side[identity].values(), key=lambda result: result.run_time) for side in (a_by, b_by))
+        found.append(Pair(a, b, mismatch(a, b, names)))
+    return sorted(found, key=lambda pair: pair.label)
+
+
+def unpaired(side: list[Result], other: list[Result]) -> list[str]:
+    """The labels of the benchmarks ``side`` holds and ``other`` does not, sorted."""
+    others = {result.identity for result in other}
+    return sorted({result.pair_label for result in side if result.identity not in others})

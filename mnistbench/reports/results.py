@@ -1,0 +1,312 @@
+"""Stored results: pytest-benchmark JSON files read back, tolerating bad files without losing good ones.
+
+Files of every pytest-benchmark version are read: 3.x wrote its UTC ``datetime`` without a time zone,
+4.x and later with one. Files of every version of this suite are read in its current terms: a field
+stored before it existed reads as what leaving it out meant (``STORED_DEFAULTS``), and a test parameter
+renamed since reads under its new name (``current_params``), so that old and new runs of one benchmark
+pair and form series. A file that is not valid JSON, a JSON from another tool, a folder with no JSON, a
+machine description whose fields hold the wrong JSON type, or one benchmark with a missing, mistyped or
+nonsensical field (a hand-edited median of zero, a number where a device name belongs) each produce a
+one-line warning naming the file, the field and its value; only when nothing usable is left does ``load``
+raise ``NoResultsError``.
+"""
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import machine
+from ..variants import Variant
+
+# Fields that must agree before two results may be compared; a benchmark lacking one is skipped.
+CONFIG_FIELDS = ("kind", "model", "device", "device_name", "batch_size", "samples", "dataset", "pipeline",
+                 "precision", "memory_format", "compile", "world_size", "backend", "seeds")
+# What a result stored before a field existed meant by leaving it out: one process, no process group, the
+# Adam implementation torch.optim.Adam picks (the only one before the choice existed), and one seed.
+STORED_DEFAULTS = {"world_size": 1, "backend": None, "optimizer": "default", "seeds": 1}
+VERSION_FIELDS = ("torch", "torchvision")
+# The speed variant of a benchmark.
+VARIANT_FIELDS = ("precision", "memory_format", "compile", "optimizer")
+# The JSON type of every stored field the reports read (see ``check``); fields not listed are not read.
+EXTRA_INFO_TYPES = {"kind": str, "model": str, "device": str, "device_name": str, "batch_size": int, "samples": int,
+                    "dataset": str, "pipeline": (str, None), "precision": str, "memory_format": str, "compile": str,
+                    "optimizer": str, "world_size": int, "backend": (str, None), "seeds": int, "threads": (int, None),
+                    "nodes": int, "first_step_seconds": (float, None)}
+BENCHMARK_TYPES = {"fullname": str, "params": (dict, None), "extra_info": EXTRA_INFO_TYPES,
+                   "stats": {"median": float, "iqr": float, "rounds": int}}
+
+
+class NoResultsError(RuntimeError):
+    """None of the given paths held a usable benchmark result."""
+
+
+class ResultWarning(UserWarning):
+    """A stored file or benchmark was skipped."""
+
+
+class FieldError(ValueError):
+    """A stored field is missing where it is needed, holds another JSON type than the reports read, or a value
+    they cannot use; the message names the field and shows its value as JSON."""
+
+    def __init__(self, where: str, value=None, expected: str | None = None):
+        super().__init__(f"{where} is missing" if expected is None else f"{where} is {shown(value)}, not {expected}")
+
+
+def shown(value, limit: int = 40) -> str:
+    """``value`` as JSON, cut to ``limit`` characters: its type shows (``0``, ``"cpu"``, ``null``, ``[1]``)."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
+               bool: "a boolean", None: "null"}
+
+
+def _top(spec):
+    """The Python type of a spec's top level (see ``check``)."""
+    return dict if isinstance(spec, dict) else list if isinstance(spec, list) else spec
+
+
+def _is(value, kind) -> bool:
+    """Whether ``value`` is a JSON value of ``kind``: a number for ``float``, an integer for ``int``, never a
+    boolean for either (Python's ``True`` is an ``int``)."""
+    if kind is None:
+        return value is None
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def check(value, spec, where: str) -> None:
+    """``FieldError`` naming the first field of ``value`` (found at ``where``) whose JSON type differs from
+    ``spec``: a Python type for one JSON type (``None`` for null), a tuple for any of its members, a dict for
+    an object whose listed fields, where present, have their specs, a one-item list for an array of items
+    of that spec."""
+    options = spec if isinstance(spec, tuple) else (spec,)
+    matching = [option for option in options if _is(value, _top(option))]
+    if not matching:
+        raise FieldError(where, value, " or ".join(_TYPE_NAMES[_top(option)] for option in options))
+    chosen = matching[0]
+    if isinstance(chosen, dict):
+        for field, inner in chosen.items():
+            if field in value:
+                check(value[field], inner, f"{where}.{field}")
+    elif isinstance(chosen, list):
+        for index, item in enumerate(value):
+            check(item, chosen[0], f"{where}[{index}]")
+
+
+def test_function(fullname: str) -> str:
+    """The test function of a pytest-benchmark fullname, e.g. ``test_epoch`` of
+    ``benchmarks/test_epoch.py::test_epoch[vgg-cpu-fast]``."""
+    return fullname.rsplit("::", 1)[-1].split("[", 1)[0]
+
+
+def identity(test: str, params: dict) -> tuple:
+    """What a benchmark is, whatever device ran it: the test and its parameters (in the current terms,
+    ``current_params``) less the device, e.g. ``("test_epoch", ("model_name", "vgg"), ("setup", "fast"))``."""
+    return (test,) + tuple(sorted((k, str(v)) for k, v in params.items() if k != "device"))
+
+
+@dataclass(frozen=True)
+class Result:
+    """One benchmark of one stored run."""
+
+    file: Path
+    run_time: datetime
+    name: str  # pytest-benchmark's fullname, device included
+    params: dict
+    extra_info: dict
+    versions: dict
+    median: float
+    iqr: float
+    rounds: int
+    machine: str  # the device that ran it, in the terms that decide its speed (``machine.identity``)
+    host: str  # the CPU of the machine that wrote the file (``machine.host``)
+
+    @property
+    def device(self) -> str:
+        return self.extra_info["device"]
+
+    @property
+    def test(self) -> str:
+        return test_function(self.name)
+
+    @property
+    def identity(self) -> tuple:
+        """What the benchmark is, whatever device ran it: ``identity``."""
+        return identity(self.test, self.params)
+
+    @property
+    def fast(self) -> bool:
+        """Whether this is the ``fast`` setup, recipe or step: each device in its own measured best variant."""
+        return "fast" in (self.params.get("setup"), self.params.get("recipe_name"), self.params.get("step_variant"))
+
+    @property
+    def tuning(self) -> str | None:
+        """SPEC's split of a benchmark: ``peak`` for the fast setup, recipe or step (each device in its own
+        measured best variant); ``base`` for the articles' configuration everywhere (the ``reference`` epoch,
+        the article recipe's time to accuracy, the fp32 eager step with the default Adam); None for the rest
+        (the ``resident`` epoch, data-parallel runs, the exhaustive matrix's other step variants)."""
+        if self.fast:
+            return "peak"
+        base = {"setup": "reference", "recipe_name": "article", "step_variant": str(Variant())}
+        return "base" if any(self.params.get(name) == value for name, value in base.items()) else None
+
+    @property
+    def workload(self) -> str:
+        """What was trained, without device or variant, e.g. ``epoch vgg resident b128`` or ``epoch vgg fast b128``."""
+        info = self.extra_info
+        parts = [info["kind"], info["model"], "fast" if self.fast else info.get("pipeline"), f"b{info['batch_size']}"]
+        return " ".join(str(part) for part in parts if part is not None)
+
+    @property
+    def variant(self) -> str:
+        """The speed variant in full, e.g. ``bf16-channels_last-eager`` or ``fp32-contiguous-eager-fused``."""
+        return "-".join(str(self.extra_info[f]) for f in VARIANT_FIELDS if self.extra_info.get(f) is not None)
+
+    @property
+    def label(self) -> str:
+        """A short readable name without the device: the workload and the variant's departures from fp32
+        eager, e.g. ``epoch vgg resident b128`` or ``step-train vgg b128 bf16``."""
+        info = self.extra_info
+        parts = [info.get(field) for field in ("precision", "memory_format", "compile")]
+        if info.get("backend") is not None:
+            parts.append(f"{info['backend']} x{info['world_size']}")
+        return " ".join([self.workload] + [str(p) for p in parts if p not in (None, "fp32", "contiguous", "eager")])
+
+    @property
+    def pair_label(self) -> str:
+        """The benchmark as it is paired across devices and machines: its ``label``, less the variant where
+        each side runs its own (``fast``)."""
+        return self.workload if self.fast else self.label
+
+    @property
+    def relative_noise(self) -> float:
+        """The spread of this run's rounds: interquartile range over median."""
+        return self.iqr / self.median if self.median else 0.0
+
+
+def json_files(paths) -> list[Path]:
+    """The JSON files named by ``paths``: files as given, folders searched recursively."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            inside = sorted(path.rglob("*.json"))
+            if not inside:
+                warnings.warn(f"{path}: no JSON files in this folder", ResultWarning, stacklevel=2)
+            found += inside
+        elif path.is_file():
+            found.append(path)
+        else:
+            warnings.warn(f"{path}: no such file or folder", ResultWarning, stacklevel=2)
+    return found
+
+
+def read_file(path: Path) -> list[Result]:
+    """The usable benchmarks of one pytest-benchmark JSON file (warnings for the rest)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        warnings.warn(f"{path}: skipped, not readable JSON ({error})", ResultWarning, stacklevel=2)
+        return []
+    return parse(document, path)
+
+
+def parse(document, path: Path) -> list[Result]:
+    """The usable benchmarks of a pytest-benchmark JSON document, read from ``path`` or just produced."""
+    if not isinstance(document, dict) or not isinstance(document.get("benchmarks"), list) or "datetime" not in document:
+        warnings.warn(f"{path}: skipped, not a pytest-benchmark result file", ResultWarning, stacklevel=2)
+        return []
+    try:
+        run_time = run_datetime(document["datetime"])
+        machine_info = document.get("machine_info", {})
+        check(machine_info, machine.STORED_TYPES, "machine_info")
+    except FieldError as error:
+        warnings.warn(f"{path}: skipped, {error}", ResultWarning, stacklevel=2)
+        return []
+    if not document["benchmarks"]:
+        warnings.warn(f"{path}: skipped, it holds no benchmarks", ResultWarning, stacklevel=2)
+    ours = machine_info.get("mnistbench", {})
+    versions = {field: ours.get(field) for field in VERSION_FIELDS}
+    results = []
+    for number, bench in enumerate(document["benchmarks"], start=1):
+        try:
+            results.append(_result(bench, Path(path), run_time, versions, machine_info))
+        except FieldError as error:
+            name = bench.get("fullname") if isinstance(bench, dict) else None
+            name = name if isinstance(name, str) else f"number {number}"
+            warnings.warn(f"{path}: skipped benchmark {name}: {error}", ResultWarning, stacklevel=2)
+    return results
+
+
+def run_datetime(text) -> datetime:
+    """When a run was made, time-zone aware: pytest-benchmark 3.x wrote UTC without saying so. ``FieldError``
+    for anything but an ISO 8601 date and time."""
+    if not isinstance(text, str):
+        raise FieldError("datetime", text, "a string")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise FieldError("datetime", text, "an ISO 8601 date and time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def current_params(test: str, params: dict, extra_info: dict) -> dict:
+    """A benchmark's parameters in the suite's current terms, so that a run stored before a rename pairs with
+    newer runs of the same benchmark: the epoch's ``pipeline_name`` became ``setup`` when the fast setup
+    came; a step's variant, once a ``variant`` object (stored as ``UNSERIALIZABLE[...]``) and before that
+    no parameter at all (fp32 eager), is now ``step_variant``, read from what the step recorded it ran."""
+    params = dict(params)
+    if test == "test_epoch" and "pipeline_name" in params:
+        params["setup"] = params.pop("pipeline_name")
+    if test == "test_step" and "step_variant" not in params:
+        params.pop("variant", None)
+        params["step_variant"] = "-".join(str(extra_info[field]) for field in VARIANT_FIELDS)
+    return params
+
+
+def _result(bench, path: Path, run_time: datetime, versions: dict, machine_info: dict) -> Result:
+    """One stored benchmark; ``FieldError`` naming the first field the reports cannot use."""
+    if not isinstance(bench, dict):
+        raise FieldError("the benchmark", bench, "an object")
+    for field, spec in BENCHMARK_TYPES.items():
+        if field in bench:
+            check(bench[field], spec, field)
+        elif field != "params":
+            raise FieldError(field)
+    stats, extra_info = bench["stats"], {**STORED_DEFAULTS, **bench["extra_info"]}  # fields older results lack
+    for where, fields, within in (("stats", ("median", "iqr", "rounds"), stats), ("extra_info", CONFIG_FIELDS,
+                                                                                  extra_info)):
+        for field in fields:
+            if field not in within:
+                raise FieldError(f"{where}.{field}")
+    for field, valid, expected in (("median", lambda v: v > 0, "above zero"), ("iqr", lambda v: v >= 0, "zero or more"),
+                                   ("rounds", lambda v: v >= 1, "one or more")):
+        if not math.isfinite(stats[field]) or not valid(stats[field]):
+            raise FieldError(f"stats.{field}", stats[field], expected if math.isfinite(stats[field])
+                             else "a finite number")
+    return Result(file=path, run_time=run_time, name=bench["fullname"],
+                  params=current_params(test_function(bench["fullname"]), bench.get("params") or {}, extra_info),
+                  extra_info=extra_info,
+                  versions=versions, median=float(stats["median"]), iqr=float(stats["iqr"]),
+                  rounds=int(stats["rounds"]), machine=machine.identity(machine_info, extra_info),
+                  host=machine.host(machine_info))
+
+
+def run_names(files) -> dict[Path, str]:
+    """A short name for each run file: its number (``0005``), after its folder (``Linux-CPython-3.11-64bit/0005``)
+    only where the files come from several folders."""
+    files = list(dict.fromkeys(map(Path, files)))
+    several = len({file.parent for file in files}) > 1
+    return {file: "/".join(filter(None, [several and file.parent.name, file.stem.split("_")[0]])) for file in files}
+
+
+def load(paths) -> list[Result]:
+    """Every usable benchmark under ``paths``, oldest run first; ``NoResultsError`` if there is none."""
+    results = [result for path in json_files(paths) for result in read_file(path)]
+    if not results:
+        raise NoResultsError(f"no usable pytest-benchmark results in {', '.join(map(str, paths))}")
+    return sorted(results, key=lambda result: result.run_time)
