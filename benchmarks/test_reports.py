@@ -229,6 +229,7 @@ def test_the_nvidia_driver_version_is_read_from_the_kernel_module(tmp_path, monk
     assert machine.nvidia_driver() is None
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_identity_holds_name_memory_and_capability():
     properties = machine.gpu(0)
