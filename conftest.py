@@ -153,7 +153,7 @@ def pytest_generate_tests(metafunc):
                  for name in _step_variants(device, matrix, config.mnistbench_variant_choices)
                  for mode in ("train", "forward") if mode == "train" or _runs_forward(name)]
         metafunc.parametrize(("device", "step_variant", "mode"), cases, ids=["-".join(case) for case in cases])
-    elif "device" in names:
+    elif "device" in names and "backend" not in names:  # test_distributed pairs each backend with its device
         metafunc.parametrize("device", config.mnistbench_devices)
     if "pipeline_name" in names:
         metafunc.parametrize("pipeline_name", list(pipelines.PIPELINES))
@@ -359,7 +359,8 @@ def pytest_report_collectionfinish(config, items):
     """Before a timed run starts: how many benchmarks it holds and roughly how long they take here."""
     if not config.mnistbench_full:
         return None
-    timed = [item for item in items if "benchmark" in getattr(item, "fixturenames", ())]
+    timed = [item for item in items if "benchmark" in getattr(item, "fixturenames", ())
+             and not item.get_closest_marker("skip")]  # such as the nccl case on a machine without a GPU
     devices_by_id = {item.nodeid: item.callspec.params.get("device", "cpu") for item in timed}
     storage = str(config.getoption("benchmark_storage")).removeprefix("file://")
     return str(estimate.estimate([item.nodeid for item in timed], devices_by_id, storage))

@@ -28,7 +28,9 @@ SMOKE_CASE = ("vgg", "gloo", 2)
 MIN_TIMED_STEPS = 6
 COLLECTIVE_TIMEOUT_SECONDS = 120  # how long a rank waits for the others in one collective
 SMOKE_TIMEOUT_SECONDS, FULL_TIMEOUT_SECONDS = 300, 2 * 3600  # for the whole torchrun run
-BACKEND_DEVICES = {"gloo": "cpu", "nccl": "cuda"}
+# Each backend's device parameter: rank 0's device, as its results record it (every benchmark has a `device`
+# parameter, so that pytest-benchmark can group any run by it).
+BACKEND_DEVICES = {"gloo": "cpu", "nccl": "cuda:0"}
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -40,15 +42,16 @@ def pytest_generate_tests(metafunc):
     gpus = sum(device.startswith("cuda") for device in chosen)
     cases = []
     if "cpu" in chosen:
-        cases += [pytest.param("gloo", size, id=f"gloo-{size}", marks=[pytest.mark.skip(
+        cases += [pytest.param("gloo", size, BACKEND_DEVICES["gloo"], id=f"gloo-{size}", marks=[pytest.mark.skip(
             reason=f"{size} gloo ranks need {size} cores; this machine has {CORES}")] if size > CORES else [])
             for size in (1, 2)]
     if gpus:
-        cases += [pytest.param("nccl", size, id=f"nccl-{size}") for size in distributed.world_sizes(gpus)]
+        cases += [pytest.param("nccl", size, BACKEND_DEVICES["nccl"], id=f"nccl-{size}")
+                  for size in distributed.world_sizes(gpus)]
     else:
-        cases.append(pytest.param("nccl", 1, id="nccl-1", marks=pytest.mark.skip(
+        cases.append(pytest.param("nccl", 1, BACKEND_DEVICES["nccl"], id="nccl-1", marks=pytest.mark.skip(
             reason="nccl ranks need CUDA GPUs; none is among --devices")))
-    metafunc.parametrize(("backend", "world_size"), cases)
+    metafunc.parametrize(("backend", "world_size", "device"), cases)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def one_rank_speeds() -> dict:
 
 
 @pytest.mark.benchmark(timer=STEP_CLOCK)
-def test_distributed(benchmark, model_name, backend, world_size, dataset_name, mnist_root, epoch_samples,
+def test_distributed(benchmark, model_name, backend, world_size, device, dataset_name, mnist_root, epoch_samples,
                      pytestconfig, tmp_path, one_rank_speeds):
     if not pytestconfig.mnistbench_full and (model_name, backend, world_size) != SMOKE_CASE:
         pytest.skip("the test command trains VGG on 2 gloo ranks only; --benchmark-only runs every case")
@@ -66,7 +69,7 @@ def test_distributed(benchmark, model_name, backend, world_size, dataset_name, m
     samples = epoch_samples and max(epoch_samples, MIN_TIMED_STEPS * batch_size * world_size)
     try:
         report = distributed.launch_steps(
-            model_name, BACKEND_DEVICES[backend], world_size, workdir=tmp_path, dataset=dataset_name, root=mnist_root,
+            model_name, device, world_size, workdir=tmp_path, dataset=dataset_name, root=mnist_root,
             samples=samples, threads_per_rank=max(1, torch.get_num_threads() // world_size),
             collective_timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS,
             timeout_seconds=FULL_TIMEOUT_SECONDS if pytestconfig.mnistbench_full else SMOKE_TIMEOUT_SECONDS)
