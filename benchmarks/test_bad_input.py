@@ -560,20 +560,12 @@ def test_launcher_variables_without_torchrun_make_a_single_process_that_says_so(
 
 
 @pytest.mark.filterwarnings("error")  # and no warning: torchelastic's @record, alone, warned on a captured stream
-def test_mnistbench_train_with_leftover_rank_variables_trains_alone(tmp_path, few_test_digits_root, monkeypatch,
-                                                                    capsys):
-    ignored = leave_over(monkeypatch, LEFTOVERS["one rank"])
-    status, out, err = run_cli(capsys, "train", "--model", "vgg", "--epochs", "1", "--samples", "128", "--no-progress",
-                               "--mnist-root", few_test_digits_root, "--out", tmp_path / "vgg.pth")
-    assert status == 0 and err == "", err
-    assert f"a single process (torchrun did not start it: {ignored} ignored)" in first_line(out)
-    checkpoints.load("vgg", tmp_path / "vgg.pth")
-
-
-def test_an_error_with_leftover_rank_variables_names_no_rank(tmp_path, monkeypatch, capsys):
+def test_a_job_with_leftover_rank_variables_reports_its_error_as_a_single_process(tmp_path, monkeypatch, capsys,
+                                                                                   offline):
     leave_over(monkeypatch, {"RANK": "3", "WORLD_SIZE": "4"})
-    status, out, err = run_cli(capsys, "evaluate", "--model", "vgg", "--weights", tmp_path / "none.pth")
-    assert status == 2 and err.startswith(f"mnistbench: error: {tmp_path / 'none.pth'}: no such file"), err
+    status, out, err = run_cli(capsys, "train", "--model", "vgg", "--mnist-root", tmp_path / "none",
+                               "--out", tmp_path / "vgg.pth")
+    assert status == 2 and first_line(err).startswith("mnistbench: error: mnist data not found: "), err
 
 
 # --- any output encoding -----------------------------------------------------------------------------------
@@ -583,7 +575,7 @@ def written(stream: io.TextIOWrapper) -> str:
     return stream.buffer.getvalue().decode(stream.encoding)
 
 
-@pytest.mark.parametrize("encoding", ["cp1252", "ascii", "latin-1"])
+@pytest.mark.parametrize("encoding", ["cp1252", "ascii"])
 def test_a_finished_job_prints_its_result_whatever_the_streams_encoding(encoding, weights, few_test_digits_root,
                                                                         monkeypatch):
     """A model path in Chinese characters, printed to a console that cannot show them: escaped, not a crash."""
@@ -632,7 +624,7 @@ def test_collecting_from_the_benchmarks_folder_creates_nothing_and_finds_every_g
     folder, no warning (pytest-benchmark's about the compared machine, or about saving nothing); and every
     benchmark has the parameters runs are grouped by (``--benchmark-group-by=param:device``)."""
     result, lines = run_pytest("--collect-only", "-q", "--benchmark-only", "-W", "error", "--benchmark-compare",
-                               "--benchmark-compare-fail=median:10%", "--matrix=exhaustive", tmp_path=tmp_path,
+                               "--benchmark-compare-fail=median:10%", tmp_path=tmp_path,
                                plugin=PARAMS_PLUGIN, cwd=REPO / "benchmarks")
     assert result.returncode == 0, "\n".join(lines)
     assert f"STORAGE {REPO / 'results'}" in lines and not (REPO / "benchmarks" / "results").exists()
