@@ -17,8 +17,10 @@ from mnistbench import backends, data, devices, fast, guards, idx, machine, matr
 from mnistbench.reports import ratio, scaling
 from mnistbench.variants import Variant
 
-# storage: saves only the benchmarks that finished, atomically; budget: --time-budget and the estimates
-pytest_plugins = ("mnistbench.storage", "mnistbench.budget")
+# storage: saves only the benchmarks that finished, atomically, under the checkout's results/;
+# gate: --benchmark-compare and --benchmark-compare-fail, each benchmark against its own stored result;
+# budget: --time-budget, the estimates it decides by, and each case's whole cost
+pytest_plugins = ("mnistbench.storage", "mnistbench.gate", "mnistbench.budget")
 
 SMOKE_EPOCH_SAMPLES = 256
 # At smoke size the time-to-accuracy benchmark proves its machinery on a target that no model stuck on
@@ -97,6 +99,10 @@ def pytest_configure(config):
     config.mnistbench_models = _comma_list(config.getoption("models"), models.names(), "--models")
     config.mnistbench_full = bool(config.getoption("benchmark_only"))
     config.mnistbench_matrix = config.getoption("matrix")
+    if config.getoption("benchmark_enable") and config.getoption("dist", "no") != "no":  # pytest-benchmark's test
+        raise pytest.UsageError(f"--benchmark-enable times benchmarks in one process, which pytest-xdist "
+                                f"(-n {config.getoption('numprocesses')}) cannot: pytest-benchmark would time nothing; "
+                                f"drop -n or give -n 0")
     # A smoke run's fast probe tries precisions and formats only: compilation and Adam's implementations
     # have tests of their own, and every candidate costs the probe seconds on a slow CPU. The quick matrix's
     # probe tries the candidates that can win (matrix.QUICK_CHOICES).
@@ -176,7 +182,7 @@ def pytest_generate_tests(metafunc):
                  for name in matrix.step_variants(device, chosen_matrix, config.mnistbench_variant_choices)
                  for mode in matrix.step_modes(name, chosen_matrix)]
         metafunc.parametrize(("device", "step_variant", "mode"), cases, ids=["-".join(case) for case in cases])
-    elif "device" in names:
+    elif "device" in names and "backend" not in names:  # test_distributed pairs each backend with its device
         metafunc.parametrize("device", config.mnistbench_devices)
     if "pipeline_name" in names:
         metafunc.parametrize("pipeline_name", list(pipelines.PIPELINES))
@@ -355,7 +361,7 @@ def pytest_sessionstart(session):
     """A timed run measures each device's achievable peak first, while nothing else runs, for fp32 (the
     articles' precision) and each precision the run's variants may use (utilisation figures divide by it)."""
     config = session.config
-    if config.mnistbench_full and not hasattr(config, "workerinput"):
+    if config.mnistbench_full and not hasattr(config, "workerinput") and not config.option.collectonly:
         for device in config.mnistbench_devices:
             for precision in dict.fromkeys(["fp32", *config.mnistbench_variant_choices["precisions"]]):
                 if variants.Variant(precision).unsupported_on(device) is None:
@@ -363,10 +369,13 @@ def pytest_sessionstart(session):
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    machine_info["mnistbench"] = {**machine.info(), "measured_peak_tflops": peaks.measured()}
+    """What this machine is, the same all run long (pytest-benchmark compares it with stored runs)."""
+    machine_info["mnistbench"] = machine.info()
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """The run's measured peaks beside the machine info: they are measured after pytest starts."""
+    output_json["mnistbench"] = {"measured_peak_tflops": peaks.measured()}
     config.mnistbench_output_json = output_json
 
 
@@ -398,6 +407,11 @@ def pytest_terminal_summary(terminalreporter, config):
 
 
 def pytest_report_header(config):
-    mode = "full benchmark" if config.mnistbench_full else "smoke run (benchmarks execute once, untimed)"
+    if config.mnistbench_full:
+        mode = "full benchmark"
+    elif config.getoption("benchmark_enable"):
+        mode = "tests and timed benchmarks (--benchmark-enable)"
+    else:
+        mode = "smoke run (benchmarks execute once, untimed)"
     return (f"mnistbench: {mode}; devices {','.join(config.mnistbench_devices)}; "
             f"models {','.join(config.mnistbench_models)}; {os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')} worker(s)")

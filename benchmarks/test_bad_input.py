@@ -8,6 +8,7 @@ traceback, and nothing in the data root or the results folder changed by a faile
 where its own exit path is what is tested.
 """
 import gzip
+import io
 import json
 import os
 import re
@@ -21,12 +22,15 @@ import pytest
 import torch
 from pytest_benchmark.logger import Logger
 from pytest_benchmark.storage.file import FileStorage
+from pytest_benchmark.utils import parse_compare_fail
 from torchvision import datasets
 
+import conftest
 import models
 from conftest import mnist_root_with
-from mnistbench import checkpoints, cli, data, storage
+from mnistbench import checkpoints, cli, data, distributed, gate, launcher, storage
 from mnistbench.reports import ratio
+from test_suite import OptionsOnly
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = [archive.removesuffix(".gz") for archive, _md5 in datasets.MNIST.resources]
@@ -478,8 +482,9 @@ def test_a_worker_hands_its_data_problem_to_the_controller_which_stops_the_run(s
     assert (controller.value.msg, controller.value.returncode) == (message, 4)
 
 
-def run_pytest(*args, tmp_path, plugin=None):
-    """``python -m pytest ARGS`` in the repository, with ``plugin`` (module source) loaded if given."""
+def run_pytest(*args, tmp_path, plugin=None, cwd=REPO):
+    """``python -m pytest ARGS`` started in ``cwd`` (the repository), with ``plugin`` (module source) loaded if
+    given."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
     env["PYTHONPATH"], extra = str(REPO), []
     if plugin:
@@ -487,7 +492,7 @@ def run_pytest(*args, tmp_path, plugin=None):
         env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "plugins"), str(REPO)])
         extra = ["-p", "bad_input_plugin"]
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, *map(str, args)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     return result, (result.stdout + result.stderr).splitlines()
 
 
@@ -579,3 +584,240 @@ def test_ctrl_c_midway_keeps_the_finished_benchmarks_and_no_partial_one(tmp_path
     stored = json.loads(saved.read_text())
     assert [(b["name"], b["stats"]["rounds"]) for b in stored["benchmarks"]] == [("test_epoch[vgg-cpu-reference]", 2)]
     assert "Traceback" not in result.stderr
+
+
+# --- launcher variables without a launcher ---------------------------------------------------------------
+
+# What a SLURM job or an exported torchrun environment leaves in a plain shell.
+LEFTOVERS = {
+    "one rank": {"RANK": "0", "WORLD_SIZE": "1"},
+    "two ranks with a rendezvous": {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "{port}"},
+    "a local rank": {"LOCAL_RANK": "1", "WORLD_SIZE": "4"},
+}
+
+
+def leave_over(monkeypatch, leftovers: dict) -> str:
+    """Set ``leftovers`` (no torchrun variable of its own); returns them as the job names what it ignores."""
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    values = {name: value.format(port=launcher.free_port()) for name, value in leftovers.items()}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return " ".join(f"{name}={values[name]}" for name in distributed.RANK_VARIABLES if name in values)
+
+
+@pytest.mark.parametrize("leftovers", list(LEFTOVERS))
+def test_launcher_variables_without_torchrun_make_a_single_process_that_says_so(leftovers, monkeypatch):
+    ignored = leave_over(monkeypatch, LEFTOVERS[leftovers])
+    member = distributed.join("cpu", timeout_seconds=5)  # a regression waits 5 s for the missing rank, then fails
+    assert (member.backend, member.rank, member.world_size) == (None, 0, 1)
+    assert str(member) == f"a single process (torchrun did not start it: {ignored} ignored)"
+
+
+@pytest.mark.filterwarnings("error")  # and no warning: torchelastic's @record, alone, warned on a captured stream
+def test_a_job_with_leftover_rank_variables_reports_its_error_as_a_single_process(tmp_path, monkeypatch, capsys,
+                                                                                   offline):
+    leave_over(monkeypatch, {"RANK": "3", "WORLD_SIZE": "4"})
+    status, out, err = run_cli(capsys, "train", "--model", "vgg", "--mnist-root", tmp_path / "none",
+                               "--out", tmp_path / "vgg.pth")
+    assert status == 2 and first_line(err).startswith("mnistbench: error: mnist data not found: "), err
+
+
+# --- any output encoding -----------------------------------------------------------------------------------
+
+def written(stream: io.TextIOWrapper) -> str:
+    stream.flush()
+    return stream.buffer.getvalue().decode(stream.encoding)
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "ascii"])
+def test_a_finished_job_prints_its_result_whatever_the_streams_encoding(encoding, weights, few_test_digits_root,
+                                                                        monkeypatch):
+    """A model path in Chinese characters, printed to a console that cannot show them: escaped, not a crash."""
+    path = weights.rename(weights.with_name("模型 vgg.pth"))
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding=encoding) for _ in range(2))
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    status = cli.main(["evaluate", "--model", "vgg", "--weights", str(path), "--mnist-root", str(few_test_digits_root)])
+    missing = cli.main(["evaluate", "--model", "vgg", "--weights", str(path.with_name("缺失.pth"))])
+    folder = path.parent
+    assert status == 0, written(err)
+    assert written(out).startswith(f"{folder}/\\u6a21\\u578b vgg.pth: vgg on 1000 mnist test images: accuracy ")
+    assert missing == 2 and written(err).startswith(f"mnistbench: error: {folder}/\\u7f3a\\u5931.pth: no such file")
+
+
+# --- any starting folder --------------------------------------------------------------------------------------
+
+def storage_config(option: str, addopts: list[str]):
+    return SimpleNamespace(getoption={"benchmark_storage": option}.__getitem__, getini={"addopts": addopts}.__getitem__,
+                           rootpath=REPO)
+
+
+@pytest.mark.parametrize("option, addopts, storage_path", [
+    ("results", ["-n", "auto", "--benchmark-storage=results"], str(REPO / "results")),  # pytest.ini's
+    ("file://results", ["--benchmark-storage", "file://results"], str(REPO / "results")),
+    ("mine", ["--benchmark-storage=results"], "mine"),  # the command line's: relative to the working folder
+    ("/tmp/results", ["--benchmark-storage=/tmp/results"], "/tmp/results"),
+    ("elasticsearch+https://host/index", ["--benchmark-storage=elasticsearch+https://host/index"],
+     "elasticsearch+https://host/index"),
+])
+def test_the_results_folder_of_pytest_ini_is_the_checkouts_wherever_pytest_starts(option, addopts, storage_path):
+    assert storage.in_checkout(storage_config(option, addopts)) == storage_path
+
+
+PARAMS_PLUGIN = """
+def pytest_collection_finish(session):
+    print("STORAGE", session.config.getoption("benchmark_storage"))
+    for item in session.items:
+        if "benchmark" in item.fixturenames:
+            print("PARAMS", item.name, *sorted(item.callspec.params))
+"""
+
+
+def test_collecting_from_the_benchmarks_folder_creates_nothing_and_finds_every_grouping_parameter(tmp_path):
+    """Started from benchmarks/, the README's gate collected with -W error: the checkout's results/, no new
+    folder, no warning (pytest-benchmark's about the compared machine, or about saving nothing); and every
+    benchmark has the parameters runs are grouped by (``--benchmark-group-by=param:device``)."""
+    result, lines = run_pytest("--collect-only", "-q", "--benchmark-only", "-W", "error", "--benchmark-compare",
+                               "--benchmark-compare-fail=median:10%", tmp_path=tmp_path,
+                               plugin=PARAMS_PLUGIN, cwd=REPO / "benchmarks")
+    assert result.returncode == 0, "\n".join(lines)
+    assert f"STORAGE {REPO / 'results'}" in lines and not (REPO / "benchmarks" / "results").exists()
+    params = {line.split()[1]: set(line.split()[2:]) for line in lines if line.startswith("PARAMS ")}
+    assert {name.partition("[")[0] for name in params} == {"test_epoch", "test_step", "test_time_to_accuracy",
+                                                           "test_distributed"}
+    assert [name for name, names in params.items() if not {"model_name", "device"} <= names] == []
+    assert not [line for line in lines if "Warning" in line or "warnings summary" in line], "\n".join(lines)
+
+
+# --- contradicting options ----------------------------------------------------------------------------------
+
+def test_timing_under_pytest_xdist_is_refused_as_benchmark_only_is():
+    """pytest-benchmark refuses --benchmark-only with -n N itself, and would time nothing with --benchmark-enable."""
+    with pytest.raises(pytest.UsageError) as refused:
+        conftest.pytest_configure(OptionsOnly(benchmark_enable=True, dist="load", numprocesses=2))
+    assert str(refused.value) == ("--benchmark-enable times benchmarks in one process, which pytest-xdist (-n 2) "
+                                  "cannot: pytest-benchmark would time nothing; drop -n or give -n 0")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"benchmark_only": True, "benchmark_compare_fail": ["median:10%"]},
+     "--benchmark-compare-fail gates this run against stored results: add --benchmark-compare"),
+    ({"benchmark_compare": True}, "--benchmark-compare compares timings, and this run times nothing (a smoke run"),
+    ({"benchmark_compare": True, "benchmark_compare_fail": ["median:10%"]},
+     "--benchmark-compare compares timings, and this run times nothing (a smoke run"),
+])
+def test_a_comparison_that_cannot_compare_is_refused_at_the_start(options, message):
+    with pytest.raises(pytest.UsageError) as refused:
+        gate.pytest_configure(OptionsOnly(**options))
+    assert str(refused.value).startswith(message)
+
+
+# --- the gate without a baseline, or with a partial newest run ----------------------------------------------
+
+HERE = {"cpu": {"brand_raw": "Test CPU", "flags": ["avx2", "avx512f"], "count": 2},
+        "mnistbench": {"cpu_capability": "AVX512", "cpu_threads": 2}}
+OTHER_MACHINE = {**HERE, "mnistbench": {"cpu_capability": "AVX2", "cpu_threads": 2}}  # the same name, AVX-512 off
+STEPS = [f"test_step[vgg-b128-cpu-{variant}-train]" for variant in ("fp32-contiguous-eager-default", "fast")]
+
+
+def stored(name: str, median: float, **changes) -> dict:
+    """A stored benchmark ``name`` with every statistic pytest-benchmark's table and checks read."""
+    stats = {**dict.fromkeys(gate.STATS_FIELDS, median), "stddev": 0.0, "iqr": 0.0, "rounds": 5}
+    return bench(**{"name": name, "fullname": f"benchmarks/test_step.py::{name}", "stats": stats, **changes})
+
+
+class Finished(SimpleNamespace):
+    """A benchmark that ran, as pytest-benchmark's ``Metadata`` shows it to the gate."""
+
+    def __getitem__(self, field):
+        return self.stats[field]
+
+
+def finished(name: str, median: float) -> Finished:
+    return Finished(name=name, fullname=f"benchmarks/test_step.py::{name}", extra_info=bench()["extra_info"],
+                    stats=dict.fromkeys(gate.STATS_FIELDS, median))
+
+
+def run_gate_hooks(tmp_path, runs: dict, finishing: dict, limit="median:10%"):
+    """The gate's hooks as pytest calls them, over ``runs`` (file name -> machine info and stored benchmarks) in
+    a results folder, for a run of ``STEPS`` where ``finishing`` (name -> median) pass: the lines it writes, the
+    exit status and pytest-benchmark's ``compared_mapping``."""
+    for name, (machine_info, benchmarks) in runs.items():
+        write(tmp_path / "results" / "machine" / f"{name}.json", {**run_file(benchmarks), "machine_info": machine_info})
+    lines = []
+    config = OptionsOnly(benchmark_only=True, benchmark_compare=True, benchmark_compare_fail=[parse_compare_fail(limit)])
+    config.option.collectonly = False
+    config.pluginmanager = SimpleNamespace(get_plugin=lambda name: SimpleNamespace(
+        write_line=lambda line, **style: lines.append(line)))
+    gate.pytest_configure(config)
+    config._benchmarksession = SimpleNamespace(storage=FileStorage(tmp_path / "results", Logger(), "machine"),
+                                               disabled=False, get_machine_info=lambda: HERE, benchmarks=[],
+                                               compared_mapping={})
+    session = SimpleNamespace(config=config, exitstatus=pytest.ExitCode.OK, items=[SimpleNamespace(
+        nodeid=f"benchmarks/test_step.py::{name}", name=name, fixturenames=["benchmark"]) for name in STEPS])
+    gate.pytest_collection_finish(session)
+    config._benchmarksession.benchmarks = [finished(name, median) for name, median in finishing.items()]
+    finish = gate.pytest_sessionfinish(session)
+    next(finish)  # pytest-benchmark's tables and the terminal summary come here
+    gate.pytest_terminal_summary(None, config)
+    with pytest.raises(StopIteration):
+        finish.send(None)
+    return lines, session.exitstatus, config._benchmarksession.compared_mapping
+
+
+@pytest.mark.parametrize("runs", [{}, {"0001_other": (OTHER_MACHINE, [stored(name, 1.0) for name in STEPS])}],
+                         ids=["no stored run", "only another machine's runs"])
+def test_a_gate_with_nothing_stored_of_this_machine_is_refused_before_the_first_benchmark(runs, tmp_path):
+    with pytest.raises(pytest.UsageError) as refused:
+        run_gate_hooks(tmp_path, runs, {})
+    assert str(refused.value) == (
+        f"--benchmark-compare-fail: nothing stored of this machine in {tmp_path / 'results'} to compare the 2 "
+        "selected benchmark(s) with; store a baseline first: the same command without --benchmark-compare and "
+        "--benchmark-compare-fail")
+
+
+def test_each_benchmark_is_compared_with_its_own_newest_result_of_this_machine(tmp_path):
+    """The newest file holds one of the two (as a time-to-accuracy run holds none), the next another machine's."""
+    fp32, fast = STEPS
+    runs = {"0001_full": (HERE, [stored(fp32, 1.0), stored(fast, 1.0)]),
+            "0002_one": (HERE, [stored(fp32, 2.0)]),
+            "0003_other": (OTHER_MACHINE, [stored(fp32, 9.0), stored(fast, 9.0)]),
+            "0004_tta": (HERE, [stored("test_time_to_accuracy[vgg-cpu-to0.99-fast]", 50.0)])}
+    lines, status, mapping = run_gate_hooks(tmp_path, runs, {fp32: 2.1, fast: 1.05})
+    assert {path.name: list(names) for path, names in mapping.items()} == {
+        "0002_one.json": [f"benchmarks/test_step.py::{fp32}"], "0001_full.json": [f"benchmarks/test_step.py::{fast}"]}
+    assert lines == ["mnistbench: gate passed (median:10%): 2 benchmark(s) compared"] and status == 0
+
+
+def test_a_regression_is_one_line_naming_it_and_fails_the_run(tmp_path):
+    fp32, fast = STEPS
+    lines, status, _ = run_gate_hooks(tmp_path, {"0001_full": (HERE, [stored(fp32, 1.0), stored(fast, 1.0)])},
+                                {fp32: 1.25, fast: 1.0})
+    assert lines == [f"mnistbench: gate failed (median:10%): {fp32} median 1.25 s against 1 s in run 0001, +25.0% "
+                     "(limit 10%)"]
+    assert status == pytest.ExitCode.TESTS_FAILED
+
+
+def test_benchmarks_with_nothing_stored_are_named_and_a_gate_that_compared_nothing_fails(tmp_path):
+    fp32, fast = STEPS
+    lines, status, _ = run_gate_hooks(tmp_path, {"0001_fp32": (HERE, [stored(fp32, 1.0)])}, {fast: 1.0})  # fp32 failed
+    assert lines == [
+        f"mnistbench: compare: nothing stored of this machine in {tmp_path / 'results'} for 1 of 2 benchmark(s), "
+        f"which run uncompared: {fast}",
+        f"mnistbench: compare: not compared, nothing stored to compare with: {fast}",
+        "mnistbench: gate failed (median:10%): no benchmark of this run was compared with a stored result"]
+    assert status == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_stored_benchmark_or_file_with_fields_of_any_type_is_no_baseline(tmp_path):
+    fp32, fast = STEPS
+    runs = {"0001_good": (HERE, [stored(fp32, 1.0), stored(fast, 1.0)]),
+            "0002_bad_fields": (HERE, [stored(fp32, 0.1, extra_info=None),
+                                       stored(fast, 0.1, stats={**stored(fast, 0.1)["stats"], "median": "fast"})]),
+            "0003_bad_machine": ([], [stored(fp32, 0.1)]),
+            "0004_unreadable": (HERE, ["a string"])}
+    lines, status, mapping = run_gate_hooks(tmp_path, runs, {fp32: 1.0, fast: 1.0})
+    assert [path.name for path in mapping] == ["0001_good.json"] and status == 0, lines
+    unreadable = tmp_path / "results" / "machine" / "0004_unreadable.json"
+    assert lines == [f"mnistbench: compare: Failed to load {unreadable}: string indices must be integers, not 'str'",
+                     "mnistbench: gate passed (median:10%): 2 benchmark(s) compared"]

@@ -32,7 +32,9 @@ COLLECTIVE_TIMEOUT_SECONDS = 120  # how long a rank waits for the others in one 
 # For the whole torchrun run: a smoke run, and a timed one (a full epoch of GoogLeNet on 2 gloo ranks took
 # 75 s on a 2-core Zen 5; this leaves room for a first-generation EPYC three times slower, and more).
 SMOKE_TIMEOUT_SECONDS, FULL_TIMEOUT_SECONDS = 300, 20 * 60
-BACKEND_DEVICES = {"gloo": "cpu", "nccl": "cuda"}
+# Each backend's device parameter: rank 0's device, as its results record it (every benchmark has a `device`
+# parameter, so that pytest-benchmark can group any run by it).
+BACKEND_DEVICES = {"gloo": "cpu", "nccl": "cuda:0"}
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -44,15 +46,16 @@ def pytest_generate_tests(metafunc):
     gpus = sum(device.startswith("cuda") for device in chosen)
     cases = []
     if "cpu" in chosen:
-        cases += [pytest.param("gloo", size, id=f"gloo-{size}", marks=[pytest.mark.skip(
+        cases += [pytest.param("gloo", size, BACKEND_DEVICES["gloo"], id=f"gloo-{size}", marks=[pytest.mark.skip(
             reason=f"{size} gloo ranks need {size} cores; this machine has {CORES}")] if size > CORES else [])
             for size in (1, 2)]
     if gpus:
-        cases += [pytest.param("nccl", size, id=f"nccl-{size}") for size in distributed.world_sizes(gpus)]
+        cases += [pytest.param("nccl", size, BACKEND_DEVICES["nccl"], id=f"nccl-{size}")
+                  for size in distributed.world_sizes(gpus)]
     else:
-        cases.append(pytest.param("nccl", 1, id="nccl-1", marks=pytest.mark.skip(
+        cases.append(pytest.param("nccl", 1, BACKEND_DEVICES["nccl"], id="nccl-1", marks=pytest.mark.skip(
             reason="nccl ranks need CUDA GPUs; none is among --devices")))
-    metafunc.parametrize(("backend", "world_size"), cases)
+    metafunc.parametrize(("backend", "world_size", "device"), cases)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,7 @@ def one_rank_speeds() -> dict:
 
 
 @pytest.mark.benchmark(timer=STEP_CLOCK)
-def test_distributed(benchmark, model_name, backend, world_size, dataset_name, mnist_root, epoch_samples,
+def test_distributed(benchmark, model_name, backend, world_size, device, dataset_name, mnist_root, epoch_samples,
                      pytestconfig, tmp_path, one_rank_speeds):
     if not pytestconfig.mnistbench_full and (model_name, backend, world_size) not in SMOKE_CASES:
         pytest.skip("the test command trains VGG on 2 gloo ranks (and 1 nccl rank on a GPU) only; "
@@ -71,7 +74,7 @@ def test_distributed(benchmark, model_name, backend, world_size, dataset_name, m
     samples = epoch_samples and max(epoch_samples, MIN_TIMED_STEPS * batch_size * world_size)
     try:
         report = distributed.launch_steps(
-            model_name, BACKEND_DEVICES[backend], world_size, workdir=tmp_path, dataset=dataset_name, root=mnist_root,
+            model_name, device, world_size, workdir=tmp_path, dataset=dataset_name, root=mnist_root,
             samples=samples, threads_per_rank=max(1, torch.get_num_threads() // world_size),
             collective_timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS,
             timeout_seconds=FULL_TIMEOUT_SECONDS if pytestconfig.mnistbench_full else SMOKE_TIMEOUT_SECONDS)

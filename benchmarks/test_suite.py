@@ -12,9 +12,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from _pytest.config.argparsing import Parser
+from packaging.requirements import Requirement
 
 import conftest
-from mnistbench import backends, fast, time_to_accuracy
+from mnistbench import backends, fast, gate, time_to_accuracy
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_INFO_FIELDS = {
@@ -52,15 +53,20 @@ def test_bad_options_are_usage_errors_naming_the_choices(option, message):
 
 class OptionsOnly(SimpleNamespace):
     """A pytest config holding only the suite's options (their defaults, as our parser gives them, and
-    ``changed``): enough for ``pytest_configure``, without a new pytest process for each case."""
+    ``changed``) and the plugins' options it reads (``others``, by their names in pytest: ``benchmark_only``,
+    ``dist``...): enough for ``pytest_configure``, without a new pytest process for each case."""
 
-    def __init__(self, *changed):
+    PLUGIN_DEFAULTS = {"benchmark_only": False, "benchmark_enable": False, "benchmark_compare": [],
+                       "benchmark_compare_fail": None, "dist": "no", "numprocesses": None}
+
+    def __init__(self, *changed, **others):
         parser = Parser(_ispytest=True)
         conftest.pytest_addoption(parser)
         values = vars(parser.parse_known_args(list(changed)))
-        super().__init__(option=SimpleNamespace(), values={**values, "benchmark_only": False, "benchmark_enable": False})
+        super().__init__(option=SimpleNamespace(), stash=pytest.Stash(),
+                         values={**values, **self.PLUGIN_DEFAULTS, **others})
 
-    def getoption(self, name):
+    def getoption(self, name, default=None):
         return self.values[name]
 
 
@@ -80,11 +86,34 @@ def test_each_bad_option_is_refused_naming_the_choices(option, message):
     assert message in str(refused.value)
 
 
+@pytest.mark.parametrize("options, mode", [
+    ({}, "smoke run (benchmarks execute once, untimed)"),
+    ({"benchmark_enable": True}, "tests and timed benchmarks (--benchmark-enable)"),
+    ({"benchmark_only": True}, "full benchmark"),
+])
+def test_the_header_says_whether_the_run_times(options, mode, monkeypatch):
+    monkeypatch.setenv(fast.CACHE_ENV, os.environ.get(fast.CACHE_ENV, ""))  # a smoke run's configure replaces it
+    config = OptionsOnly("--devices=cpu", "--models=vgg", **options)
+    conftest.pytest_configure(config)
+    assert conftest.pytest_report_header(config).startswith(f"mnistbench: {mode}; devices cpu; models vgg; ")
+
+
+def test_the_package_builds_without_a_setuptools_deprecation():
+    """setuptools deprecates the ``project.license`` table; the SPDX string replacing it needs setuptools 77."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert isinstance(pyproject["project"]["license"], str)
+    [setuptools] = [requirement for requirement in map(Requirement, pyproject["build-system"]["requires"])
+                    if requirement.name == "setuptools"]
+    assert setuptools.specifier.contains("77.0.0") and not setuptools.specifier.contains("76.1.0")
+
+
 def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_fields(tmp_path, mnist_root):
     """``scripts/lease.sh``, the job of a GPU lease, run on the CPU at smoke size (one model, 256-image epochs,
     a target any model reaches), so that a typo cannot waste a lease: the GPU cases of the tests, the quick
     matrix under its budget, headline cases first, its JSON in pytest-benchmark's format with our fields
-    and machine info, and the GPU/CPU table (here: why there is none)."""
+    and machine info, and the GPU/CPU table (here: why there is none); then the README's gate over runs made
+    from that JSON."""
     out = tmp_path / "out"
     quick = (f"--models vgg --epoch-samples 256 --epoch-rounds 2 --seeds 1 --target-accuracy 0.01 --precisions fp32 "
              f"--memory-formats contiguous --benchmark-min-rounds 2 --benchmark-max-time 0.01 --mnist-root {mnist_root}")
@@ -115,14 +144,54 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
     epoch = next(b for b in stored["benchmarks"] if b["name"] == "test_epoch[vgg-cpu-reference]")
     assert epoch["stats"]["rounds"] == 2 and epoch["extra_info"]["samples"] == 256
     assert {"torch", "torchvision", "cuda", "cudnn", "cpu_name", "gpus"} <= stored["machine_info"]["mnistbench"].keys()
-    cpu_peaks = stored["machine_info"]["mnistbench"]["measured_peak_tflops"]["cpu"]
+    assert "measured_peak_tflops" not in stored["machine_info"]["mnistbench"], "measured after pytest-benchmark compares"
+    cpu_peaks = stored["mnistbench"]["measured_peak_tflops"]["cpu"]
     assert cpu_peaks.keys() == {"method", "fp32"}, "no peak measured for a precision the run cannot use"
     assert "cpu" in (out / "ratio.md").read_text().lower()  # no accelerator ran: it says why there is no table
     assert (out / "cache" / "fast-variants.json").is_file()
 
-    compared = run("-m", "pytest_benchmark", "compare", str(saved))
+    compared = run("-m", "pytest_benchmark", "compare", str(saved), "--group-by=param:device")
     assert compared.returncode == 0, compared.stderr
-    assert "test_epoch[vgg-cpu-reference]" in compared.stdout
+    assert "test_epoch[vgg-cpu-reference]" in compared.stdout and "'device=cpu'" in compared.stdout
+
+    gated = gate_run(saved, mnist_root)
+    lines = (gated.stdout + gated.stderr).splitlines()
+    assert gated.returncode == 1, gated.stdout + gated.stderr
+    assert "step[vgg-b128-cpu-fp32-contiguous-eager-default-train] (0001)" in gated.stdout, \
+        "compared with its own newest result of this machine"
+    [verdict] = [line for line in lines if line.startswith("mnistbench: gate")]
+    assert verdict.startswith("mnistbench: gate failed (median:100%): "
+                              "test_step[vgg-b128-cpu-fp32-contiguous-eager-default-train] median ")
+    assert " in run 0001, +" in verdict, verdict
+    assert not [line for line in lines if "Traceback" in line or "PerformanceRegression" in line
+                or "machine_info is different" in line or len(line) > 500], "\n".join(lines)
+    assert len(list(saved.parent.glob("0004_*.json"))) == 1, "a gated run is saved as any other"
+
+
+def scaled(bench: dict, factor: float) -> dict:
+    """A stored benchmark whose times are ``factor`` times the measured ones."""
+    stats = {**bench["stats"], **{name: bench["stats"][name] * factor for name in (*gate.STATS_FIELDS, "q1", "q3")}}
+    return {**bench, "stats": {**stats, "ops": bench["stats"]["ops"] / factor}}
+
+
+def gate_run(saved: Path, mnist_root):
+    """The README's gate, with -W error, a storage outside the working folder and the run grouped by device, on
+    one of ``saved``'s benchmarks, over three stored runs made from it for an outcome no timing can change: run
+    0001 (``saved``, the step stored 1000 times faster than measured), the newer 0002 without the step, and the
+    newest 0003 from another machine with the step 1000 times slower."""
+    run_0001 = json.loads(saved.read_text())
+    epoch, step = (next(b for b in run_0001["benchmarks"] if b["name"] == name) for name in (
+        "test_epoch[vgg-cpu-reference]", "test_step[vgg-b128-cpu-fp32-contiguous-eager-default-train]"))
+    saved.write_text(json.dumps({**run_0001, "benchmarks": [epoch, scaled(step, 1e-3)]}))
+    (saved.parent / "0002_partial.json").write_text(json.dumps({**run_0001, "benchmarks": [epoch]}))
+    other = {**run_0001["machine_info"], "mnistbench": {**run_0001["machine_info"]["mnistbench"], "cpu_capability": "NONE"}}
+    (saved.parent / "0003_other_machine.json").write_text(json.dumps(
+        {**run_0001, "machine_info": other, "benchmarks": [scaled(step, 1000)]}))
+    return run("-m", "pytest", "-W", "error", "benchmarks/test_step.py", "--benchmark-only", "--devices=cpu",
+               "--models=vgg", "--precisions=fp32", "--memory-formats=contiguous", "--compile=eager",
+               "-k", "fp32 and train", "--benchmark-min-rounds=2", "--benchmark-max-time=0.1",
+               f"--mnist-root={mnist_root}", f"--benchmark-storage={saved.parent.parent}", "--benchmark-compare",
+               "--benchmark-compare-fail=median:100%", "--benchmark-group-by=param:device")
 
 
 def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_reached(tmp_path, few_test_digits_root):

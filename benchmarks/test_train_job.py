@@ -1,4 +1,5 @@
 """The articles' job as a command, end to end at smoke size: train, save, reload, evaluate, interrupt."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistbench import checkpoints, train_job, training
+from mnistbench import checkpoints, launcher, train_job, training
 
 from articles import article_model_class
 from conftest import FEW_TEST_DIGITS
@@ -14,9 +15,15 @@ from conftest import FEW_TEST_DIGITS
 REPO = Path(__file__).resolve().parents[1]
 
 
-def mnistbench(*args, root):
+def mnistbench(*args, root, env=None):
+    """``python -m mnistbench ARGS`` with ``env`` added to this process's environment."""
     return subprocess.run([sys.executable, "-m", "mnistbench", *map(str, args), "--mnist-root", str(root)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
+
+
+# A console that cannot encode the model path (a redirected Windows console), in a shell that a torchrun or
+# SLURM job left its variables in: the job trains alone, says so, and prints its result lines escaped.
+PLAIN_SHELL = {"PYTHONIOENCODING": "cp1252", "RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
 
 
 def test_train_saves_a_model_the_articles_code_loads(tmp_path, few_test_digits_root):
@@ -36,12 +43,17 @@ def test_train_saves_a_model_the_articles_code_loads(tmp_path, few_test_digits_r
 
 
 def test_train_command_end_to_end_with_the_fast_recipe(tmp_path, few_test_digits_root):
-    out = tmp_path / "vgg.pth"
+    out = tmp_path / "模型 vgg.pth"
+    port = launcher.free_port()
     run = mnistbench("train", "--model", "vgg", "--recipe", "fast", "--epochs", "1", "--samples", "512",
-                     "--fast-variant", "fp32-channels_last-eager-fused", "--out", out, root=few_test_digits_root)
+                     "--fast-variant", "fp32-channels_last-eager-fused", "--out", out, root=few_test_digits_root,
+                     env={**PLAIN_SHELL, "MASTER_PORT": str(port)})
     assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("training vgg on cpu, a single process (torchrun did not start it: RANK=0 WORLD_SIZE=2 "
+                                 f"MASTER_ADDR=127.0.0.1 MASTER_PORT={port} ignored), fast recipe")
     assert ("fast recipe (fast: fp32-channels_last-eager-fused, pinned), 1 epochs of 512 mnist images, batch 256"
             in run.stdout)
+    assert f"saved to {tmp_path}/\\u6a21\\u578b vgg.pth\n" in run.stdout
     assert "onecycle" in run.stdout and "Epoch [1/1], Loss: " in run.stdout
     assert "epoch 1/1" not in run.stderr and "\r" not in run.stderr, "no progress bar when output is not a terminal"
     checkpoints.load("vgg", out)
@@ -55,11 +67,11 @@ def test_the_progress_bar_is_drawn_when_asked(tmp_path, few_test_digits_root, ca
 
 def test_evaluate_reports_the_accuracy_of_an_article_file(tmp_path, few_test_digits_root):
     torch.manual_seed(0)
-    path = tmp_path / "mnist_vggnet.pth"
+    path = tmp_path / "文章 mnist_vggnet.pth"
     torch.save(article_model_class("vgg")().state_dict(), path)  # what the article's script saves
-    run = mnistbench("evaluate", "--model", "vgg", "--weights", path, root=few_test_digits_root)
+    run = mnistbench("evaluate", "--model", "vgg", "--weights", path, root=few_test_digits_root, env=PLAIN_SHELL)
     assert run.returncode == 0, run.stderr
-    assert f"{path}: vgg on {FEW_TEST_DIGITS} mnist test images: accuracy " in run.stdout
+    assert f"{tmp_path}/\\u6587\\u7ae0 mnist_vggnet.pth: vgg on {FEW_TEST_DIGITS} mnist test images: accuracy " in run.stdout
 
 
 @pytest.mark.parametrize("content, message", [

@@ -98,7 +98,9 @@ def _timed(config) -> bool:
 
 
 def _benchmarks(items) -> list:
-    return [item for item in items if "benchmark" in getattr(item, "fixturenames", ())]
+    """The benchmarks that will run: not those marked to skip (the nccl case on a machine without a GPU)."""
+    return [item for item in items if "benchmark" in getattr(item, "fixturenames", ())
+            and not item.get_closest_marker("skip")]
 
 
 def pytest_report_collectionfinish(config, items):

@@ -157,7 +157,6 @@ def _writable_folder(folder: Path) -> None:
         raise ValueError(f"--out: folder {folder} is not writable")
 
 
-@record  # under torchrun, a rank's uncaught error reaches torchrun's failure report
 def train_command(args) -> int:
     _writable_folder(Path(args.out).parent if args.out else Path.cwd())
     policy = setups.FastPolicy(pinned=args.fast_variant and Variant.parse(args.fast_variant),
@@ -265,10 +264,23 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+def escape_unencodable(stream) -> None:
+    """Make ``stream`` write what its encoding cannot hold as escapes (``\\u6a21``) instead of raising: on a
+    cp1252 console or an ASCII log a model path in Chinese characters would otherwise fail a finished job
+    at its result line."""
+    if hasattr(stream, "reconfigure"):
+        stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv=None) -> int:
+    escape_unencodable(sys.stdout)
+    escape_unencodable(sys.stderr)
     args = parser().parse_args(argv)
+    # Under torchrun, @record saves a rank's uncaught error for torchrun's failure report; alone it would only
+    # enable faulthandler, which warns on a stream without a file descriptor (a captured one).
+    function = record(args.function) if distributed.launched_by_torchrun() else args.function
     try:
-        return args.function(args)
+        return function(args)
     except (results.NoResultsError, checkpoints.CheckpointError, data.DataError, training.NonFiniteLossError,
             ValueError, OSError) as error:  # ValueError: machines.SelectionError too  # OSError: a --plot or --out path that cannot be written
         where = f"rank {os.environ['RANK']}: " if distributed.launched_by_torchrun() else ""

@@ -1,7 +1,10 @@
 """Data-parallel training through ``torch.distributed``: what each rank that torchrun starts does.
 
 torchrun starts one process per rank and tells it its place in environment variables (``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``, ``GROUP_WORLD_SIZE``). Each rank joins the process group (``gloo`` on
+``WORLD_SIZE``, ``LOCAL_RANK``, ``GROUP_WORLD_SIZE``), beside variables of its own (``TORCHELASTIC_RUN_ID``).
+Those it shares with other launchers may be left over in a plain shell (a SLURM job, an exported torchrun
+environment): a process that torchrun did not start trains alone and says which it ignored, instead of
+waiting up to 600 s for ranks that will never come. Each rank joins the process group (``gloo`` on
 CPUs, ``nccl`` with one CUDA GPU per rank) and builds the same ``TrainingRun`` a single process would, with
 two differences: its pipeline yields the rank's slice of every epoch, and the network runs inside
 ``DistributedDataParallel``, which averages the gradients over the ranks during the backward pass. The
@@ -39,11 +42,22 @@ TIMING = ("each step timed on every rank with its device synchronised before and
 BUCKET_CAP_MB = 25
 DEFAULT_TIMEOUT_SECONDS = 600
 BACKENDS = {"cpu": "gloo", "cuda": "nccl"}
+# The env:// variables a launcher sets for its ranks, which torch.distributed reads.
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                  "MASTER_ADDR", "MASTER_PORT")
 
 
 def launched_by_torchrun() -> bool:
-    """Whether this process is one rank of a distributed run (torchrun's ``env://`` variables are set)."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    """Whether torchrun started this process as one rank of a distributed run: its ``env://`` variables are set,
+    and ``TORCHELASTIC_RUN_ID``, which torchrun alone sets."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"))
+
+
+def ignored_rank_variables() -> tuple[str, ...]:
+    """``NAME=value`` of each launcher variable set in a process that torchrun did not start (none in a rank)."""
+    if launched_by_torchrun():
+        return ()
+    return tuple(f"{name}={os.environ[name]}" for name in RANK_VARIABLES if name in os.environ)
 
 
 @dataclass
@@ -55,6 +69,7 @@ class Rank:
     world_size: int = 1
     nodes: int = 1
     backend: str | None = None  # None: a single process, no process group
+    ignored: tuple[str, ...] = ()  # launcher variables left over in a process that torchrun did not start
 
     @property
     def shard(self) -> tuple[int, int]:
@@ -66,6 +81,8 @@ class Rank:
         return self.rank == 0
 
     def __str__(self) -> str:
+        if self.backend is None and self.ignored:
+            return f"a single process (torchrun did not start it: {' '.join(self.ignored)} ignored)"
         if self.backend is None:
             return "a single process"
         return f"data-parallel over {self.world_size} rank(s) on {self.nodes} node(s) ({self.backend})"
@@ -103,7 +120,7 @@ def join(device: str = "cpu", timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) 
     makes the others fail with a timeout instead of waiting forever.
     """
     if not launched_by_torchrun():
-        return Rank(device)
+        return Rank(device, ignored=ignored_rank_variables())
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     kind = torch.device(device).type

@@ -1,4 +1,4 @@
-"""Saving a run's results under ``results/``: only benchmarks that finished, and never half a file.
+"""Saving a run's results under the checkout's ``results/``: only benchmarks that finished, and never half a file.
 
 pytest-benchmark 5 saves, at the end of the session, every benchmark its fixture started, even after
 Ctrl-C: the interrupted one with the rounds it had done, as if it were a result; or, interrupted before
@@ -7,8 +7,14 @@ sequence`` and the finished benchmarks are lost with it). It also keeps the timi
 or skipped after timing. And it writes the file in place, so a kill or a full disk midway leaves a
 truncated JSON file in the history. Here only the benchmarks of tests that passed are saved, through a
 temporary file renamed into place.
+
+pytest.ini's ``--benchmark-storage=results`` would be relative to the folder pytest starts in: started from
+``benchmarks/``, a run would begin a second history in ``benchmarks/results/`` (and even ``--collect-only``
+would create it). A relative storage given in pytest.ini is therefore taken relative to pytest's rootdir, the
+checkout; one given on the command line stays relative to the working folder, as any path argument.
 """
 import os
+from pathlib import Path
 
 import pytest
 from pytest_benchmark.storage.file import FileStorage
@@ -42,8 +48,33 @@ def keep_finished(benchmarks: list, passed: set[str]) -> list[str]:
     return dropped
 
 
+def ini_storage(config) -> str | None:
+    """The ``--benchmark-storage`` that pytest.ini's ``addopts`` gives (its last one), or None."""
+    args, value = config.getini("addopts"), None
+    for index, arg in enumerate(args):
+        if arg.startswith("--benchmark-storage="):
+            value = arg.partition("=")[2]
+        elif arg == "--benchmark-storage" and index + 1 < len(args):
+            value = args[index + 1]
+    return value
+
+
+def in_checkout(config) -> str:
+    """The run's ``--benchmark-storage``, a relative folder from pytest.ini made relative to the rootdir."""
+    storage = config.getoption("benchmark_storage")
+    folder = storage.removeprefix("file://")
+    if storage != ini_storage(config) or "://" in folder or Path(folder).is_absolute():
+        return storage
+    return str(config.rootpath / folder)
+
+
 # pytest hooks: conftest.py loads this module as a plugin.
 _PASSED = pytest.StashKey[set]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own pytest_configure opens (and creates) the folder
+def pytest_configure(config):
+    config.option.benchmark_storage = in_checkout(config)
 
 
 def check_writable(benchmark_session) -> None:
@@ -74,13 +105,17 @@ def pytest_runtest_makereport(item, call):
 def pytest_sessionfinish(session):
     config = session.config
     benchmark_session = getattr(config, "_benchmarksession", None)
-    if benchmark_session and benchmark_session.benchmarks:
+    if benchmark_session and not benchmark_session.disabled:
         dropped = keep_finished(benchmark_session.benchmarks, config.stash.get(_PASSED, set()))
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
         lines = [f"mnistbench: not saved: {name}: its test did not pass (interrupted, failed or skipped)"
                  for name in dropped]
-        if dropped and not benchmark_session.benchmarks:
-            lines.append("mnistbench: no benchmark finished, so this run writes no results file")
+        saving = benchmark_session.save or benchmark_session.autosave or benchmark_session.json
+        if saving and not benchmark_session.benchmarks:
+            if not config.option.collectonly:
+                lines.append("mnistbench: no benchmark finished, so this run writes no results file")
+            # Instead of pytest-benchmark's "Not saving anything" warning, which -W error turns into a crash.
+            benchmark_session.disabled = True
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
         for line in lines if reporter else ():
             reporter.write_line(line, yellow=True)
     return (yield)
