@@ -7,7 +7,7 @@ algorithm and batch.
 import pytest
 
 import models
-from mnistbench import devices, guards, metrics, setups
+from mnistbench import devices, guards, metrics, setups, watch
 from mnistbench.training import TrainingRun
 
 
@@ -24,9 +24,13 @@ def test_epoch(benchmark, model_name, device, setup, train_set, dataset_name, ep
         run.warm_up()
         benchmark.group = f"epoch {model_name} {setup}"
         # Epochs are long and stable: fixed rounds, no calibration; TrainingRun.epoch synchronises the device.
-        # Each round trains from the initial weights (restarted untimed): a second epoch of a model that
-        # diverges would time other work, or fail a speed case on a NaN.
-        losses = benchmark.pedantic(run.epoch, setup=run.restart, rounds=epoch_rounds, iterations=1)
+        with watch.watching(device) as watched:
+            def next_round():  # untimed: a second epoch of a model that diverges would time other work, or fail
+                watched.lap()  # a speed case on a NaN, so each round trains from the initial weights
+                run.restart()
+
+            losses = benchmark.pedantic(run.epoch, setup=next_round, rounds=epoch_rounds, iterations=1)
+    benchmark.extra_info.update(watched.info)
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind="epoch", model_name=model_name, device=device, batch_size=run.pipeline.batch_size,
         samples=run.pipeline.samples, dataset=dataset_name, pipeline=chosen.pipeline, train=True,

@@ -10,7 +10,7 @@ import time
 import torch
 
 import models
-from mnistbench import devices, guards, metrics, setups, training
+from mnistbench import devices, guards, metrics, setups, training, watch
 from mnistbench.pipelines import normalized_images
 from mnistbench.variants import Variant
 
@@ -48,8 +48,10 @@ def test_step(benchmark, model_name, batch_size, device, step_variant, mode, tra
             synchronized_step()
         warm_up_seconds = time.perf_counter() - start
         benchmark.group = f"step {model_name} {mode} b{batch_size}"
-        loss = benchmark(synchronized_step)
+        with watch.watching(device) as watched:  # steps are short: one window over all rounds
+            loss = benchmark(synchronized_step)
     training.check_finite(loss.reshape(1).float().cpu(), model_name)
+    benchmark.extra_info.update(watched.info)
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind=f"step-{mode}", model_name=model_name, device=device, batch_size=batch_size,
         samples=batch_size, dataset=dataset_name, pipeline=None, train=mode == "train", final_loss=loss.item(),

@@ -16,7 +16,7 @@ import torch
 
 import models
 from conftest import SMOKE_TARGET_ACCURACY, SMOKE_TEST_SAMPLES
-from mnistbench import data, devices, guards, metrics, setups, time_to_accuracy, training
+from mnistbench import data, devices, guards, metrics, setups, time_to_accuracy, training, watch
 from mnistbench.time_to_accuracy import Outcome, TargetNotReached, TrainingClock, train_to_accuracy
 
 CLOCK = TrainingClock()
@@ -41,14 +41,16 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
         benchmark.group = f"time to {target_accuracy:.1%} {model_name}"
         seeds, outcomes = iter(range(pytestconfig.getoption("seeds"))), []
 
-        def start_next_seed():  # untimed: each round trains from scratch from the next seed
-            run.restart(seed=next(seeds))
+        with watch.watching(device) as watched:
+            def start_next_seed():  # untimed: each round trains from scratch from the next seed
+                watched.lap()
+                run.restart(seed=next(seeds))
 
-        def train():
-            outcomes.append(train_to_accuracy(run, test_set, target=target_accuracy, max_epochs=recipe.epochs,
-                                              clock=CLOCK, judged_by=recipe.judged_by))
+            def train():
+                outcomes.append(train_to_accuracy(run, test_set, target=target_accuracy, max_epochs=recipe.epochs,
+                                                  clock=CLOCK, judged_by=recipe.judged_by, watched=watched))
 
-        benchmark.pedantic(train, setup=start_next_seed, rounds=pytestconfig.getoption("seeds"))
+            benchmark.pedantic(train, setup=start_next_seed, rounds=pytestconfig.getoption("seeds"))
         try:  # on a miss: TargetNotReached, naming the mean accuracy and each seed short of the target
             time_to_accuracy.check(outcomes, model_name, device, recipe.judged_by)
         except TargetNotReached as miss:
@@ -56,6 +58,7 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
                 pytest.xfail(f"{miss} (expected: {expected_miss})")
             raise
     accuracies = [outcome.accuracies[-1] for outcome in outcomes]
+    benchmark.extra_info.update(watched.info)
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind="time-to-accuracy", model_name=model_name, device=device, batch_size=recipe.batch_size,
         samples=run.pipeline.samples, dataset=dataset_name, pipeline=setup.pipeline, train=True, final_loss=None,

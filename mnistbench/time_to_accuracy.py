@@ -12,12 +12,14 @@ result), never a mix of both:
   is annealed for its last epoch), and the recipe passes when the final accuracy averaged over the seeds
   reaches the target, so one seed a hair short does not fail a recipe that reaches it.
 """
+import contextlib
 import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .training import TrainingRun
+from .watch import Watching
 
 
 class TrainingClock:
@@ -68,15 +70,16 @@ class Outcome:
 
 
 def train_to_accuracy(run: TrainingRun, test_set, *, target: float, max_epochs: int, clock: TrainingClock,
-                      judged_by: str = "target") -> Outcome:
-    """Train ``run`` epoch by epoch, evaluating on ``test_set`` with ``clock`` paused, for ``max_epochs``,
-    stopping early when the accuracy reaches ``target`` if the recipe is ``judged_by`` the target."""
+                      judged_by: str = "target", watched: Watching | None = None) -> Outcome:
+    """Train ``run`` epoch by epoch, evaluating on ``test_set`` with ``clock`` (and the case's watchers)
+    paused, for ``max_epochs``, stopping early when the accuracy reaches ``target`` if the recipe is
+    ``judged_by`` the target."""
     if judged_by not in DEFINITIONS:
         raise ValueError(f"unknown time-to-accuracy definition {judged_by!r}; choose from {', '.join(DEFINITIONS)}")
     outcome = Outcome(run.seed, target)
     while outcome.epochs < max_epochs and not (judged_by == "target" and outcome.reached):
         run.epoch()
-        with clock.paused():
+        with clock.paused(), watched.paused() if watched else contextlib.nullcontext():
             accuracy, _ = run.evaluate(test_set)
         outcome.accuracies.append(accuracy)
     return outcome
