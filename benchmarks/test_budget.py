@@ -71,9 +71,10 @@ def test_a_case_whose_estimate_does_not_fit_in_the_time_left_is_not_started():
     run = budget.Budget(10.0, estimates={"big": 100.0, "small": 1.0})
 
     def item(node_id):
-        return SimpleNamespace(nodeid=node_id, config=SimpleNamespace(stash={budget._BUDGET: run}))
+        return SimpleNamespace(nodeid=node_id, name=node_id, config=SimpleNamespace(stash={budget._BUDGET: run}))
 
-    with pytest.raises(pytest.skip.Exception, match=r"^time budget: not started, about 100 s needed and 10 s left of 10 s$"):
+    with pytest.raises(pytest.skip.Exception, match=r"^time budget: big not started, about 100 s needed and 10 s left "
+                                                    r"of 10 s$"):
         budget.pytest_runtest_setup(item("big"))
     budget.pytest_runtest_setup(item("small"))
     budget.pytest_runtest_setup(item("not estimated"))  # a test the model does not know is left to the deadline

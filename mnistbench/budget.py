@@ -123,12 +123,13 @@ def pytest_report_collectionfinish(config, items):
     lines = [str(estimate.Estimate(len(timed), from_stored, len(budget.estimates) - from_stored,
                                    sum(budget.estimates.values())))]
     if budget.seconds is not None:
-        fitting, total = 0, time.monotonic() - budget.started
-        for item in timed:
-            total += budget.estimates.get(item.nodeid, 0.0)
-            fitting += total <= budget.seconds
-        lines.append(f"mnistbench: time budget {budget.seconds:g} s: by these estimates the first {fitting} of "
-                     f"{len(timed)} fit, headline benchmarks first; the deadline stops the one still running")
+        fitting, left = 0, budget.left()
+        for item in timed:  # as the run will decide: a case that does not fit is skipped, the next one tried
+            needed = budget.estimates.get(item.nodeid, 0.0)
+            if needed <= left:
+                fitting, left = fitting + 1, left - needed
+        lines.append(f"mnistbench: time budget {budget.seconds:g} s: by these estimates {fitting} of {len(timed)} "
+                     f"fit, headline benchmarks first; the deadline stops the one still running")
     return lines
 
 
@@ -203,8 +204,8 @@ def pytest_runtest_setup(item):
         return
     needed, left = budget.estimates[item.nodeid], budget.left()
     if needed > left:
-        pytest.skip(f"time budget: not started, about {needed:.0f} s needed and {max(left, 0):.0f} s left "
-                    f"of {budget.seconds:g} s")
+        pytest.skip(f"time budget: {item.name} not started, about {needed:.0f} s needed and {max(left, 0):.0f} s "
+                    f"left of {budget.seconds:g} s")
 
 
 @pytest.hookimpl(wrapper=True)
