@@ -14,6 +14,7 @@ from torchvision import datasets
 
 import models
 from mnistbench import backends, data, devices, fast, guards, idx, machine, matrix, peaks, pipelines, setups, variants
+from mnistbench import energy  # noqa: F401 (registers the energy watcher every timed case opens: watch.WATCHERS)
 from mnistbench.reports import ratio, scaling
 from mnistbench.variants import Variant
 

@@ -292,6 +292,8 @@ RESULT_FAULTS = {
                        "not above zero"),
     "negative rounds": (run_file([bench(**{"stats.rounds": -1})]), f"skipped benchmark {BENCH}: stats.rounds is -1, "
                         "not one or more"),
+    "no energy per image": (run_file([bench(**{"extra_info.joules_per_image": 0})]), f"skipped benchmark {BENCH}: "
+                            "extra_info.joules_per_image is 0, not above zero"),
     "median as text": (run_file([bench(**{"stats.median": "fast"})]), f"skipped benchmark {BENCH}: stats.median is "
                        '"fast", not a number'),
     "NaN median": (json.dumps(run_file([bench(**{"stats.median": float("nan")})])),  # Python's json writes NaN

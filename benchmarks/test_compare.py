@@ -226,12 +226,12 @@ class Page(HTMLParser):
 
 
 def test_the_html_page_holds_every_report_and_needs_nothing_beside_it(tmp_path, capsys):
-    gpu = bench(device="cuda:0", pipeline="reference", median=0.2)
+    gpu = bench(device="cuda:0", pipeline="reference", median=0.2, joules_per_image=0.001)
     reference = write_run(tmp_path / "runs", 1, listed_run(median=4.0) + [gpu])
     write_run(tmp_path / "runs", 2, [bench(pipeline="reference", median=4.0),
                                      bench(median=0.1, test="test_distributed", kind="distributed",
                                            params={"world_size": 1}, world_size=1, backend="gloo")])
-    write_run(tmp_path / "runs", 3, [bench(pipeline="reference", median=6.0)])  # +50%: a regression
+    write_run(tmp_path / "runs", 3, [bench(pipeline="reference", median=6.0, joules_per_image=0.05)])  # +50%: a regression
     write_run(tmp_path / "other", 4, listed_run(median=2.0), machine=EPYC1_MACHINE)
     html = tmp_path / "report.html"
     status, _, err = report(capsys, "report", tmp_path / "runs", tmp_path / "other", "--html", html,
@@ -246,4 +246,7 @@ def test_the_html_page_holds_every_report_and_needs_nothing_beside_it(tmp_path, 
     text = " ".join(found.text)
     assert ZEN4_ID in text and EPYC1_ID in text and "m3 (B) against the reference (A)" in text
     assert all(claim.quote in text for claim in claims.CLAIMS) and "measured 30.0x" in text
+    # both sides of the GPU/CPU pair measured their energy: images per joule and the energy ratio beside the speed
+    assert "accelerator_images_per_joule" in text and "30.00x 50.00x" in text
+    assert compare.ENERGY_READING not in text, "the machines compared measured none: no energy columns there"
     assert "1 regression(s) in the newest runs: epoch vgg reference b128 (cpu) on m1." in text

@@ -108,6 +108,7 @@ def test_a_report_becomes_extra_info_with_the_slowest_ranks_speed_and_the_launch
     assert info["rank_images_per_second"] == [1280.0, 1024.0] and info["scaling_efficiency"] == pytest.approx(0.8)
     assert (info["threads_per_rank"], info["peak_memory_mib"], info["launch_seconds"]) == (1, 1000.0, 6.0)
     assert info["timing"] == distributed.TIMING  # why its rounds are single steps, unlike every other benchmark's
+    assert (info["energy_source"], info["energy_unavailable_reason"]) == ("unavailable", distributed.UNMEASURED_ENERGY)
     untimed = report.extra_info(SimpleNamespace(stats=None), dataset="mnist")
     assert "images_per_second" not in untimed and "scaling_efficiency" not in untimed
 

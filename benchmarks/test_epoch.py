@@ -26,8 +26,9 @@ def test_epoch(benchmark, model_name, device, setup, train_set, dataset_name, ep
         # Epochs are long and stable: fixed rounds, no calibration; TrainingRun.epoch synchronises the device.
         with watch.watching(device) as watched:
             def next_round():  # untimed: a second epoch of a model that diverges would time other work, or fail
-                watched.lap()  # a speed case on a NaN, so each round trains from the initial weights
-                run.restart()
+                with watched.paused():  # a speed case on a NaN, so each round trains from the initial weights
+                    run.restart()
+                watched.lap()
 
             losses = benchmark.pedantic(run.epoch, setup=next_round, rounds=epoch_rounds, iterations=1)
     benchmark.extra_info.update(watched.info)
@@ -35,5 +36,5 @@ def test_epoch(benchmark, model_name, device, setup, train_set, dataset_name, ep
         benchmark, kind="epoch", model_name=model_name, device=device, batch_size=run.pipeline.batch_size,
         samples=run.pipeline.samples, dataset=dataset_name, pipeline=chosen.pipeline, train=True,
         final_loss=losses.mean().item(), variant=chosen.variant, first_step_seconds=run.first_step_seconds,
-        warm_up_seconds=run.warm_up_seconds, setup=chosen))
+        warm_up_seconds=run.warm_up_seconds, setup=chosen, watched=watched.info))
     assert len(losses) == len(run.pipeline)

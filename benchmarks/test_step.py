@@ -56,4 +56,4 @@ def test_step(benchmark, model_name, batch_size, device, step_variant, mode, tra
         benchmark, kind=f"step-{mode}", model_name=model_name, device=device, batch_size=batch_size,
         samples=batch_size, dataset=dataset_name, pipeline=None, train=mode == "train", final_loss=loss.item(),
         variant=variant, first_step_seconds=first_step_seconds, warm_up_seconds=warm_up_seconds,
-        setup=setup))
+        setup=setup, watched=watched.info))

@@ -15,7 +15,7 @@ from _pytest.config.argparsing import Parser
 from packaging.requirements import Requirement
 
 import conftest
-from mnistbench import backends, fast, gate, time_to_accuracy
+from mnistbench import backends, energy, fast, gate, time_to_accuracy
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_INFO_FIELDS = {
@@ -131,11 +131,21 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
         "test_epoch[vgg-cpu-reference]", "test_epoch[vgg-cpu-fast]",
         "test_step[vgg-b128-cpu-fp32-contiguous-eager-default-train]", "test_step[vgg-b128-cpu-fast-train]",
         "test_time_to_accuracy[vgg-cpu-to0.01-fast]"]
+    try:  # every result says what the CPU's energy counter read, or why there is none (as on this project's VMs)
+        energy.counter("cpu")
+        no_energy = None
+    except energy.NoCounter as reason:
+        no_energy = energy.unavailable(str(reason))
     for bench in stored["benchmarks"]:
         info = bench["extra_info"]
         assert EXTRA_INFO_FIELDS <= info.keys() and info["images_per_second"] > 0 and info["case_seconds"] > 0
         assert info["utilisation"] > 0 and info["peak_source"] == "measured"
         assert info["backends"] == backends.describe("cpu")
+        if no_energy:
+            assert {field: info.get(field) for field in no_energy} == no_energy and "joules_per_image" not in info
+        else:
+            assert info["energy_source"] == "rapl" and info["joules_per_image"] > 0, info
+            assert ("energy_to_target_joules" in info) == (info["kind"] == "time-to-accuracy")
     fast_epoch = next(b["extra_info"] for b in stored["benchmarks"] if b["name"] == "test_epoch[vgg-cpu-fast]")
     assert fast_epoch["fast_source"] == "probe" and fast_epoch["fast_variant"] == "-".join(
         fast_epoch[field] for field in ("precision", "memory_format", "compile", "optimizer"))

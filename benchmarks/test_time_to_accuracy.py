@@ -43,8 +43,9 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
 
         with watch.watching(device) as watched:
             def start_next_seed():  # untimed: each round trains from scratch from the next seed
+                with watched.paused():
+                    run.restart(seed=next(seeds))
                 watched.lap()
-                run.restart(seed=next(seeds))
 
             def train():
                 outcomes.append(train_to_accuracy(run, test_set, target=target_accuracy, max_epochs=recipe.epochs,
@@ -63,7 +64,8 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
         benchmark, kind="time-to-accuracy", model_name=model_name, device=device, batch_size=recipe.batch_size,
         samples=run.pipeline.samples, dataset=dataset_name, pipeline=setup.pipeline, train=True, final_loss=None,
         variant=setup.variant, first_step_seconds=run.first_step_seconds, warm_up_seconds=run.warm_up_seconds,
-        images_timed=run.pipeline.samples * sum(outcome.epochs for outcome in outcomes), setup=setup))
+        images_timed=run.pipeline.samples * sum(outcome.epochs for outcome in outcomes), setup=setup,
+        watched=watched.info))
     benchmark.extra_info.update(
         recipe=recipe_name, judged_by=recipe.judged_by, definition=time_to_accuracy.DEFINITIONS[recipe.judged_by],
         lr=recipe.lr, schedule=recipe.schedule, max_epochs=recipe.epochs,

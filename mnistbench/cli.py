@@ -51,7 +51,7 @@ def ratio_command(args) -> int:
         for line in claims.lines():
             print(f"mnistbench: {line}", file=sys.stderr)
         return 1
-    print(tables.render([ratio.row(pair) for pair in found], args.format, machines.keys(loaded)))
+    print(tables.render(ratio.rows(found), args.format, machines.keys(loaded)))
     if args.plot:
         plots.ratio_chart(found, args.plot)
         print(f"mnistbench: wrote {args.plot}", file=sys.stderr)
@@ -80,7 +80,7 @@ def compare_command(args) -> int:
         print(f"mnistbench: {args.a} and {args.b} have no benchmark in common", file=sys.stderr)
         return 1
     if args.format == "markdown":
-        print(f"A = {args.a}, B = {args.b}. {compare.READING}\n")
+        print(f"A = {args.a}, B = {args.b}. {comparison.reading}\n")
     print(tables.render(comparison.rows(), args.format, machine_keys))
     for side, only in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
         if only:

@@ -31,13 +31,16 @@ from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 
-from . import atomic, data, devices, launcher, metrics
+from . import atomic, data, devices, energy, launcher, metrics
 from .reports.scaling import scaling_efficiency
 from .training import TrainingRun
 
 # Why this benchmark's rounds are single steps, unlike the epochs and step loops of the others.
 TIMING = ("each step timed on every rank with its device synchronised before and after, and the slowest rank's "
           "time kept: a data-parallel step is as slow as its slowest rank, which whole-epoch timing would hide")
+# Why this benchmark's results carry no energy figure.
+UNMEASURED_ENERGY = ("the steps are timed inside torchrun's rank processes; the benchmark's own process sees only "
+                     "the whole launch, whose energy would count start-up, data loading and warm-up with them")
 # DistributedDataParallel's own default bucket size, passed explicitly so that every result records it.
 BUCKET_CAP_MB = 25
 DEFAULT_TIMEOUT_SECONDS = 600
@@ -249,6 +252,7 @@ class StepReport:
             final_loss=self.losses[-1], first_step_seconds=max(rank["first_step_seconds"] for rank in self.ranks),
             warm_up_seconds=max(rank.get("warm_up_seconds") or 0 for rank in self.ranks) or None)
         info.update({
+            **energy.unavailable(UNMEASURED_ENERGY),
             "timing": TIMING,
             "device_name": main["device_name"], "threads": main["threads"],  # the ranks' own, not this process's
             "peak_memory_mib": round(max(rank["peak_memory_mib"] for rank in self.ranks), 1),

@@ -1,14 +1,15 @@
 """The ``extra_info`` every benchmark stores, so a result can be read, compared and divided on its own."""
 import torch
 
-from . import backends, devices, flops, peaks
+from . import backends, devices, energy, flops, peaks
 from .variants import Variant
 
 
 def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size: int, samples: int,
                dataset: str, pipeline: str | None, train: bool, final_loss: float | None,
                variant: Variant = Variant(), first_step_seconds: float | None = None,
-               warm_up_seconds: float | None = None, images_timed: int | None = None, setup=None) -> dict:
+               warm_up_seconds: float | None = None, images_timed: int | None = None, setup=None,
+               watched: dict | None = None) -> dict:
     """Configuration and derived speed of one timed benchmark.
 
     ``samples`` is the number of images of one step or epoch. Images per second are ``samples`` over the
@@ -18,7 +19,9 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
     actually timed the rounds (not under ``--benchmark-disable``). Utilisation is achieved over a peak for
     the precision used: the measured matrix-product probe on a CPU, the data sheet on a listed GPU (with the
     probe beside it). Peak memory is read since the case started (``devices.peak_memory`` says what was
-    read). The backend settings in effect are read, not assumed (``backends.describe``).
+    read). The backend settings in effect are read, not assumed (``backends.describe``). ``watched`` (what the
+    case's watchers recorded, ``watch.Watching.info``) adds the energy per round and per image where the
+    energy was measured (``energy.figures``).
     """
     flops_per_image = flops.per_image(model_name, train)
     peak_mib, peak_source = devices.peak_memory(device)
@@ -62,6 +65,8 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
         info["peak_tflops"] = datasheet or measured
         info["peak_source"] = "datasheet" if datasheet else "measured"
         info["utilisation"] = info["achieved_tflops"] / info["peak_tflops"]
+        info.update(energy.figures(watched or {}, round_seconds=stats.stats.median, images_per_second=images_per_second,
+                                   to_target=kind == "time-to-accuracy"))
     return info
 
 

@@ -4,9 +4,9 @@ the benchmarks only open ``watching(device)`` around their timed rounds and add 
 ``extra_info``.
 
 A watcher is started right before the timed rounds, told when each round is about to begin where rounds
-have an untimed ``setup`` (epochs, time to accuracy; a step benchmark's rounds are one window), paused while
-a time-to-accuracy run evaluates (the clock stops then, and so should whatever counts against the
-training), and stopped after the last round, when it returns the fields it adds to the result.
+have an untimed ``setup`` (epochs, time to accuracy; a step benchmark's rounds are one window), paused during
+that setup and while a time-to-accuracy run evaluates (the clock stops then, and so should whatever counts
+against the training), and stopped after the last round, when it returns the fields it adds to the result.
 """
 import contextlib
 from collections.abc import Callable, Iterator
@@ -43,7 +43,7 @@ class Watching:
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """Time that does not count (a time-to-accuracy run's evaluation)."""
+        """Time that does not count (the setup before a round, a time-to-accuracy run's evaluation)."""
         for watcher in self.watchers:
             watcher.pause()
         try:

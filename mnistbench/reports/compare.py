@@ -7,13 +7,17 @@ of B, or, where each side ran on one device only, the two whatever they are. The
 geometric mean of the speedups over the benchmarks both ran, separately for ``base`` (the articles'
 configuration on every machine) and ``peak`` (the ``fast`` setup, recipe and step, each machine in its own
 best variant; ``Result.tuning``). The geometric mean is the mean of ratios that does not depend on which
-side is the baseline: B's over A is 1 over A's over B.
+side is the baseline: B's over A is 1 over A's over B. Where both sides of a pair measured their energy, the
+table adds each side's images per joule and the energy ratio, A's joules per image over B's, and its geometric
+means (``pairs.with_energy``).
 """
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
-from .pairs import Pair, match, unpaired
+from . import tables
+from .pairs import Pair, match, unpaired, with_energy
 from .results import Result
 
 TUNINGS = ("base", "peak")
@@ -21,6 +25,9 @@ NAMES = ("A", "B")
 # What the columns mean, said above every comparison.
 READING = ("speedup: A's median time over B's (above 1, B is faster); spread: interquartile range over median, of N "
            "rounds; geometric means over the comparable pairs.")
+ENERGY_COLUMNS = ("a_images_per_joule", "b_images_per_joule", "energy_ratio")
+ENERGY_READING = ("images_per_joule: images per joule of the device's energy, where it was measured; energy_ratio: "
+                  "A's joules per image over B's (above 1, B uses less energy per image).")
 
 
 def pairs(a_side: list[Result], b_side: list[Result], names: tuple[str, str] = NAMES) -> list[Pair]:
@@ -33,13 +40,14 @@ def pairs(a_side: list[Result], b_side: list[Result], names: tuple[str, str] = N
                               names)]
 
 
-def geometric_means(found: list[Pair]) -> dict[str, tuple[float | None, int]]:
-    """``{tuning: (geometric mean of the speedups, how many)}`` over the comparable pairs of each tuning;
-    None where there is none."""
+def geometric_means(found: list[Pair], ratio: Callable[[Pair], float | None] = lambda pair: pair.speedup,
+                    ) -> dict[str, tuple[float | None, int]]:
+    """``{tuning: (geometric mean of the ratios, how many)}`` over the pairs of each tuning that have a ``ratio``
+    (by default the speedup: the comparable pairs); None where there is none."""
     means = {}
     for tuning in TUNINGS:
-        speedups = [pair.speedup for pair in found if pair.a.tuning == tuning and pair.speedup is not None]
-        means[tuning] = (statistics.geometric_mean(speedups) if speedups else None, len(speedups))
+        ratios = [ratio(pair) for pair in found if pair.a.tuning == tuning and ratio(pair) is not None]
+        means[tuning] = (statistics.geometric_mean(ratios) if ratios else None, len(ratios))
     return means
 
 
@@ -59,6 +67,16 @@ class Comparison:
     @cached_property
     def pairs(self) -> list[Pair]:
         return pairs(self.a, self.b)
+
+    @property
+    def energy(self) -> bool:
+        """Whether the table carries the energy columns."""
+        return with_energy(self.pairs)
+
+    @property
+    def reading(self) -> str:
+        """What the columns mean, said above the table."""
+        return f"{READING} {ENERGY_READING}" if self.energy else READING
 
     @property
     def only_in_a(self) -> list[str]:
@@ -82,15 +100,21 @@ class Comparison:
                 "a_machine": pair.a.machine,
                 "a_median_s": pair.a.median,
                 "a_spread": spread(pair.a),
+                "a_images_per_joule": pair.a.images_per_joule,
                 "b_machine": pair.b.machine,
                 "b_median_s": pair.b.median,
                 "b_spread": spread(pair.b),
+                "b_images_per_joule": pair.b.images_per_joule,
                 "speedup": pair.speedup,
+                "energy_ratio": pair.energy_ratio,
                 "note": "; ".join(filter(None, [pair.mismatch, variants])),
             })
+        energy_means = geometric_means(found, lambda pair: pair.energy_ratio)
         for tuning, (mean, count) in geometric_means(found).items():
+            energy_mean, energy_count = energy_means[tuning]
+            note = f"over {count} benchmark{'s' * (count != 1)}" if count else "no comparable benchmark"
             rows.append({"benchmark": "geometric mean", "tuning": tuning, "a_machine": "", "a_median_s": None,
-                         "a_spread": "", "b_machine": "", "b_median_s": None, "b_spread": "", "speedup": mean,
-                         "note": f"over {count} benchmark{'s' * (count != 1)}" if count else
-                                 "no comparable benchmark"})
-        return rows
+                         "a_spread": "", "a_images_per_joule": None, "b_machine": "", "b_median_s": None,
+                         "b_spread": "", "b_images_per_joule": None, "speedup": mean, "energy_ratio": energy_mean,
+                         "note": note + (f"; energy over {energy_count}" if energy_count not in (0, count) else "")})
+        return rows if self.energy else tables.without(rows, ENERGY_COLUMNS)

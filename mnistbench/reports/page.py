@@ -83,7 +83,7 @@ def _claims(found, results: list[Result], machine_keys: dict[str, str]) -> str:
 def _ratio(results: list[Result], machine_keys: dict[str, str]) -> str:
     found = ratio.pairs(results)
     if found:
-        body = (_table([ratio.row(pair) for pair in found], machine_keys)
+        body = (_table(ratio.rows(found), machine_keys)
                 + _image(lambda file: plots.ratio_chart(found, file), "accelerator speedup over the CPU"))
     else:
         body = _paragraph(f"No CPU/accelerator pair: {ratio.why_unpaired(results)}.")
@@ -109,7 +109,7 @@ def _score(results: list[Result], reference: list[Result], reference_name: str, 
             continue
         key = machine_keys[machine]
         parts += [f"<h3>{escape(key)} (B) against the reference (A)</h3>",
-                  _paragraph(compare.READING),
+                  _paragraph(comparison.reading),
                   _table(comparison.rows(), machine_keys, lambda row: row["benchmark"] == "geometric mean"),
                   _image(lambda file: plots.compare_chart(comparison.pairs, file, "the reference", key),
                          f"{key} against the reference")]

@@ -33,8 +33,21 @@ class Pair:
         return None if self.mismatch else self.a.median / self.b.median
 
     @property
+    def energy_ratio(self) -> float | None:
+        """How many times less energy per image ``b`` used than ``a``: ``a``'s joules per image over ``b``'s; None
+        when refused or where either side's energy was not measured."""
+        if self.mismatch or self.a.images_per_joule is None or self.b.images_per_joule is None:
+            return None
+        return self.b.images_per_joule / self.a.images_per_joule
+
+    @property
     def label(self) -> str:
         return self.a.pair_label
+
+
+def with_energy(found: list[Pair]) -> bool:
+    """Whether any of ``found`` has an energy ratio: only then does a table carry the energy columns."""
+    return any(pair.energy_ratio is not None for pair in found)
 
 
 def mismatch(a: Result, b: Result, names: tuple[str, str] = ("a", "b")) -> str | None:

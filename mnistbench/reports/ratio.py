@@ -8,8 +8,11 @@ articles' claims (``claims``) stand beside the rows of the articles' own job.
 from collections import defaultdict
 
 from . import claims, machines, tables
-from .pairs import Pair, match
+from .pairs import Pair, match, with_energy
 from .results import Result, parse
+
+# Each side's images per joule and the energy ratio (the CPU's joules per image over the accelerator's).
+ENERGY_COLUMNS = ("cpu_images_per_joule", "accelerator_images_per_joule", "energy_ratio")
 
 
 def pairs(results: list[Result]) -> list[Pair]:
@@ -28,6 +31,12 @@ def pairs(results: list[Result]) -> list[Pair]:
     return sorted(found, key=lambda p: (p.label, p.a.machine, p.b.device, p.b.machine))
 
 
+def rows(found: list[Pair]) -> list[dict]:
+    """One row per pair, with the energy columns only where a pair has energy on both sides (``with_energy``)."""
+    table = [row(pair) for pair in found]
+    return table if with_energy(found) else tables.without(table, ENERGY_COLUMNS)
+
+
 def row(pair: Pair) -> dict:
     claim = claims.about(pair)
     measured = claim and claim.measured(pair)
@@ -36,10 +45,13 @@ def row(pair: Pair) -> dict:
         "cpu": pair.a.machine,
         "cpu_variant": pair.a.variant,
         "cpu_median_s": pair.a.median,
+        "cpu_images_per_joule": pair.a.images_per_joule,
         "accelerator": f"{pair.b.device} {pair.b.machine}",
         "accelerator_variant": pair.b.variant,
         "accelerator_median_s": pair.b.median,
+        "accelerator_images_per_joule": pair.b.images_per_joule,
         "speedup": pair.speedup,
+        "energy_ratio": pair.energy_ratio,
         "note": pair.mismatch or "",
         "article_claim": f"{claim.text}{f'; measured {measured}' if measured else ''}" if claim else "",
     }
@@ -73,4 +85,4 @@ def summary(document, source: str = "this run") -> str | None:
     CPU/accelerator pair (a run on one device)."""
     results = sorted(parse(document, source), key=lambda result: result.run_time)
     found = pairs(results)
-    return tables.render([row(pair) for pair in found], machine_keys=machines.keys(results)) if found else None
+    return tables.render(rows(found), machine_keys=machines.keys(results)) if found else None

@@ -33,7 +33,7 @@ VARIANT_FIELDS = ("precision", "memory_format", "compile", "optimizer")
 EXTRA_INFO_TYPES = {"kind": str, "model": str, "device": str, "device_name": str, "batch_size": int, "samples": int,
                     "dataset": str, "pipeline": (str, None), "precision": str, "memory_format": str, "compile": str,
                     "optimizer": str, "world_size": int, "backend": (str, None), "seeds": int, "threads": (int, None),
-                    "nodes": int, "first_step_seconds": (float, None)}
+                    "nodes": int, "first_step_seconds": (float, None), "joules_per_image": float}
 BENCHMARK_TYPES = {"fullname": str, "params": (dict, None), "extra_info": EXTRA_INFO_TYPES,
                    "stats": {"median": float, "iqr": float, "rounds": int}}
 
@@ -184,6 +184,12 @@ class Result:
         return self.workload if self.fast else self.label
 
     @property
+    def images_per_joule(self) -> float | None:
+        """Images trained or inferred per joule of the device's energy, where it was measured (``energy.figures``)."""
+        joules = self.extra_info.get("joules_per_image")
+        return None if joules is None else 1 / joules
+
+    @property
     def relative_noise(self) -> float:
         """The spread of this run's rounds: interquartile range over median."""
         return self.iqr / self.median if self.median else 0.0
@@ -283,10 +289,14 @@ def _result(bench, path: Path, run_time: datetime, versions: dict, machine_info:
         for field in fields:
             if field not in within:
                 raise FieldError(f"{where}.{field}")
-    for field, valid, expected in (("median", lambda v: v > 0, "above zero"), ("iqr", lambda v: v >= 0, "zero or more"),
-                                   ("rounds", lambda v: v >= 1, "one or more")):
-        if not math.isfinite(stats[field]) or not valid(stats[field]):
-            raise FieldError(f"stats.{field}", stats[field], expected if math.isfinite(stats[field])
+    checked = [("stats", stats, "median", lambda v: v > 0, "above zero"),
+               ("stats", stats, "iqr", lambda v: v >= 0, "zero or more"),
+               ("stats", stats, "rounds", lambda v: v >= 1, "one or more")]
+    if "joules_per_image" in extra_info:  # the reports divide by it
+        checked.append(("extra_info", extra_info, "joules_per_image", lambda v: v > 0, "above zero"))
+    for where, within, field, valid, expected in checked:
+        if not math.isfinite(within[field]) or not valid(within[field]):
+            raise FieldError(f"{where}.{field}", within[field], expected if math.isfinite(within[field])
                              else "a finite number")
     return Result(file=path, run_time=run_time, name=bench["fullname"],
                   params=current_params(test_function(bench["fullname"]), bench.get("params") or {}, extra_info),

@@ -11,16 +11,24 @@ from html import escape
 
 from . import machines
 
+# Columns of ratios, written as ``2.00x``.
+RATIO_COLUMNS = ("speedup", "energy_ratio")
+
 FORMATS = ("markdown", "csv", "json")
 
 
 def _cell(value, column: str = "") -> str:
-    """A value as a person reads it: 4 significant digits, a speedup as ``2.00x``."""
+    """A value as a person reads it: 4 significant digits, a ratio (``RATIO_COLUMNS``) as ``2.00x``."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.2f}x" if column == "speedup" else f"{value:.4g}"
+        return f"{value:.2f}x" if column in RATIO_COLUMNS else f"{value:.4g}"
     return str(value)
+
+
+def without(rows: list[dict], columns) -> list[dict]:
+    """``rows`` less ``columns``."""
+    return [{column: value for column, value in row.items() if column not in columns} for row in rows]
 
 
 def keyed(rows: list[dict], machine_keys: dict[str, str]) -> tuple[list[dict], list[str]]:
