@@ -19,8 +19,10 @@ from mnistbench.variants import Variant
 
 # storage: saves only the benchmarks that finished, atomically, under the checkout's results/;
 # gate: --benchmark-compare and --benchmark-compare-fail, each benchmark against its own stored result;
-# budget: --time-budget, the estimates it decides by, and each case's whole cost
-pytest_plugins = ("mnistbench.storage", "mnistbench.gate", "mnistbench.budget")
+# budget: --time-budget, the estimates it decides by, and each case's whole cost;
+# allocator: glibc's malloc pinned and trimmed before each case; quiet: the look at the machine, disturbed cases
+pytest_plugins = ("mnistbench.storage", "mnistbench.gate", "mnistbench.budget", "mnistbench.allocator",
+                  "mnistbench.quiet")
 
 SMOKE_EPOCH_SAMPLES = 256
 # At smoke size the time-to-accuracy benchmark proves its machinery on a target that no model stuck on
