@@ -126,12 +126,14 @@ def pytest_configure(config):
         pinned = config.getoption("fast_variant") and Variant.parse(config.getoption("fast_variant"))
     except ValueError as error:
         raise pytest.UsageError(f"--fast-variant: {error}") from None
-    # A timed run caches only a probe that had the machine to itself, never one beside other xdist workers;
-    # a smoke run's choices go to its own temporary cache (below), shared by its workers and subprocesses.
+    # A timed run caches only a probe that had the machine to itself, never one beside other xdist workers or
+    # on a machine that was not quiet; a smoke run's choices go to its own temporary cache (below), shared by
+    # its workers and subprocesses.
     config.mnistbench_fast_policy = setups.FastPolicy(
         **{name: tuple(chosen) for name, chosen in config.mnistbench_variant_choices.items()},
         pinned=pinned or None, use_cache=not config.getoption("no_fast_cache"),
-        save_cache=not config.mnistbench_full or "PYTEST_XDIST_WORKER" not in os.environ)
+        save_cache=not config.mnistbench_full or "PYTEST_XDIST_WORKER" not in os.environ,
+        save_disturbed=not config.mnistbench_full)
     for option in ("epoch_samples", "epoch_rounds", "seeds"):
         value = config.getoption(option)
         if value is not None and value < 1:
