@@ -86,11 +86,13 @@ class Comparison:
                 "b_median_s": pair.b.median,
                 "b_spread": spread(pair.b),
                 "speedup": pair.speedup,
-                "note": "; ".join(filter(None, [pair.mismatch, variants])),
+                "note": "; ".join(filter(None, [pair.mismatch, variants, pair.disturbed])),
             })
         for tuning, (mean, count) in geometric_means(found).items():
+            disturbed = sum(1 for pair in found if pair.a.tuning == tuning and pair.speedup and pair.disturbed)
             rows.append({"benchmark": "geometric mean", "tuning": tuning, "a_machine": "", "a_median_s": None,
                          "a_spread": "", "b_machine": "", "b_median_s": None, "b_spread": "", "speedup": mean,
-                         "note": f"over {count} benchmark{'s' * (count != 1)}" if count else
+                         "note": (f"over {count} benchmark{'s' * (count != 1)}"
+                                  + (f", {disturbed} with a disturbed side" if disturbed else "")) if count else
                                  "no comparable benchmark"})
         return rows

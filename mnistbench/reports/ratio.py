@@ -40,7 +40,7 @@ def row(pair: Pair) -> dict:
         "accelerator_variant": pair.b.variant,
         "accelerator_median_s": pair.b.median,
         "speedup": pair.speedup,
-        "note": pair.mismatch or "",
+        "note": "; ".join(filter(None, [pair.mismatch, pair.disturbed])),
         "article_claim": f"{claim.text}{f'; measured {measured}' if measured else ''}" if claim else "",
     }
 
