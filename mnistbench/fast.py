@@ -9,10 +9,11 @@ small batch, where an emulated precision shows at a fraction of the cost; at the
 slower than the best so far is dropped after its first timed step. Compiled modes are tried on top of the
 best eager variant only, since compilation costs seconds to minutes per candidate.
 
-The candidates left, the finalists, are then timed in alternation, A B A B ... for ``TURNS`` turns on the
-models they have warmed up, and each is judged by the median of its turns' fastest steps: a machine whose
-speed drifts during the probe (a shared VM's does, by 50% within minutes) slows every finalist alike,
-where timing one after the other would hand the choice to whichever ran in the faster minute. A variant
+The candidates left within ``FINALIST_FACTOR`` of the best, the finalists, are then timed in alternation,
+A B A B ... for ``TURNS`` turns on the models they have warmed up, and each is judged by the median of its
+turns' fastest steps: a machine whose speed drifts during the probe (a shared VM's does, by 50% within
+minutes) slows every finalist alike, where timing one after the other would hand the choice to whichever
+ran in the faster minute. A variant
 more complex than a simpler finalist (departing from fp32 eager in more ways) must beat it by ``MARGIN``
 to be chosen over it, so that noise does not pick a fragile variant for nothing. Steps shorter than a few
 milliseconds (a GPU's) are timed more often. A candidate that raises is broken, not unrunnable (what a
@@ -52,7 +53,10 @@ MARGIN = 0.05  # how much faster a more complex variant must be than a simpler b
 TIMED_STEPS = 3  # at least; short steps are timed until about TIMED_SECONDS, at most MAX_TIMED_STEPS
 TIMED_SECONDS = 0.1
 MAX_TIMED_STEPS = 50
-TURNS = 3  # alternated turns of the finalists, each of as many steps as their first timing took
+TURNS = 3  # alternated turns of the finalists, sharing as many steps as their first timing took
+# A finalist's first timing is within this factor of the best's: a candidate slower than that would need the
+# machine's speed to drift by as much within the second or two between two timings to be the faster.
+FINALIST_FACTOR = 1.25
 CACHE_ENV = "MNISTBENCH_CACHE"
 
 
@@ -175,14 +179,15 @@ class _Probe:
         return best
 
     def alternate(self, finalists: list[Variant], turns: int) -> dict[Variant, list[float]]:
-        """Each finalist's fastest step in each of ``turns`` turns, the finalists taking turns (A B A B ...), each
-        turn as many steps as the finalist's first timing took, on the model that timing warmed up (``keep``)."""
+        """Each finalist's fastest step in each of ``turns`` turns, the finalists taking turns (A B A B ...), on
+        the models their first timing warmed up (``keep``): the steps that timing took, shared among the turns
+        (at least one a turn)."""
         fastest: dict[Variant, list[float]] = {variant: [] for variant in finalists}
         for _ in range(turns):
             for variant in finalists:
                 steps, count = self.kept[variant]
                 variant.configure_backends(self.device)  # each variant's switches, as its steps were warmed up
-                fastest[variant].append(min(next(steps) for _ in range(count)))
+                fastest[variant].append(min(next(steps) for _ in range(math.ceil(count / turns))))
         return fastest
 
 
@@ -217,7 +222,7 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
             if _beats(variant, seconds, best, best_seconds):
                 best, best_seconds = variant, seconds
     # the rest keep their first timing in ``timings``; the finalists' become the median of their turns
-    finalists = [variant for variant, seconds in timed.items() if seconds <= DROP_FACTOR * best_seconds]
+    finalists = [variant for variant, seconds in timed.items() if seconds <= FINALIST_FACTOR * best_seconds]
     if len(finalists) < 2:
         return best, timings
     figures = {variant: statistics.median(turns) for variant, turns in runner.alternate(finalists, TURNS).items()}
