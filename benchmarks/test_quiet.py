@@ -190,7 +190,8 @@ def test_the_allocator_is_pinned_on_glibc_and_says_why_not_elsewhere(monkeypatch
     state = allocator.state()
     assert state["pinned"] and state["mmap_threshold_bytes"] == 32 * 2**20 and state["malloc"].startswith("glibc ")
     monkeypatch.setattr(allocator, "_Pinned", type("_Pinned", (), {"done": False, "why_not": None}))
-    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))  # as on macOS
+    monkeypatch.setattr(allocator, "_glibc", lambda: None)
     allocator.pin()
     assert allocator.state() == {"malloc": "unknown", "pinned": False, "why": "the C library is unknown, not glibc"}
 

@@ -12,11 +12,12 @@ stores its minor page faults per step or epoch (``FaultWatcher``, ``faults_per``
 none. ``state`` says what was done, for the run's machine info. Where the C library is not glibc (macOS,
 musl), nothing is pinned and ``state`` says so.
 
-A pytest plugin too (conftest.py lists it): pins at configure, trims before each test, and records ``state`` in
+A pytest plugin too (conftest.py lists it): pins at configure, trims before each benchmark, and records ``state`` in
 the machine info (``machine_info["mnistbench"]["allocator"]``).
 """
 import ctypes
 import ctypes.util
+import functools
 import platform
 import resource
 
@@ -39,9 +40,10 @@ class _Pinned:
     """What ``pin`` did in this process (the last call's outcome)."""
 
     done: bool = False
-    why_not: str | None = "not pinned yet"
+    why_not: str | None = "pin() was not called: glibc's own dynamic thresholds"
 
 
+@functools.cache
 def _glibc():
     """The C library, if it is glibc; else None."""
     if platform.libc_ver()[0] != "glibc":
@@ -71,11 +73,12 @@ def trim() -> None:
 
 def state() -> dict:
     """The allocator's state as this process runs its cases, for the machine info: fixed once ``pin`` ran."""
+    malloc = " ".join(filter(None, platform.libc_ver())) or "unknown"
     if not _Pinned.done:
-        return {"malloc": platform.libc_ver()[0] or "unknown", "pinned": False, "why": _Pinned.why_not}
-    return {"malloc": f"glibc {platform.libc_ver()[1]}", "pinned": True, "mmap_threshold_bytes": MMAP_THRESHOLD,
+        return {"malloc": malloc, "pinned": False, "why": _Pinned.why_not}
+    return {"malloc": malloc, "pinned": True, "mmap_threshold_bytes": MMAP_THRESHOLD,
             "trim_threshold": "never while a case runs (mallopt M_TRIM_THRESHOLD -1)",
-            "between_cases": "malloc_trim(0) before each test"}
+            "between_cases": "malloc_trim(0) before each benchmark"}
 
 
 def minor_faults() -> int:
@@ -124,9 +127,11 @@ def pytest_configure(config):
     pin()
 
 
-@pytest.hookimpl(tryfirst=True)  # before the test's fixtures allocate anything
+@pytest.hookimpl(tryfirst=True)  # before the case's fixtures allocate anything
 def pytest_runtest_setup(item):
-    trim()
+    """Before each benchmark (the other tests time nothing, and each trim costs the next test its faults)."""
+    if "benchmark" in getattr(item, "fixturenames", ()):
+        trim()
 
 
 @pytest.hookimpl(trylast=True)  # after conftest's, which sets machine_info["mnistbench"]
