@@ -49,7 +49,7 @@ def test_a_quiet_window_is_not_disturbed_and_says_what_it_measured():
     assert (found["seconds"], found["cpu_user_seconds"], found["cpu_system_seconds"]) == (10.0, 18.0, 1.0)
     assert (found["involuntary_switches"], found["cores"], found["others_cpu_seconds"]) == (40, 2, 0.2)
     assert (found["others_share"], found["steal_share"], found["canary_drift"]) == (0.01, 0.0, 0.0)
-    assert found["limits"] == {"others_share": 0.03, "steal_share": 0.03, "canary_drift": 0.15,
+    assert found["limits"] == {"others_share": 0.03, "steal_share": 0.03, "canary_drift": 0.30,
                                "gpu_clock_events": list(quiet.GPU_SLOWDOWNS)}
 
 
@@ -67,12 +67,12 @@ def test_other_processes_and_steal_beyond_their_limits_disturb_a_case():
 def test_evaluation_is_left_out_and_the_canary_is_read_before_between_and_after_the_rounds():
     """Two rounds with an evaluation paused between: a busy machine during the evaluation does not count;
     the canary is read at start, before the second round (not the first: start just read it) and at stop,
-    and a drift of 20% between its readings disturbs the case."""
+    and a drift of 35% between its readings disturbs the case."""
     timeline = [(0.0, 0.0, 0.0, 0, proc_stat()),  # start
                 (10.0, 20.0, 0.0, 0, proc_stat(user=2000)),  # pause: the rounds so far, quiet
                 (15.0, 20.0, 0.0, 0, proc_stat(user=3000)),  # resume: others used 10 s meanwhile
                 (25.0, 40.0, 0.0, 0, proc_stat(user=5000))]  # stop: quiet again
-    watcher = quiet.Watcher("cpu", fake_readers(timeline, canary=(0.0020, 0.0021, 0.0024)))
+    watcher = quiet.Watcher("cpu", fake_readers(timeline, canary=(0.0020, 0.0021, 0.0027)))
     watcher.start()
     watcher.lap()
     with watch.Watching([watcher]).paused():
@@ -80,9 +80,9 @@ def test_evaluation_is_left_out_and_the_canary_is_read_before_between_and_after_
     watcher.lap()
     info = watcher.stop()
     found = info["quiet"]
-    assert (found["seconds"], found["others_cpu_seconds"], found["canary_ms"]) == (20.0, 0.0, [2.0, 2.1, 2.4])
-    assert found["canary_drift"] == 0.2
-    assert info["disturbed_by"] == ["the canary drifted 20.0% between its readings (limit 15%): the machine's "
+    assert (found["seconds"], found["others_cpu_seconds"], found["canary_ms"]) == (20.0, 0.0, [2.0, 2.1, 2.7])
+    assert found["canary_drift"] == 0.35
+    assert info["disturbed_by"] == ["the canary drifted 35.0% between its readings (limit 30%): the machine's "
                                     "speed changed"]
 
 
