@@ -8,9 +8,10 @@ from mnistbench.reports import compare, history, ratio, results, significance
 from stored import bench, report, write_run
 
 STEP_ROUNDS = [0.100, 0.101, 0.099, 0.102, 0.098, 0.100, 0.103, 0.097, 0.101, 0.099]  # a step's 10 rounds
-QUIET = {"disturbed": False, "disturbed_by": [], "quiet": {"canary_ms": [0.130, 0.131, 0.130]}}
+LIMITS = {"others_share": 0.03, "steal_share": 0.03, "canary_drift": 0.3, "gpu_clock_events": []}
+QUIET = {"disturbed": False, "disturbed_by": [], "quiet": {"canary_ms": [0.130, 0.131, 0.130], "limits": LIMITS}}
 BUSY = {"disturbed": True, "disturbed_by": ["other processes used 48.0% of the machine's CPU time (limit 3%)"],
-        "quiet": {"canary_ms": [0.131, 0.400, 0.133]}}
+        "quiet": {"canary_ms": [0.131, 0.400, 0.133], "limits": LIMITS}}
 
 
 def step(data, **extra):
@@ -68,7 +69,7 @@ def test_a_change_involving_a_disturbed_run_is_never_called_a_regression_without
 
 def test_a_canary_that_ran_at_another_speed_says_the_machine_differed(tmp_path):
     """Neither run was disturbed within itself, but the VM ran the canary 38% slower in the second."""
-    slower_machine = {**QUIET, "quiet": {"canary_ms": [0.179, 0.180, 0.180]}}
+    slower_machine = {**QUIET, "quiet": {"canary_ms": [0.179, 0.180, 0.180], "limits": LIMITS}}
     point = latest(tmp_path, [step(STEP_ROUNDS)], [step([t * 1.2 for t in STEP_ROUNDS], **slower_machine)])
     assert point.flag == "regression (disturbed)"
     assert point.note == "the canary ran 38% slower than in run 0001: the machine's speed differed"

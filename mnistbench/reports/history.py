@@ -23,7 +23,6 @@ from the other series of that machine that would otherwise read the same.
 import statistics
 from dataclasses import dataclass, field
 
-from .. import quiet
 from .results import CONFIG_FIELDS, Result, run_names
 from .significance import rank_test
 
@@ -87,9 +86,9 @@ def _disturbances(previous: Result, current: Result, names: dict) -> list[str]:
     """Why a change between ``previous`` and ``current`` may be the machine's, not the code's."""
     found = [f"run {names[result.file]} disturbed: {'; '.join(result.disturbed_by)}"
              for result in (previous, current) if result.disturbed_by]
-    if previous.canary_ms and current.canary_ms:
-        ratio = current.canary_ms / previous.canary_ms
-        if abs(ratio - 1) > quiet.CANARY_DRIFT_LIMIT:
+    if previous.canary and current.canary:  # judged by the limit the newer run was measured with
+        ratio = current.canary[0] / previous.canary[0]
+        if abs(ratio - 1) > current.canary[1]:
             found.append(f"the canary ran {abs(ratio - 1):.0%} {'slower' if ratio > 1 else 'faster'} than in run "
                          f"{names[previous.file]}: the machine's speed differed")
     return found

@@ -35,7 +35,8 @@ EXTRA_INFO_TYPES = {"kind": str, "model": str, "device": str, "device_name": str
                     "dataset": str, "pipeline": (str, None), "precision": str, "memory_format": str, "compile": str,
                     "optimizer": str, "world_size": int, "backend": (str, None), "seeds": int, "threads": (int, None),
                     "nodes": int, "first_step_seconds": (float, None), "disturbed": bool, "disturbed_by": [str],
-                    "quiet": {"canary_ms": [float]}, "epochs": (int, [int])}
+                    "quiet": {"canary_ms": [float], "limits": {"canary_drift": float}},
+                    "epochs": (int, [int])}
 BENCHMARK_TYPES = {"fullname": str, "params": (dict, None), "extra_info": EXTRA_INFO_TYPES,
                    "stats": {"median": float, "iqr": float, "rounds": int, "data": [float]}}
 
@@ -200,10 +201,12 @@ class Result:
         return self.extra_info.get("disturbed_by") or ["disturbed"]
 
     @property
-    def canary_ms(self) -> float | None:
-        """The median of the canary's readings around this benchmark's rounds (``mnistbench.quiet``), if read."""
-        readings = (self.extra_info.get("quiet") or {}).get("canary_ms")
-        return statistics.median(readings) if readings else None
+    def canary(self) -> tuple[float, float] | None:
+        """The median of the canary's readings around this benchmark's rounds (ms) and the drift they were
+        judged by (``mnistbench.quiet``), if read."""
+        found = self.extra_info.get("quiet") or {}
+        readings, limit = found.get("canary_ms"), (found.get("limits") or {}).get("canary_drift")
+        return (statistics.median(readings), limit) if readings and limit is not None else None
 
 
 def json_files(paths) -> list[Path]:
