@@ -14,14 +14,16 @@ from torchvision import datasets
 
 import models
 from mnistbench import backends, data, devices, fast, guards, idx, machine, matrix, peaks, pipelines, setups, variants
-from mnistbench import energy  # noqa: F401 (registers the energy watcher every timed case opens: watch.WATCHERS)
 from mnistbench.reports import ratio, scaling
 from mnistbench.variants import Variant
 
 # storage: saves only the benchmarks that finished, atomically, under the checkout's results/;
 # gate: --benchmark-compare and --benchmark-compare-fail, each benchmark against its own stored result;
-# budget: --time-budget, the estimates it decides by, and each case's whole cost
-pytest_plugins = ("mnistbench.storage", "mnistbench.gate", "mnistbench.budget")
+# budget: --time-budget, the estimates it decides by, and each case's whole cost;
+# allocator: glibc's malloc pinned and trimmed before each case; quiet: the look at the machine, disturbed cases;
+# energy: its watcher, registered last so that it watches the rounds alone (watch.watching nests them)
+pytest_plugins = ("mnistbench.storage", "mnistbench.gate", "mnistbench.budget", "mnistbench.allocator",
+                  "mnistbench.quiet", "mnistbench.energy")
 
 SMOKE_EPOCH_SAMPLES = 256
 # At smoke size the time-to-accuracy benchmark proves its machinery on a target that no model stuck on
@@ -125,12 +127,14 @@ def pytest_configure(config):
         pinned = config.getoption("fast_variant") and Variant.parse(config.getoption("fast_variant"))
     except ValueError as error:
         raise pytest.UsageError(f"--fast-variant: {error}") from None
-    # A timed run caches only a probe that had the machine to itself, never one beside other xdist workers;
-    # a smoke run's choices go to its own temporary cache (below), shared by its workers and subprocesses.
+    # A timed run caches only a probe that had the machine to itself, never one beside other xdist workers or
+    # on a machine that was not quiet; a smoke run's choices go to its own temporary cache (below), shared by
+    # its workers and subprocesses.
     config.mnistbench_fast_policy = setups.FastPolicy(
         **{name: tuple(chosen) for name, chosen in config.mnistbench_variant_choices.items()},
         pinned=pinned or None, use_cache=not config.getoption("no_fast_cache"),
-        save_cache=not config.mnistbench_full or "PYTEST_XDIST_WORKER" not in os.environ)
+        save_cache=not config.mnistbench_full or "PYTEST_XDIST_WORKER" not in os.environ,
+        save_disturbed=not config.mnistbench_full)
     for option in ("epoch_samples", "epoch_rounds", "seeds"):
         value = config.getoption(option)
         if value is not None and value < 1:

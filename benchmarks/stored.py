@@ -2,6 +2,7 @@
 suite stores them, with machine identities known exactly (two CPUs that both call themselves "AMD EPYC"), and
 the ``mnistbench`` command run in this process."""
 import json
+import statistics
 from pathlib import Path
 
 from mnistbench import cli
@@ -22,8 +23,9 @@ H100 = {"name": "NVIDIA H100 80GB HBM3", "memory_gib": 79.2, "compute_capability
 
 
 def bench(model="vgg", device="cpu", median=1.0, iqr=0.01, kind="epoch", pipeline="resident", test="test_epoch",
-          setup=None, params=None, **extra):
-    """One stored benchmark: ``extra`` changes its extra_info, ``params`` adds test parameters."""
+          setup=None, params=None, data=None, **extra):
+    """One stored benchmark: ``extra`` changes its extra_info, ``params`` adds test parameters, ``data`` gives
+    its rounds (as ``--benchmark-save-data`` stores them), their median its median."""
     info = {"kind": kind, "model": model, "device": device, "device_name": f"{device} model", "batch_size": 128,
             "samples": 60_000, "dataset": "mnist", "pipeline": pipeline, "precision": "fp32",
             "memory_format": "contiguous", "compile": "eager", "threads": 2}
@@ -31,8 +33,10 @@ def bench(model="vgg", device="cpu", median=1.0, iqr=0.01, kind="epoch", pipelin
     setup = setup or pipeline
     params = {"model_name": model, "device": device, SETUP_PARAMETERS.get(test, "pipeline_name"): setup, **(params or {})}
     name = f"benchmarks/{test}.py::{test}[{model}-{device}-{setup}]"
-    return {"name": name.split("::")[1], "fullname": name, "params": params, "extra_info": info,
-            "stats": {"median": median, "iqr": iqr, "rounds": 3}}
+    stats = {"median": median, "iqr": iqr, "rounds": 3}
+    if data is not None:
+        stats.update(median=statistics.median(data), rounds=len(data), data=list(data))
+    return {"name": name.split("::")[1], "fullname": name, "params": params, "extra_info": info, "stats": stats}
 
 
 def machine_info(cpu=ZEN4, capability="AVX512", gpus=(H100,), torch_version="2.14.1") -> dict:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import models
-from mnistbench import cli, distributed, launcher, pipelines
+from mnistbench import cli, distributed, launcher, pipelines, watch
 from mnistbench.reports import history, ratio, results, scaling
 from mnistbench.distributed import ReplayClock
 
@@ -72,18 +72,20 @@ def test_distributed(benchmark, model_name, backend, world_size, device, dataset
                     "--benchmark-only runs every case")
     batch_size = models.recipe(model_name).batch_size
     samples = epoch_samples and max(epoch_samples, MIN_TIMED_STEPS * batch_size * world_size)
-    try:
-        report = distributed.launch_steps(
-            model_name, device, world_size, workdir=tmp_path, dataset=dataset_name, root=mnist_root,
-            samples=samples, threads_per_rank=max(1, torch.get_num_threads() // world_size),
-            collective_timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS,
-            timeout_seconds=FULL_TIMEOUT_SECONDS if pytestconfig.mnistbench_full else SMOKE_TIMEOUT_SECONDS)
+    try:  # the ranks are this process's children: the watchers count them in its process tree
+        with watch.watching(device) as watched:
+            report = distributed.launch_steps(
+                model_name, device, world_size, workdir=tmp_path, dataset=dataset_name, root=mnist_root,
+                samples=samples, threads_per_rank=max(1, torch.get_num_threads() // world_size),
+                collective_timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS,
+                timeout_seconds=FULL_TIMEOUT_SECONDS if pytestconfig.mnistbench_full else SMOKE_TIMEOUT_SECONDS)
     except launcher.LaunchError as error:
         pytest.fail(str(error), pytrace=False)
     benchmark.group = f"distributed {model_name} {backend}"
     benchmark.pedantic(STEP_CLOCK.advance, rounds=STEP_CLOCK.load(report.step_seconds), iterations=1)
     info = report.extra_info(benchmark, dataset=dataset_name,
                              one_rank_images_per_second=one_rank_speeds.get((model_name, backend)))
+    benchmark.extra_info.update(watched.info)
     benchmark.extra_info.update(info)
     if world_size == 1 and "images_per_second" in info:
         one_rank_speeds[(model_name, backend)] = info["images_per_second"]

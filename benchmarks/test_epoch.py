@@ -7,7 +7,7 @@ algorithm and batch.
 import pytest
 
 import models
-from mnistbench import devices, guards, metrics, setups, watch
+from mnistbench import allocator, devices, guards, metrics, setups, watch
 from mnistbench.training import TrainingRun
 
 
@@ -28,10 +28,11 @@ def test_epoch(benchmark, model_name, device, setup, train_set, dataset_name, ep
             def next_round():  # untimed: a second epoch of a model that diverges would time other work, or fail
                 with watched.paused():  # a speed case on a NaN, so each round trains from the initial weights
                     run.restart()
-                watched.lap()
+                    watched.lap()
 
             losses = benchmark.pedantic(run.epoch, setup=next_round, rounds=epoch_rounds, iterations=1)
     benchmark.extra_info.update(watched.info)
+    benchmark.extra_info.update(allocator.faults_per(watched.info, "epoch", epoch_rounds))
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind="epoch", model_name=model_name, device=device, batch_size=run.pipeline.batch_size,
         samples=run.pipeline.samples, dataset=dataset_name, pipeline=chosen.pipeline, train=True,

@@ -10,7 +10,7 @@ import time
 import torch
 
 import models
-from mnistbench import devices, guards, metrics, setups, training, watch
+from mnistbench import allocator, devices, guards, metrics, setups, training, watch
 from mnistbench.pipelines import normalized_images
 from mnistbench.variants import Variant
 
@@ -36,9 +36,13 @@ def test_step(benchmark, model_name, batch_size, device, step_variant, mode, tra
         else:
             step = training.make_forward_step(variant.prepare_model(model.eval()), device, variant)
 
+        steps_taken = 0
+
         def synchronized_step():
+            nonlocal steps_taken
             loss = step(images, labels)
             devices.synchronize(device)
+            steps_taken += 1
             return loss
 
         start = time.perf_counter()
@@ -49,9 +53,11 @@ def test_step(benchmark, model_name, batch_size, device, step_variant, mode, tra
         warm_up_seconds = time.perf_counter() - start
         benchmark.group = f"step {model_name} {mode} b{batch_size}"
         with watch.watching(device) as watched:  # steps are short: one window over all rounds
+            steps_before = steps_taken  # pytest-benchmark's calibration and last call run in the window too
             loss = benchmark(synchronized_step)
     training.check_finite(loss.reshape(1).float().cpu(), model_name)
     benchmark.extra_info.update(watched.info)
+    benchmark.extra_info.update(allocator.faults_per(watched.info, "step", steps_taken - steps_before))
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind=f"step-{mode}", model_name=model_name, device=device, batch_size=batch_size,
         samples=batch_size, dataset=dataset_name, pipeline=None, train=mode == "train", final_loss=loss.item(),

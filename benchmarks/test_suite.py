@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXTRA_INFO_FIELDS = {
     "kind", "model", "device", "device_name", "batch_size", "samples", "dataset", "pipeline", "precision",
     "memory_format", "compile", "threads", "final_loss", "flops_per_image", "peak_memory_mib",
-    "images_per_second", "achieved_tflops",
+    "images_per_second", "achieved_tflops", "disturbed", "disturbed_by", "quiet", "minor_faults",
 }
 
 
@@ -125,6 +125,7 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
     assert "skipped" in (out / "tests.log").read_text()  # the GPU-only tests, with their reason, on a CPU
     log = (out / "quick.log").read_text()
     assert "mnistbench: 5 benchmark(s) to run, about " in log and "mnistbench: time budget " in log
+    assert "mnistbench: the machine over 0.5 s: load " in log and "mnistbench: busiest other processes: " in log
     [saved] = list((out / "results").glob("*/0001_*.json"))
     stored = json.loads(saved.read_text())
     assert [b["name"] for b in stored["benchmarks"]] == [  # in the order they ran: the headline order
@@ -139,6 +140,10 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
     for bench in stored["benchmarks"]:
         info = bench["extra_info"]
         assert EXTRA_INFO_FIELDS <= info.keys() and info["images_per_second"] > 0 and info["case_seconds"] > 0
+        assert info["disturbed"] == bool(info["disturbed_by"]) and len(info["quiet"]["canary_ms"]) >= 2
+        assert len(bench["stats"]["data"]) == bench["stats"]["rounds"], "every round kept, for the rank test"
+        unit = "step" if info["kind"].startswith("step") else "epoch"
+        assert info[f"minor_faults_per_{unit}"] >= 0
         assert info["utilisation"] > 0 and info["peak_source"] == "measured"
         assert info["backends"] == backends.describe("cpu")
         if no_energy:
@@ -158,7 +163,15 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
     cpu_peaks = stored["mnistbench"]["measured_peak_tflops"]["cpu"]
     assert cpu_peaks.keys() == {"method", "fp32"}, "no peak measured for a precision the run cannot use"
     assert "cpu" in (out / "ratio.md").read_text().lower()  # no accelerator ran: it says why there is no table
-    assert (out / "cache" / "fast-variants.json").is_file()
+    # a probe's choice is cached only when the machine was quiet around it (here the test command's other
+    # worker may well have been busy): one probe per batch size (the fast recipe's is larger)
+    probes = {b["extra_info"]["fast_probe_batch"]: b["extra_info"]["fast_probe_disturbed_by"]
+              for b in stored["benchmarks"] if b["extra_info"].get("fast_source") == "probe"}
+    cache = out / "cache" / "fast-variants.json"
+    cached = json.loads(cache.read_text()) if cache.is_file() else {}
+    assert len(probes) == 2 and len(cached) == sum(not disturbed_by for disturbed_by in probes.values())
+    assert stored["machine_info"]["mnistbench"]["allocator"]["pinned"]
+    assert stored["mnistbench"]["machine_check"]["governor"] and stored["mnistbench"]["machine_check"]["canary_ms"] > 0
 
     compared = run("-m", "pytest_benchmark", "compare", str(saved), "--group-by=param:device")
     assert compared.returncode == 0, compared.stderr

@@ -16,7 +16,7 @@ import torch
 
 import models
 from conftest import SMOKE_TARGET_ACCURACY, SMOKE_TEST_SAMPLES
-from mnistbench import data, devices, guards, metrics, setups, time_to_accuracy, training, watch
+from mnistbench import allocator, data, devices, guards, metrics, setups, time_to_accuracy, training, watch
 from mnistbench.time_to_accuracy import Outcome, TargetNotReached, TrainingClock, train_to_accuracy
 
 CLOCK = TrainingClock()
@@ -45,7 +45,7 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
             def start_next_seed():  # untimed: each round trains from scratch from the next seed
                 with watched.paused():
                     run.restart(seed=next(seeds))
-                watched.lap()
+                    watched.lap()
 
             def train():
                 outcomes.append(train_to_accuracy(run, test_set, target=target_accuracy, max_epochs=recipe.epochs,
@@ -60,6 +60,7 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
             raise
     accuracies = [outcome.accuracies[-1] for outcome in outcomes]
     benchmark.extra_info.update(watched.info)
+    benchmark.extra_info.update(allocator.faults_per(watched.info, "epoch", sum(o.epochs for o in outcomes)))
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind="time-to-accuracy", model_name=model_name, device=device, batch_size=recipe.batch_size,
         samples=run.pipeline.samples, dataset=dataset_name, pipeline=setup.pipeline, train=True, final_loss=None,

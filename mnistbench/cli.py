@@ -66,6 +66,11 @@ def history_command(args) -> int:
         left_out = plots.history_chart(all_series, args.plot)
         print(f"mnistbench: wrote {args.plot} ({left_out} series with a single run left out)", file=sys.stderr)
     regressed = [f"{series.label} on {machine_keys[series.machine]}" for series in all_series if series.latest_regressed]
+    unsure = [f"{series.label} on {machine_keys[series.machine]}" for series in all_series
+              if series.points[-1].flag.endswith(history.DISTURBED)]
+    if unsure:
+        print(f"mnistbench: {len(unsure)} change(s) in the newest run involve a disturbed run, not counted as "
+              f"regressions or improvements: {', '.join(unsure)}", file=sys.stderr)
     if regressed:
         print(f"mnistbench: {len(regressed)} regression(s) in the newest run: {', '.join(regressed)}", file=sys.stderr)
         if args.fail_on_regression:
@@ -206,7 +211,8 @@ def parser() -> argparse.ArgumentParser:
     history_parser = report("history", "each benchmark's medians over the stored runs, regressions flagged",
                             history_command)
     history_parser.add_argument("--threshold", type=float, default=history.THRESHOLD,
-                                help="smallest relative slowdown that counts, if also above the noise (default: 0.07)")
+                                help="smallest relative slowdown that counts, if also significant and above the run-to-run "
+                                     "noise (default: 0.07)")
     history_parser.add_argument("--fail-on-regression", action="store_true",
                                 help="exit 1 when the newest run of any benchmark regressed")
     report("scaling", "images/s and efficiency of data-parallel training by world size, in each run", scaling_command)

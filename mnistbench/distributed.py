@@ -31,7 +31,7 @@ from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel
 
-from . import atomic, data, devices, energy, launcher, metrics
+from . import allocator, atomic, data, devices, energy, launcher, metrics
 from .reports.scaling import scaling_efficiency
 from .training import TrainingRun
 
@@ -186,12 +186,15 @@ def measure_steps(model_name: str, device: str, dataset: str = "mnist", root=Non
         if member.backend is not None:
             dist.barrier()  # every rank starts its clock at the same moment
         timer = StepTimer(run.pipeline, member.device)
+        faults = allocator.minor_faults()
         losses = run.epoch(timer)
+        faults = allocator.minor_faults() - faults
         mine = {
             "rank": member.rank, "device": member.device,
             "device_name": devices.name(member.device), "threads": torch.get_num_threads(), "ready_at": ready_at,
             "first_step_seconds": run.first_step_seconds, "warm_up_seconds": run.warm_up_seconds,
             "step_seconds": timer.seconds, "losses": losses.tolist(),
+            "minor_faults_per_step": round(faults / max(1, len(timer.seconds)), 1),
             "weights_digest": weights_digest(run.model), "peak_memory_mib": devices.peak_memory(member.device)[0],
         }
         everyone = [mine]
@@ -260,6 +263,8 @@ class StepReport:
             "global_batch_size": self.global_batch_size, "bucket_cap_mb": self.bucket_cap_mb,
             "threads_per_rank": main["threads"], "timed_steps": len(self.step_seconds),
             "launch_seconds": self.launch_seconds,
+            **({"minor_faults_per_step": max(rank["minor_faults_per_step"] for rank in self.ranks)}
+               if all("minor_faults_per_step" in rank for rank in self.ranks) else {}),
             "rank_images_per_second": [self.batch_size / statistics.median(rank["step_seconds"]) for rank in self.ranks],
         })
         if "images_per_second" in info:  # timed by pytest-benchmark
@@ -335,6 +340,7 @@ def main(argv=None) -> None:
                         help="seconds a collective waits for the other ranks")
     parser.add_argument("--out", required=True, help="JSON report, written by rank 0")
     args = parser.parse_args(argv)
+    allocator.pin()  # every rank in the allocator state of the suite's own process
     report = measure_steps(args.model, args.device, args.dataset, args.mnist_root, samples=args.samples,
                            seed=args.seed, timeout_seconds=args.timeout)
     if report is not None:

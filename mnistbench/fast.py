@@ -9,11 +9,18 @@ small batch, where an emulated precision shows at a fraction of the cost; at the
 slower than the best so far is dropped after its first timed step. Compiled modes are tried on top of the
 best eager variant only, since compilation costs seconds to minutes per candidate.
 
-A variant more complex than the best so far (departing from fp32 eager in more ways) must beat it by
-``MARGIN`` to take its place, so that noise does not pick a fragile variant for nothing. Steps shorter than
-a few milliseconds (a GPU's) are timed more often. A candidate that raises is broken, not unrunnable (what a
+The candidates left within ``FINALIST_FACTOR`` of the best, the finalists, are then timed in alternation,
+A B A B ... for ``TURNS`` turns on the models they have warmed up, and each is judged by the median of its
+turns' fastest steps: a machine whose speed drifts during the probe (a shared VM's does, by 50% within
+minutes) slows every finalist alike, where timing one after the other would hand the choice to whichever
+ran in the faster minute. A variant
+more complex than a simpler finalist (departing from fp32 eager in more ways) must beat it by ``MARGIN``
+to be chosen over it, so that noise does not pick a fragile variant for nothing. Steps shorter than a few
+milliseconds (a GPU's) are timed more often. A candidate that raises is broken, not unrunnable (what a
 device cannot run never becomes a candidate, ``Variant.unsupported_on``): the probe goes on without it, the
-choice is not cached, and the run fails at its end naming it (``broken``).
+choice is not cached, and the run fails at its end naming it (``broken``). Nor is a choice cached whose
+probe ran on a machine that was not quiet (the watchers of ``mnistbench.watch``, ``mnistbench.quiet``'s
+among them): the next run measures again.
 
 The choice and every candidate's timing go into each result that used it. A choice can be pinned
 (``--fast-variant``), and is cached on disk by device identity (and a GPU's host CPU), library versions,
@@ -24,6 +31,7 @@ import contextlib
 import json
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +42,7 @@ import torchvision
 
 import models
 
-from . import atomic, devices, machine, training
+from . import atomic, devices, machine, training, watch
 from .pipelines import normalized_images
 from .variants import Variant
 
@@ -45,6 +53,10 @@ MARGIN = 0.05  # how much faster a more complex variant must be than a simpler b
 TIMED_STEPS = 3  # at least; short steps are timed until about TIMED_SECONDS, at most MAX_TIMED_STEPS
 TIMED_SECONDS = 0.1
 MAX_TIMED_STEPS = 50
+TURNS = 3  # alternated turns of the finalists, sharing as many steps as their first timing took
+# A finalist's first timing is within this factor of the best's: a candidate slower than that would need the
+# machine's speed to drift by as much within the second or two between two timings to be the faster.
+FINALIST_FACTOR = 1.25
 CACHE_ENV = "MNISTBENCH_CACHE"
 
 
@@ -57,10 +69,14 @@ class Choice:
     source: str  # "probe", "cache" or "pinned"
     batch_size: int
     timings: dict = field(default_factory=dict)
+    disturbed_by: tuple[str, ...] = ()  # why the machine was not quiet during this run's probe
 
     def info(self) -> dict:
-        return {"fast_variant": str(self.variant), "fast_source": self.source, "fast_probe_batch": self.batch_size,
-                "fast_probe_ms": self.timings}
+        found = {"fast_variant": str(self.variant), "fast_source": self.source, "fast_probe_batch": self.batch_size,
+                 "fast_probe_ms": self.timings}
+        if self.source == "probe":
+            found["fast_probe_disturbed_by"] = list(self.disturbed_by)
+        return found
 
 
 def cache_path() -> Path:
@@ -125,6 +141,7 @@ class _Probe:
         self.recipe = recipe
         self.images = normalized_images(train_set.data[:batch_size], recipe.normalize_mean, recipe.normalize_std)
         self.labels = train_set.targets[:batch_size]
+        self.kept: dict[Variant, tuple] = {}  # a timed finalist's running steps and how many it times a turn
 
     def steps(self, variant: Variant, batch_size: int):
         """A generator of the wall times of successive synchronised training steps in ``variant``."""
@@ -140,10 +157,11 @@ class _Probe:
             devices.synchronize(self.device)
             yield time.perf_counter() - start
 
-    def time(self, variant: Variant, batch_size: int, warm_up: int, timed: int, give_up_after: float) -> float | None:
+    def time(self, variant: Variant, batch_size: int, warm_up: int, timed: int, give_up_after: float,
+             keep: bool = False) -> float | None:
         """The fastest of at least ``timed`` steps after ``warm_up`` untimed ones (fp16: as many as its loss
         scale needs), more for short steps (``TIMED_SECONDS``); None as soon as a timed step is slower than
-        ``give_up_after`` seconds."""
+        ``give_up_after`` seconds. ``keep``: the model stays warm for ``alternate``."""
         steps = self.steps(variant, batch_size)
         for _ in range(variant.warm_up_steps(warm_up)):
             next(steps)
@@ -156,17 +174,32 @@ class _Probe:
                 return None
             if index == 0:
                 count = min(MAX_TIMED_STEPS, max(timed, math.ceil(TIMED_SECONDS / best)))
+        if keep:
+            self.kept[variant] = (steps, count)
         return best
+
+    def alternate(self, finalists: list[Variant], turns: int) -> dict[Variant, list[float]]:
+        """Each finalist's fastest step in each of ``turns`` turns, the finalists taking turns (A B A B ...), on
+        the models their first timing warmed up (``keep``): the steps that timing took, shared among the turns
+        (at least one a turn)."""
+        fastest: dict[Variant, list[float]] = {variant: [] for variant in finalists}
+        for _ in range(turns):
+            for variant in finalists:
+                steps, count = self.kept[variant]
+                variant.configure_backends(self.device)  # each variant's switches, as its steps were warmed up
+                fastest[variant].append(min(next(steps) for _ in range(math.ceil(count / turns))))
+        return fastest
 
 
 def probe(model_name: str, device: str, train_set, batch_size: int, candidates: list[Variant]) -> tuple[Variant, dict]:
-    """The fastest of ``candidates`` (plus the fp32 baseline) and every candidate's ms per step or fate
-    (``failed: ...`` for one that raised)."""
+    """The fastest of ``candidates`` (plus the fp32 baseline) and every candidate's ms per step (a finalist's
+    from its alternated turns, another's from its first timing) or fate (``failed: ...`` for one that raised)."""
     baseline = Variant()
     candidates = [baseline] + [c for c in distinct(candidates, device) if c != baseline]
     runner = _Probe(model_name, device, train_set, batch_size)
     timings: dict[str, float | str] = {}
     screens: dict[tuple, float] = {}
+    timed: dict[Variant, float] = {}  # the candidates timed at the full batch, by their first timing
     best, best_seconds = baseline, math.inf
     for variant in [c for c in candidates if c.compile == "eager"]:
         numerics, screen_batch = (variant.precision, variant.memory_format), min(SCREEN_BATCH, batch_size)
@@ -176,16 +209,29 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
         if screens[numerics] > SCREEN_FACTOR * min(screens.values()):
             timings[str(variant)] = f"dropped: over {SCREEN_FACTOR:g}x slower than the best on a batch of {screen_batch}"
             continue
-        seconds = _try(runner, variant, batch_size, 1, best, best_seconds, timings)
-        if seconds is not None:
-            best, best_seconds = variant, seconds
+        if (seconds := _try(runner, variant, batch_size, 1, best_seconds, timings)) is not None:
+            timed[variant] = seconds
+            if _beats(variant, seconds, best, best_seconds):
+                best, best_seconds = variant, seconds
     for variant in [c for c in candidates if c.compile != "eager"]:
         if (variant.precision, variant.memory_format, variant.optimizer) != (best.precision, best.memory_format,
                                                                               best.optimizer):
             continue  # compiled modes are tried on top of the best eager variant only
-        seconds = _try(runner, variant, batch_size, training.WARM_UP_STEPS, best, best_seconds, timings)
-        if seconds is not None:
-            best, best_seconds = variant, seconds
+        if (seconds := _try(runner, variant, batch_size, training.WARM_UP_STEPS, best_seconds, timings)) is not None:
+            timed[variant] = seconds
+            if _beats(variant, seconds, best, best_seconds):
+                best, best_seconds = variant, seconds
+    # the rest keep their first timing in ``timings``; the finalists' become the median of their turns
+    finalists = [variant for variant, seconds in timed.items() if seconds <= FINALIST_FACTOR * best_seconds]
+    if len(finalists) < 2:
+        return best, timings
+    figures = {variant: statistics.median(turns) for variant, turns in runner.alternate(finalists, TURNS).items()}
+    timings.update({str(variant): round(seconds * 1e3, 2) for variant, seconds in figures.items()})
+    simplest_first = sorted(finalists, key=lambda variant: (_departures(variant), figures[variant]))
+    best = simplest_first[0]
+    for variant in simplest_first[1:]:
+        if _beats(variant, figures[variant], best, figures[best]):
+            best = variant
     return best, timings
 
 
@@ -206,14 +252,18 @@ def _departures(variant: Variant) -> int:
     return sum(getattr(variant, f) != getattr(baseline, f) for f in ("precision", "memory_format", "compile", "optimizer"))
 
 
-def _try(runner: _Probe, variant: Variant, batch_size: int, warm_up: int, best: Variant, best_seconds: float,
-         timings: dict):
-    """Time ``variant`` at the full batch and record it; its seconds if it beat ``best`` (by ``MARGIN`` when
-    it is more complex), else None. A candidate that raises is recorded as broken; running out of memory
-    is a limit of the device at this batch, not a fault."""
+def _beats(variant: Variant, seconds: float, best: Variant, best_seconds: float) -> bool:
+    """Whether ``variant`` at ``seconds`` a step replaces ``best``: faster, by ``MARGIN`` when it is more complex."""
+    return seconds < (best_seconds * (1 - MARGIN) if _departures(variant) > _departures(best) else best_seconds)
+
+
+def _try(runner: _Probe, variant: Variant, batch_size: int, warm_up: int, best_seconds: float, timings: dict):
+    """Time ``variant`` at the full batch, keeping its model warm, and record it; its seconds, or None when it
+    was dropped (slower than ``DROP_FACTOR`` x ``best_seconds``) or raised. A candidate that raises is
+    recorded as broken; running out of memory is a limit of the device at this batch, not a fault."""
     try:
         seconds = runner.time(variant, batch_size, warm_up=warm_up, timed=TIMED_STEPS,
-                              give_up_after=DROP_FACTOR * best_seconds)
+                              give_up_after=DROP_FACTOR * best_seconds, keep=True)
     except torch.OutOfMemoryError:
         timings[str(variant)] = f"dropped: out of memory at batch {batch_size}"
         return None
@@ -224,8 +274,7 @@ def _try(runner: _Probe, variant: Variant, batch_size: int, warm_up: int, best: 
         timings[str(variant)] = f"dropped: a step over {DROP_FACTOR:g}x the best so far"
         return None
     timings[str(variant)] = round(seconds * 1e3, 2)
-    needed = best_seconds * (1 - MARGIN) if _departures(variant) > _departures(best) else best_seconds
-    return seconds if seconds < needed else None
+    return seconds
 
 
 _CHOSEN: dict[str, Choice] = {}
@@ -233,10 +282,12 @@ _BROKEN: list[str] = []
 
 
 def choose(model_name: str, device: str, train_set, batch_size: int, candidates: list[Variant], *,
-           pinned: Variant | None = None, use_cache: bool = True, save: bool = True) -> Choice:
+           pinned: Variant | None = None, use_cache: bool = True, save: bool = True, save_disturbed: bool = False,
+           ) -> Choice:
     """The fast variant of ``model_name`` on ``device`` at ``batch_size``: ``pinned``, else a cached
     measurement, else a probe (saved to the cache when ``save``, i.e. when the probe had the machine to
-    itself, and when no candidate was broken). One choice per process and key."""
+    itself, when no candidate was broken, and when the machine was quiet around it, unless
+    ``save_disturbed``). One choice per process and key."""
     if pinned is not None:
         return Choice(pinned, "pinned", batch_size)
     key = _cache_key(model_name, device, batch_size, candidates)
@@ -247,12 +298,13 @@ def choose(model_name: str, device: str, train_set, batch_size: int, candidates:
         if cached:
             choice = Choice(Variant.parse(cached["variant"]), "cache", batch_size, cached.get("timings", {}))
         else:
-            variant, timings = probe(model_name, device, train_set, batch_size, candidates)
-            choice = Choice(variant, "probe", batch_size, timings)
+            with watch.watching(device) as watched:  # the quiet check (mnistbench.quiet) among them
+                variant, timings = probe(model_name, device, train_set, batch_size, candidates)
+            choice = Choice(variant, "probe", batch_size, timings, tuple(watched.info.get("disturbed_by", ())))
             failed = [f"{model_name} on {device}, batch {batch_size}: {name} {fate}"
                       for name, fate in timings.items() if isinstance(fate, str) and fate.startswith("failed:")]
             _BROKEN.extend(failed)
-            if save and not failed:
+            if save and not failed and (save_disturbed or not choice.disturbed_by):
                 _write_cache(key, choice)
     _CHOSEN[key] = choice
     return choice

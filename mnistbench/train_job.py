@@ -15,6 +15,7 @@ from tqdm import tqdm
 import models
 
 from . import checkpoints, data, distributed, setups, training
+from . import quiet  # noqa: F401 (registers its watcher: a fast probe on a machine that is not quiet is not cached)
 
 
 @dataclass

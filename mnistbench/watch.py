@@ -37,7 +37,8 @@ class Watching:
         self.info: dict = {}
 
     def lap(self) -> None:
-        """A round is about to begin (called untimed, before each round, the first included)."""
+        """A round is about to begin (called untimed, before each round, the first included, inside ``paused``:
+        no watcher's own reading at a lap, the quiet canary's say, then counts against another's round)."""
         for watcher in self.watchers:
             watcher.lap()
 
@@ -55,12 +56,14 @@ class Watching:
 
 @contextlib.contextmanager
 def watching(device: str) -> Iterator[Watching]:
-    """Every registered watcher of ``device`` around the block (the case's timed rounds)."""
+    """Every registered watcher of ``device`` around the block (the case's timed rounds), nested: started in
+    the order they registered and stopped in reverse, so that the last registered (energy) watches only the
+    rounds and not the readings of the others (the quiet canary)."""
     watched = Watching([make(device) for make in WATCHERS])
     for watcher in watched.watchers:
         watcher.start()
     try:
         yield watched
     finally:
-        for watcher in watched.watchers:
+        for watcher in reversed(watched.watchers):
             watched.info.update(watcher.stop())

@@ -107,12 +107,14 @@ class Comparison:
                 "b_images_per_joule": pair.b.images_per_joule,
                 "speedup": pair.speedup,
                 "energy_ratio": pair.energy_ratio,
-                "note": "; ".join(filter(None, [pair.mismatch, variants])),
+                "note": "; ".join(filter(None, [pair.mismatch, variants, pair.disturbed])),
             })
         energy_means = geometric_means(found, lambda pair: pair.energy_ratio)
         for tuning, (mean, count) in geometric_means(found).items():
             energy_mean, energy_count = energy_means[tuning]
-            note = f"over {count} benchmark{'s' * (count != 1)}" if count else "no comparable benchmark"
+            disturbed = sum(1 for pair in found if pair.a.tuning == tuning and pair.speedup and pair.disturbed)
+            note = (f"over {count} benchmark{'s' * (count != 1)}" + (f", {disturbed} with a disturbed side" if disturbed
+                                                                     else "")) if count else "no comparable benchmark"
             rows.append({"benchmark": "geometric mean", "tuning": tuning, "a_machine": "", "a_median_s": None,
                          "a_spread": "", "a_images_per_joule": None, "b_machine": "", "b_median_s": None,
                          "b_spread": "", "b_images_per_joule": None, "speedup": mean, "energy_ratio": energy_mean,

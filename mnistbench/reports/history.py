@@ -1,27 +1,43 @@
 """History of each benchmark over stored runs, with regressions told apart from noise.
 
-A change between consecutive runs is flagged only when it is larger than both the threshold (7%, as
-TorchBench uses) and the measured noise: the spread of the rounds within either run, and, once a
-benchmark has three or more runs, the typical run-to-run change before it. Runs whose configuration
-differs (a smoke run of 256 samples beside full epochs), or that ran on another machine (``machine.identity``:
-two CPUs may share a model name and differ threefold in speed), form separate series, never a regression.
-Each series is shown with its machine, and its label names what sets it apart from the other series of
-that machine that would otherwise read the same.
+A change between consecutive runs is flagged only when it is larger than the threshold (7%, as TorchBench
+uses) and than the typical run-to-run change before it (once a benchmark has three or more runs), and when
+the two runs' rounds differ by a rank test (``significance``: Mann-Whitney U, as asv does). Where a run
+stored no rounds (older runs), the spread of the rounds within either run stands in for the test; where
+there are too few rounds for any test (a 2-round epoch benchmark), the row says so and flags nothing.
+
+A time to accuracy is two numbers: the epochs its seeds needed (a property of the recipe and the seeds) and
+the time per epoch (the machine's speed). Only the latter is a speed change: its change is the one
+tested and flagged, and a change in the epochs needed is said in the note.
+
+A change involving a run that was disturbed (``mnistbench.quiet``: other processes, steal, a drifting
+canary, a slowed GPU), or whose canary ran at another speed than the other run's (the machine's own speed
+differed), is never called a regression or an improvement without saying so: its flag says ``(disturbed)``,
+its note why, and ``--fail-on-regression`` does not count it.
+
+Runs whose configuration differs (a smoke run of 256 samples beside full epochs), or that ran on another
+machine (``machine.identity``: two CPUs may share a model name and differ threefold in speed), form separate
+series, never a regression. Each series is shown with its machine, and its label names what sets it apart
+from the other series of that machine that would otherwise read the same.
 """
 import statistics
 from dataclasses import dataclass, field
 
 from .results import CONFIG_FIELDS, Result, run_names
+from .significance import rank_test
 
 THRESHOLD = 0.07
+DISTURBED = " (disturbed)"
 
 
 @dataclass(frozen=True)
 class Point:
     result: Result
-    change: float | None = None  # relative change of the median from the previous run
+    change: float | None = None  # relative change of the speed figure (``speed``) from the previous run
     noise: float | None = None
-    flag: str = ""  # "regression", "improvement" or ""
+    p: float | None = None  # the rank test's two-sided p, where one was made
+    flag: str = ""  # "regression", "improvement", either followed by DISTURBED, or ""
+    note: str = ""
 
 
 @dataclass
@@ -35,10 +51,76 @@ class Series:
         return bool(self.points) and self.points[-1].flag == "regression"
 
 
+def epochs(result: Result) -> list[int] | None:
+    """A time to accuracy's epochs needed, per seed (runs from before ``--seeds`` stored one number); None for
+    other benchmarks, and where not stored."""
+    needed = result.extra_info.get("epochs") if result.extra_info["kind"] == "time-to-accuracy" else None
+    return [needed] if isinstance(needed, int) else needed
+
+
+def rounds(result: Result, per_epoch: bool) -> list[float] | None:
+    """The rounds a change is tested on: the stored rounds, or each seed's time per epoch (``per_epoch``)."""
+    if result.data is None or not per_epoch:
+        return None if result.data is None else list(result.data)
+    needed = epochs(result)
+    return [seconds / count for seconds, count in zip(result.data, needed)] if len(needed) == len(result.data) \
+        else None
+
+
+def speed(result: Result, per_epoch: bool) -> float:
+    """The figure whose change is a speed change: the median, or a time to accuracy's time per epoch
+    (``per_epoch``): all rounds' time over all their epochs."""
+    if not per_epoch:
+        return result.median
+    needed = epochs(result)
+    return sum(result.data) / sum(needed) if rounds(result, per_epoch) else result.median / statistics.median(needed)
+
+
 def _flag(change: float, noise: float, threshold: float) -> str:
     if abs(change) <= max(threshold, noise):
         return ""
     return "regression" if change > 0 else "improvement"
+
+
+def _disturbances(previous: Result, current: Result, names: dict) -> list[str]:
+    """Why a change between ``previous`` and ``current`` may be the machine's, not the code's."""
+    found = [f"run {names[result.file]} disturbed: {'; '.join(result.disturbed_by)}"
+             for result in (previous, current) if result.disturbed_by]
+    if previous.canary and current.canary:  # judged by the limit the newer run was measured with
+        ratio = current.canary[0] / previous.canary[0]
+        if abs(ratio - 1) > current.canary[1]:
+            found.append(f"the canary ran {abs(ratio - 1):.0%} {'slower' if ratio > 1 else 'faster'} than in run "
+                         f"{names[previous.file]}: the machine's speed differed")
+    return found
+
+
+def _point(previous: Result, current: Result, changes: list[float], threshold: float, names: dict) -> Point:
+    """``current`` against ``previous``, the relative changes of the series before them in ``changes``."""
+    per_epoch = bool(epochs(previous)) and bool(epochs(current))  # both times to accuracy that stored them
+    change = speed(current, per_epoch) / speed(previous, per_epoch) - 1
+    run_to_run = statistics.median(abs(c) for c in changes) if len(changes) >= 2 else 0.0
+    before, after = rounds(previous, per_epoch), rounds(current, per_epoch)
+    test = rank_test(before, after)
+    notes = [test.note] if test.note else []
+    if test.p is not None:
+        noise = run_to_run
+        flag = _flag(change, noise, threshold) if test.significant else ""
+    elif before is None or after is None:  # runs older than their rounds: their spread stands in for a test
+        noise = max(previous.relative_noise, current.relative_noise, run_to_run)
+        flag = _flag(change, noise, threshold)
+    else:
+        noise, flag = run_to_run, ""
+    if per_epoch:
+        needed = [statistics.mean(epochs(result)) for result in (previous, current)]
+        notes.insert(0, f"time per epoch {speed(previous, True):.4g} s -> {speed(current, True):.4g} s")
+        if needed[0] != needed[1]:
+            notes.insert(1, f"epochs needed {needed[0]:g} -> {needed[1]:g}: the recipe and seeds, not speed")
+    elif current.extra_info["kind"] == "time-to-accuracy":
+        notes.insert(0, "epochs needed not stored: the change mixes them with the speed")
+    disturbances = _disturbances(previous, current, names)
+    if flag and disturbances:
+        flag += DISTURBED
+    return Point(current, change, noise, test.p, flag, "; ".join(notes + disturbances))
 
 
 def _key(result: Result) -> tuple:
@@ -77,16 +159,12 @@ def build(results: list[Result], threshold: float = THRESHOLD) -> list[Series]:
     grouped: dict[tuple, list[Result]] = {}
     for result in results:
         grouped.setdefault(_key(result), []).append(result)
+    names = run_names([result.file for result in results])
     all_series = []
     for label, runs in zip(_labels([runs[0] for runs in grouped.values()]), grouped.values()):
         series = Series(label, runs[0].machine, [Point(runs[0])])
-        changes = []
         for previous, current in zip(runs, runs[1:]):
-            change = current.median / previous.median - 1
-            noise = max(previous.relative_noise, current.relative_noise,
-                        statistics.median(abs(c) for c in changes) if len(changes) >= 2 else 0.0)
-            series.points.append(Point(current, change, noise, _flag(change, noise, threshold)))
-            changes.append(change)
+            series.points.append(_point(previous, current, [p.change for p in series.points[1:]], threshold, names))
         all_series.append(series)
     return sorted(all_series, key=lambda s: s.label)
 
@@ -99,7 +177,10 @@ def rows(all_series: list[Series]) -> list[dict]:
         "run": names[point.result.file],
         "time": point.result.run_time.strftime("%Y-%m-%d %H:%M"),
         "median_s": point.result.median,
+        "epochs": None if epochs(point.result) is None else f"{statistics.mean(epochs(point.result)):g}",
         "change": None if point.change is None else f"{point.change:+.1%}",
         "noise": None if point.noise is None else f"{point.noise:.1%}",
+        "p": None if point.p is None else f"{point.p:.2g}",
         "flag": point.flag,
+        "note": point.note,
     } for series in all_series for point in series.points]

@@ -121,8 +121,9 @@ def _history(results: list[Result], machine_keys: dict[str, str]) -> str:
     regressed = [f"{series.label} on {machine_keys[series.machine]}" for series in all_series if series.latest_regressed]
     said = (f"{len(regressed)} regression(s) in the newest runs: {', '.join(regressed)}." if regressed else
             "No regression in the newest runs.")
-    return (_paragraph(f"{said} A change is flagged only beyond {history.THRESHOLD:.0%} and the measured noise; "
-                       f"regressions and improvements are shaded.")
+    return (_paragraph(f"{said} A change is flagged only beyond {history.THRESHOLD:.0%} and the run-to-run noise, "
+                       f"and where rounds are stored only when a rank test on them says it is significant; a "
+                       f"change involving a disturbed run says so. Flagged changes are shaded.")
             + _table(history.rows(all_series), machine_keys, lambda row: row["flag"])
             + _image(lambda file: plots.history_chart(all_series, file), "history of each benchmark"))
 

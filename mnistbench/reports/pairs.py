@@ -11,7 +11,9 @@ batch; there the variant fields may differ too. The optimizer's implementation (
 the same arithmetic) never refuses a pair.
 
 Where a side holds several runs of a benchmark, the newest comparable pair is used (the one whose older
-result is newest), else the newest result of each side, with the reason they differ.
+result is newest), else the newest result of each side, with the reason they differ. A pair with a side
+that ran disturbed (``mnistbench.quiet``) says so (``Pair.disturbed``): its ratio may be the machine's
+mood, not its speed.
 """
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ class Pair:
     a: Result  # the baseline: the CPU, machine A, the reference run
     b: Result
     mismatch: str | None  # why the two may not be divided, or None
+    disturbed: str | None = None  # which side ran on a machine that was not quiet, and why; or None
 
     @property
     def speedup(self) -> float | None:
@@ -61,6 +64,13 @@ def mismatch(a: Result, b: Result, names: tuple[str, str] = ("a", "b")) -> str |
     return "; ".join(reasons) or None
 
 
+def disturbed(a: Result, b: Result, names: tuple[str, str] = ("a", "b")) -> str | None:
+    """Which of ``a`` and ``b`` ran disturbed, each called by its name in ``names``, with why; None if neither."""
+    said = [f"{name} disturbed: {'; '.join(result.disturbed_by)}" for name, result in zip(names, (a, b))
+            if result.disturbed_by]
+    return "; ".join(said) or None
+
+
 def _signature(result: Result) -> tuple:
     """What ``mismatch`` reads of a result: results of one signature pair alike with any other."""
     compared = [field for field in CONFIG_FIELDS if field not in DEVICE_FIELDS]
@@ -87,7 +97,7 @@ def match(a_side: list[Result], b_side: list[Result], names: tuple[str, str] = (
             a, b = max(comparable, key=lambda p: sorted((p[0].run_time, p[1].run_time)))
         else:
             a, b = (max(side[identity].values(), key=lambda result: result.run_time) for side in (a_by, b_by))
-        found.append(Pair(a, b, mismatch(a, b, names)))
+        found.append(Pair(a, b, mismatch(a, b, names), disturbed(a, b, names)))
     return sorted(found, key=lambda pair: pair.label)
 
 

@@ -52,7 +52,7 @@ def row(pair: Pair) -> dict:
         "accelerator_images_per_joule": pair.b.images_per_joule,
         "speedup": pair.speedup,
         "energy_ratio": pair.energy_ratio,
-        "note": pair.mismatch or "",
+        "note": "; ".join(filter(None, [pair.mismatch, pair.disturbed])),
         "article_claim": f"{claim.text}{f'; measured {measured}' if measured else ''}" if claim else "",
     }
 

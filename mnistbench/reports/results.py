@@ -12,6 +12,7 @@ raise ``NoResultsError``.
 """
 import json
 import math
+import statistics
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,9 +34,12 @@ VARIANT_FIELDS = ("precision", "memory_format", "compile", "optimizer")
 EXTRA_INFO_TYPES = {"kind": str, "model": str, "device": str, "device_name": str, "batch_size": int, "samples": int,
                     "dataset": str, "pipeline": (str, None), "precision": str, "memory_format": str, "compile": str,
                     "optimizer": str, "world_size": int, "backend": (str, None), "seeds": int, "threads": (int, None),
-                    "nodes": int, "first_step_seconds": (float, None), "joules_per_image": float}
+                    "nodes": int, "first_step_seconds": (float, None), "joules_per_image": float,
+                    "disturbed": bool, "disturbed_by": [str],
+                    "quiet": {"canary_ms": [float], "limits": {"canary_drift": float}},
+                    "epochs": (int, [int])}
 BENCHMARK_TYPES = {"fullname": str, "params": (dict, None), "extra_info": EXTRA_INFO_TYPES,
-                   "stats": {"median": float, "iqr": float, "rounds": int}}
+                   "stats": {"median": float, "iqr": float, "rounds": int, "data": [float]}}
 
 
 class NoResultsError(RuntimeError):
@@ -125,6 +129,7 @@ class Result:
     rounds: int
     machine: str  # the device that ran it, in the terms that decide its speed (``machine.identity``)
     host: str  # the CPU of the machine that wrote the file (``machine.host``)
+    data: tuple[float, ...] | None = None  # every round's seconds, where the run stored them (--benchmark-save-data)
 
     @property
     def device(self) -> str:
@@ -193,6 +198,22 @@ class Result:
     def relative_noise(self) -> float:
         """The spread of this run's rounds: interquartile range over median."""
         return self.iqr / self.median if self.median else 0.0
+
+    @property
+    def disturbed_by(self) -> list[str]:
+        """Why the machine was not quiet while this ran (``mnistbench.quiet``); empty when it was, or when the
+        run is older than the check."""
+        if not self.extra_info.get("disturbed"):
+            return []
+        return self.extra_info.get("disturbed_by") or ["disturbed"]
+
+    @property
+    def canary(self) -> tuple[float, float] | None:
+        """The median of the canary's readings around this benchmark's rounds (ms) and the drift they were
+        judged by (``mnistbench.quiet``), if read."""
+        found = self.extra_info.get("quiet") or {}
+        readings, limit = found.get("canary_ms"), (found.get("limits") or {}).get("canary_drift")
+        return (statistics.median(readings), limit) if readings and limit is not None else None
 
 
 def json_files(paths) -> list[Path]:
@@ -303,7 +324,7 @@ def _result(bench, path: Path, run_time: datetime, versions: dict, machine_info:
                   extra_info=extra_info,
                   versions=versions, median=float(stats["median"]), iqr=float(stats["iqr"]),
                   rounds=int(stats["rounds"]), machine=machine.identity(machine_info, extra_info),
-                  host=machine.host(machine_info))
+                  host=machine.host(machine_info), data=tuple(stats["data"]) if stats.get("data") else None)
 
 
 def run_names(files) -> dict[Path, str]:

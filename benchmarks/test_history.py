@@ -1,0 +1,128 @@
+"""History's verdicts on stored rounds: a change is a regression only when it is larger than the threshold and
+a rank test on the rounds says it is significant; too few rounds, a disturbed run or a machine whose speed
+differed are said, never called a regression; a time to accuracy's speed is its time per epoch. Hand-made
+result files whose rounds give known verdicts."""
+import pytest
+
+from mnistbench.reports import compare, history, ratio, results, significance
+from stored import bench, report, write_run
+
+STEP_ROUNDS = [0.100, 0.101, 0.099, 0.102, 0.098, 0.100, 0.103, 0.097, 0.101, 0.099]  # a step's 10 rounds
+LIMITS = {"others_share": 0.03, "steal_share": 0.03, "canary_drift": 0.3, "gpu_clock_events": []}
+QUIET = {"disturbed": False, "disturbed_by": [], "quiet": {"canary_ms": [0.130, 0.131, 0.130], "limits": LIMITS}}
+BUSY = {"disturbed": True, "disturbed_by": ["other processes used 48.0% of the machine's CPU time (limit 3%)"],
+        "quiet": {"canary_ms": [0.131, 0.400, 0.133], "limits": LIMITS}}
+
+
+def step(data, **extra):
+    return bench(kind="step-train", pipeline=None, test="test_step", data=data, **{**QUIET, **extra})
+
+
+def latest(tmp_path, *runs) -> history.Point:
+    for index, benchmarks in enumerate(runs, start=1):
+        write_run(tmp_path, index, benchmarks)
+    [series] = history.build(results.load([tmp_path]))
+    return series.points[-1]
+
+
+def test_a_step_made_20_percent_slower_is_a_significant_regression(tmp_path):
+    point = latest(tmp_path, [step(STEP_ROUNDS)], [step([t * 1.2 for t in STEP_ROUNDS])])
+    assert point.flag == "regression" and point.change == pytest.approx(0.2, abs=0.01)
+    assert point.p < significance.ALPHA and point.note == ""
+
+
+def test_the_same_rounds_again_are_no_change(tmp_path):
+    point = latest(tmp_path, [step(STEP_ROUNDS)], [step(list(reversed(STEP_ROUNDS)))])
+    assert (point.flag, point.change, point.p) == ("", 0.0, 1.0)
+
+
+def test_a_significant_change_within_the_threshold_is_not_flagged(tmp_path):
+    """Rounds so tight that 6% slower is significant: real, but within what history calls noise."""
+    point = latest(tmp_path, [step(STEP_ROUNDS)], [step([t * 1.06 for t in STEP_ROUNDS])])
+    assert point.p < significance.ALPHA and point.change == pytest.approx(0.06) and point.flag == ""
+
+
+def test_a_change_beyond_the_threshold_that_the_rounds_do_not_support_is_not_flagged(tmp_path):
+    """The median moved 10%, but the rounds spread from 0.5 to 1.5 s in both runs."""
+    spread = [0.5, 0.7, 0.9, 1.0, 1.1, 1.3, 1.5]
+    point = latest(tmp_path, [step(spread)], [step([0.55, 0.77, 0.99, 1.1, 1.21, 1.43, 1.65])])
+    assert point.change == pytest.approx(0.1) and point.p > 0.1 and point.flag == ""
+
+
+def test_two_rounds_a_side_are_too_few_for_any_test_and_the_row_says_so(tmp_path):
+    point = latest(tmp_path, [bench(data=[30.0, 30.2], **QUIET)], [bench(data=[39.0, 39.3], **QUIET)])
+    assert point.change == pytest.approx(0.3, abs=0.01) and point.flag == "" and point.p is None
+    assert point.note == "too few rounds to test (2 and 2: p cannot go below 0.33; 7 a side can reach 0.002)"
+    assert significance.ROUNDS_NEEDED == 7 and significance.smallest_p(7, 7) < significance.ALPHA
+
+
+def test_a_change_involving_a_disturbed_run_is_never_called_a_regression_without_saying_so(tmp_path, capsys):
+    slower = [t * 1.2 for t in STEP_ROUNDS]
+    point = latest(tmp_path, [step(STEP_ROUNDS)], [step(slower, **BUSY)])
+    assert point.flag == "regression (disturbed)"
+    assert point.note == ("run 0002 disturbed: other processes used 48.0% of the machine's CPU time (limit 3%)")
+    status, out, err = report(capsys, "history", tmp_path, "--fail-on-regression")
+    assert status == 0 and "regression (disturbed)" in out
+    assert ("1 change(s) in the newest run involve a disturbed run, not counted as regressions or improvements: "
+            "step-train vgg b128 (cpu) on m1") in err
+
+
+def test_a_canary_that_ran_at_another_speed_says_the_machine_differed(tmp_path):
+    """Neither run was disturbed within itself, but the VM ran the canary 38% slower in the second."""
+    slower_machine = {**QUIET, "quiet": {"canary_ms": [0.179, 0.180, 0.180], "limits": LIMITS}}
+    point = latest(tmp_path, [step(STEP_ROUNDS)], [step([t * 1.2 for t in STEP_ROUNDS], **slower_machine)])
+    assert point.flag == "regression (disturbed)"
+    assert point.note == "the canary ran 38% slower than in run 0001: the machine's speed differed"
+
+
+def test_runs_without_stored_rounds_are_still_judged_by_their_spread(tmp_path):
+    point = latest(tmp_path, [bench(median=1.0, iqr=0.01)], [bench(median=1.2, iqr=0.012)])
+    assert point.flag == "regression" and point.note == "rounds not stored: judged by their spread"
+
+
+def time_to_accuracy(seconds, epochs, **extra):
+    return bench(kind="time-to-accuracy", test="test_time_to_accuracy", setup="article", data=seconds,
+                 epochs=epochs, seeds=len(epochs), **{**QUIET, **extra})
+
+
+def test_time_to_accuracy_is_epochs_needed_and_time_per_epoch_and_only_the_latter_is_speed(tmp_path, capsys):
+    """Issue 20's run: the article recipe's same four epochs in 120.5 s against 174.1 s, a 31% faster time to
+    99% that is the time per epoch, and a later run that needed three epochs at the same speed."""
+    write_run(tmp_path, 1, [time_to_accuracy([174.1], [4])])
+    write_run(tmp_path, 2, [time_to_accuracy([120.5], [4])])
+    write_run(tmp_path, 3, [time_to_accuracy([90.4], [3])])
+    [series] = history.build(results.load([tmp_path]))
+    faster, fewer_epochs = series.points[1:]
+    assert faster.change == pytest.approx(120.5 / 174.1 - 1) and faster.flag == ""  # one round: untestable
+    assert faster.note == ("time per epoch 43.52 s -> 30.12 s; too few rounds to test (1 and 1: p cannot go below 1; "
+                           "7 a side can reach 0.002)")
+    assert fewer_epochs.change == pytest.approx(0.0, abs=0.001)  # the same speed: 25% less time, no speed change
+    assert fewer_epochs.note.startswith("time per epoch 30.12 s -> 30.13 s; epochs needed 4 -> 3: the recipe and "
+                                        "seeds, not speed")
+    rows = history.rows([series])
+    assert [row["epochs"] for row in rows] == ["4", "4", "3"]
+    status, out, _ = report(capsys, "history", tmp_path, "--format", "csv")
+    assert status == 0 and out.splitlines()[0] == ("benchmark,machine,run,time,median_s,epochs,change,noise,p,flag,"
+                                                   "note")
+
+
+def test_time_per_epoch_from_several_seeds_is_tested_seed_by_seed(tmp_path):
+    before = [100.0 + i for i in range(7)]
+    point = latest(tmp_path, [time_to_accuracy(before, [2] * 7)],
+                   [time_to_accuracy([1.25 * t * 1.5 for t in before], [3] * 7)])  # 3 epochs, each 25% slower
+    assert point.change == pytest.approx(0.25) and point.flag == "regression" and point.p < significance.ALPHA
+    assert "epochs needed 2 -> 3: the recipe and seeds, not speed" in point.note
+
+
+def test_ratio_and_compare_say_when_a_side_ran_disturbed(tmp_path):
+    write_run(tmp_path / "a", 1, [bench(median=2.0, **QUIET), bench(device="cuda:0", median=0.5, **BUSY)])
+    write_run(tmp_path / "b", 2, [bench(median=1.0, **BUSY), bench(device="cuda:0", median=0.5, **QUIET)])
+    [pair] = ratio.pairs(results.load([tmp_path / "a"]))
+    assert pair.speedup == 4.0 and ratio.row(pair)["note"] == (
+        "cuda:0 disturbed: other processes used 48.0% of the machine's CPU time (limit 3%)")
+    comparison = compare.Comparison(results.load([tmp_path / "a"]), results.load([tmp_path / "b"]))
+    rows = {row["benchmark"]: row for row in comparison.rows() if row["tuning"] == ""}
+    assert rows["epoch vgg resident b128 (cpu)"]["note"] == (
+        "B disturbed: other processes used 48.0% of the machine's CPU time (limit 3%)")
+    assert rows["epoch vgg resident b128 (cuda:0)"]["note"].startswith("A disturbed: ")
+
