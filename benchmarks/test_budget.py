@@ -81,6 +81,18 @@ def test_a_case_whose_estimate_does_not_fit_in_the_time_left_is_not_started():
     assert run.reached == ["big", "small", "not estimated"]
 
 
+def test_a_modelled_case_is_corrected_by_what_the_last_case_of_its_kind_cost_against_its_model():
+    """The model prices a fast case at fp32's step; once the fast epoch of a model took a fifth of its modelled
+    cost, that model's time to accuracy in the fast setup is expected to, and other kinds are not moved."""
+    key = ("vgg", "cpu", True)
+    run = budget.Budget(100.0, estimates={"epoch": 50.0, "to 99%": 200.0, "other": 80.0, "stored": 30.0},
+                        learning={"epoch": key, "to 99%": key, "other": ("googlenet", "cpu", True)})
+    assert (run.needed("to 99%"), run.needed("nothing known")) == (200.0, None)
+    run.learn("epoch", 10.0)
+    run.learn("stored", 300.0)  # a case estimated from a stored run teaches nothing
+    assert (run.needed("to 99%"), run.needed("other"), run.needed("stored")) == (40.0, 80.0, 30.0)
+
+
 @pytest.mark.parametrize("seconds, workers, message", [
     (0.0, 0, "--time-budget must be a positive number of seconds, got 0"),
     (float("nan"), 0, "--time-budget must be a positive number of seconds, got nan"),

@@ -37,6 +37,10 @@ class Budget:
     seconds: float | None  # None: no budget, only the estimates and each case's recorded cost
     started: float = field(default_factory=time.monotonic)
     estimates: dict[str, float] = field(default_factory=dict)  # node id -> seconds
+    # The model learns from the cases that finished: node id -> what its modelled cost is corrected by, and
+    # that key -> the actual over the modelled cost of the last finished case with it (``learn``).
+    learning: dict[str, tuple] = field(default_factory=dict)
+    corrections: dict[tuple, float] = field(default_factory=dict)
     speeds: estimate.StepSpeeds = field(default_factory=estimate.StepSpeeds)
     benchmarks: list[str] = field(default_factory=list)  # node ids, in the order they run
     reached: list[str] = field(default_factory=list)  # node ids whose setup began, the last one still running
@@ -65,6 +69,21 @@ class Budget:
     def disarm(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
+
+    def needed(self, node_id: str) -> float | None:
+        """The estimate of a case as it is about to start: stored, or modelled and corrected by what the
+        cases before it in the run cost against their model."""
+        if node_id not in self.estimates:
+            return None
+        return self.estimates[node_id] * self.corrections.get(self.learning.get(node_id), 1.0)
+
+    def learn(self, node_id: str, seconds: float) -> None:
+        """A modelled case took ``seconds``: the later cases of its key are corrected by its actual over its
+        modelled cost. The model's error is mostly its step (fp32 eager measured at the start, while a fast
+        case trains in the variant its probe chooses) and the same for every case of one model, device and
+        setup, so the last finished case says most about the next."""
+        if node_id in self.learning and self.estimates.get(node_id):
+            self.corrections[self.learning[node_id]] = seconds / self.estimates[node_id]
 
 
 _BUDGET = pytest.StashKey[Budget]()
@@ -120,6 +139,8 @@ def pytest_report_collectionfinish(config, items):
         case = None if item.nodeid in budget.estimates else case_of(item, config, probed)
         if case is not None:
             budget.estimates[item.nodeid] = estimate.modelled(case, budget.speeds)
+            if key := learning_key(item):
+                budget.learning[item.nodeid] = key
     lines = [str(estimate.Estimate(len(timed), from_stored, len(budget.estimates) - from_stored,
                                    sum(budget.estimates.values())))]
     if budget.seconds is not None:
@@ -176,6 +197,17 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
     return _with_probe(case, params.get("setup") == "fast", config, probed, recipe.schedule)
 
 
+def learning_key(item) -> tuple | None:
+    """The cases a modelled case learns from (``Budget.learn``): the epochs and times to accuracy of the same
+    model and device, in the fast setup or not. Steps neither teach nor learn: their cost is mostly
+    pytest-benchmark's calibration, not their steps."""
+    params, test = _params(item), getattr(item, "originalname", item.name)
+    if test not in ("test_epoch", "test_time_to_accuracy"):
+        return None
+    fast = "fast" in (params.get("setup"), params.get("recipe_name"))
+    return params["model_name"], params.get("device", "cpu"), fast
+
+
 def _with_probe(case: estimate.Case, fast_setup: bool, config, probed: set[tuple], schedule: str) -> estimate.Case:
     """``case`` plus the fast probe it pays, if it is the first of the run at its key and nothing pins the
     variant, and one compilation of the variant the probe may choose."""
@@ -200,9 +232,10 @@ def pytest_runtest_setup(item):
     if budget is None:
         return
     budget.reached.append(item.nodeid)
-    if budget.seconds is None or item.nodeid not in budget.estimates:
+    needed = budget.needed(item.nodeid)
+    if budget.seconds is None or needed is None:
         return
-    needed, left = budget.estimates[item.nodeid], budget.left()
+    left = budget.left()
     if needed > left:
         pytest.skip(f"time budget: {item.name} not started, about {needed:.0f} s needed and {max(left, 0):.0f} s "
                     f"left of {budget.seconds:g} s")
@@ -219,7 +252,11 @@ def pytest_runtest_call(item):
     finally:
         benchmark = getattr(item, "funcargs", {}).get("benchmark")
         if benchmark is not None and budget is not None:
-            benchmark.extra_info["case_seconds"] = time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            benchmark.extra_info["case_seconds"] = seconds
+            if (needed := budget.needed(item.nodeid)) is not None:
+                benchmark.extra_info["estimated_seconds"] = needed  # as it was when the case started
+            budget.learn(item.nodeid, seconds)
             if benchmark.extra_info.get("compile", "eager") != "eager" and benchmark.extra_info.get("first_step_seconds"):
                 budget.speeds.observe_compilation(benchmark.extra_info["first_step_seconds"])
 
