@@ -67,7 +67,7 @@ def register(name: str, builder: Callable[..., nn.Module], article: Recipe, fast
 register("googlenet", googlenet,
          Recipe(batch_size=64, known_best=0.9734, known_on="cpu",
                 known_why="Adam at 1e-3 without batch norm diverges in epoch 2"),
-         fast=Recipe(batch_size=128, lr=1e-3, epochs=3, schedule="onecycle", judged_by="schedule", drop_last=True))
+         fast=Recipe(batch_size=128, lr=1e-3, epochs=4, schedule="onecycle", judged_by="schedule", drop_last=True))
 register("vgg", vgg, Recipe(batch_size=128),
          fast=Recipe(batch_size=256, lr=6e-3, epochs=2, schedule="onecycle", judged_by="schedule", drop_last=True))
 
