@@ -245,6 +245,20 @@ def test_the_choice_is_made_on_the_alternated_turns_not_the_first_timings(fake_t
     assert calls[-1] == ("alternate", (str(BASELINE), str(fused)))
 
 
+def test_a_gain_near_the_margin_must_show_on_every_turn_to_be_chosen():
+    """Turn by turn, fused Adam's step over fp32's: a median gain past the margin carried by a few turns
+    (0.91, 0.98, 0.93 ...) is not significant and fp32 stays; a gain past the margin in every turn wins. (The
+    probe's finalists are sorted simplest first, so ``best`` is never the more complex.)"""
+    fused = Variant(optimizer="fused")
+    base = [0.100, 0.102, 0.098, 0.101, 0.099, 0.100, 0.103]
+    noisy = [b * r for b, r in zip(base, (0.91, 0.98, 0.93, 0.99, 0.92, 0.97, 0.94))]
+    steady = [b * r for b, r in zip(base, (0.91, 0.93, 0.92, 0.90, 0.92, 0.93, 0.91))]
+    assert not fast._beats_in_turns(fused, noisy, BASELINE, base)
+    assert fast._beats_in_turns(fused, steady, BASELINE, base)
+    assert not fast._beats_in_turns(fused, base, BASELINE, base), "a tie never replaces"
+    assert fast._beats_in_turns(Variant("bf16"), [s * 0.98 for s in base], fused, base), "as complex: faster is enough"
+
+
 class _Disturbed:
     """A watcher that finds the machine busy."""
 
