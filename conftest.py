@@ -37,6 +37,8 @@ FEW_TEST_DIGITS = 1000
 DATASET_FIXTURES = ("train_set", "test_set")
 MNIST_FIXTURES = ("mnist_train", "mnist_test", "mnist_root")
 DATA_ERROR = "mnistbench_data_error"  # a worker's data problem, sent to the pytest-xdist controller
+BROKEN = "mnistbench_broken_candidates"  # a worker's broken fast-probe candidates, sent to the controller
+BROKEN_ON_WORKERS = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser):
@@ -329,9 +331,17 @@ def pytest_collection_finish(session):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error):
-    """The pytest-xdist controller stops with the data problem the first worker found, said once."""
-    if message := getattr(node, "workeroutput", {}).get(DATA_ERROR):
+    """The pytest-xdist controller stops with the data problem the first worker found, said once, and
+    gathers the fast-probe candidates each worker found broken (the controller probes nothing itself)."""
+    output = getattr(node, "workeroutput", {})
+    if message := output.get(DATA_ERROR):
         pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+    node.config.stash.setdefault(BROKEN_ON_WORKERS, []).extend(output.get(BROKEN, ()))
+
+
+def _broken(config) -> list[str]:
+    """The fast-probe candidates that raised in this process and, on the pytest-xdist controller, its workers."""
+    return fast.broken() + config.stash.get(BROKEN_ON_WORKERS, [])
 
 
 @pytest.fixture(scope="session")
@@ -386,8 +396,11 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session):
-    """A fast-probe candidate that raised is a fault of a mode the device supports: the run fails."""
-    if fast.broken() and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+    """A fast-probe candidate that raised is a fault of a mode the device supports: the run fails. A
+    pytest-xdist worker sends its own to the controller (``pytest_testnodedown``)."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput[BROKEN] = fast.broken()
+    if _broken(session.config) and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -395,7 +408,7 @@ def pytest_sessionfinish(session):
 def pytest_terminal_summary(terminalreporter, config):
     """Candidates of the fast probe that broke; after a run on two or more devices, the GPU/CPU ratio table
     (the same code as ``mnistbench ratio``); after a data-parallel run, the scaling table."""
-    if broken := fast.broken():
+    if broken := _broken(config):
         terminalreporter.section("broken fast-probe candidates (the probe chose among the rest; the run fails)",
                                  red=True)
         for line in broken:

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mnistbench import budget, estimate, machine
+from mnistbench import budget, estimate, machine, matrix
+from mnistbench.variants import Variant
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,3 +133,23 @@ def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_re
     assert "mnistbench: not run (time budget): test_three.py::test_c_never_reached" in output
     [saved] = (tmp_path / "results").glob("*/0001_*.json")
     assert [bench["name"] for bench in json.loads(saved.read_text())["benchmarks"]] == ["test_a_short"]
+
+
+def test_the_quick_matrix_holds_the_headline_cases_inference_steps_after_the_training_ones():
+    """The quick matrix: the headline epochs, steps and time to accuracy, then the same steps in inference
+    (what ``mnistbench score`` lists beside them); the rest of the standard matrix is left out."""
+    fp32 = str(Variant())
+    cases = [("test_step", {"model_name": "vgg", "batch_size": 128, "step_variant": "fast", "mode": "forward"}),
+             ("test_time_to_accuracy", {"model_name": "vgg", "recipe_name": "fast"}),
+             ("test_step", {"model_name": "vgg", "batch_size": 128, "step_variant": fp32, "mode": "forward"}),
+             ("test_step", {"model_name": "vgg", "batch_size": 128, "step_variant": fp32, "mode": "train"}),
+             ("test_epoch", {"model_name": "vgg", "setup": "reference"})]
+    left_out = [("test_epoch", {"model_name": "vgg", "setup": "resident"}),
+                ("test_step", {"model_name": "vgg", "batch_size": 512, "step_variant": fp32, "mode": "forward"}),
+                ("test_time_to_accuracy", {"model_name": "vgg", "recipe_name": "article"})]
+    assert all(matrix.in_matrix(test, params, "quick") for test, params in cases)
+    assert not any(matrix.in_matrix(test, params, "quick") for test, params in left_out)
+    ordered = sorted(cases + left_out, key=lambda case: matrix.order(*case))
+    assert [(test, params.get("mode"), params.get("step_variant")) for test, params in ordered[:5]] == [
+        ("test_epoch", None, None), ("test_step", "train", fp32), ("test_time_to_accuracy", None, None),
+        ("test_step", "forward", fp32), ("test_step", "forward", "fast")]

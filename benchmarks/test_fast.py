@@ -45,7 +45,7 @@ def fake_timings(monkeypatch, tmp_path):
 
     monkeypatch.setattr(fast._Probe, "time", timed)
     monkeypatch.setattr(fast._Probe, "alternate", alternate)
-    monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: None)
+    monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: setattr(self, "kept", {}))
     return table, calls
 
 
@@ -214,8 +214,9 @@ def test_two_processes_sharing_the_cache_probe_a_key_once(fake_timings, monkeypa
 
 
 def test_the_finalists_take_turns_on_their_warm_models(monkeypatch):
-    """A B A B: the steps each finalist's first timing took are shared among the turns (at least one a turn),
-    the fastest of each turn kept."""
+    """A B A B: the steps each finalist's first timing took are shared among the turns (at least
+    ``TURN_STEPS`` a turn: the first after the other finalist's is slowed by that one's caches), the fastest
+    of each turn kept."""
     monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: None)
     order = []
 
@@ -226,9 +227,21 @@ def test_the_finalists_take_turns_on_their_warm_models(monkeypatch):
 
     probe = fast._Probe()
     probe.device, fused = "cpu", Variant(optimizer="fused")
-    probe.kept = {BASELINE: (steps("A", [0.3, 0.2, 0.4, 0.5]), 4), fused: (steps("B", [0.1, 0.6]), 1)}
-    assert probe.alternate([BASELINE, fused], turns=2) == {BASELINE: [0.2, 0.4], fused: [0.1, 0.6]}
-    assert order == ["A", "A", "B", "A", "A", "B"]
+    probe.kept = {BASELINE: (steps("A", [0.3, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]), 8),
+                  fused: (steps("B", [0.4, 0.1, 0.3, 0.9, 0.6, 0.8]), 1)}
+    assert probe.alternate([BASELINE, fused], turns=2) == {BASELINE: [0.2, 0.6], fused: [0.1, 0.6]}
+    assert order == ["A"] * 4 + ["B"] * fast.TURN_STEPS + ["A"] * 4 + ["B"] * fast.TURN_STEPS
+
+
+def test_only_the_finalists_stay_warm():
+    probe, bf16 = fast._Probe.__new__(fast._Probe), Variant("bf16")
+    running = {variant: (step for step in iter(float, 1)) for variant in (BASELINE, bf16)}
+    probe.kept = {variant: (steps, 3) for variant, steps in running.items()}
+    next(running[bf16])  # started, as a timed candidate's steps are
+    probe.keep_only([BASELINE])
+    assert list(probe.kept) == [BASELINE]
+    with pytest.raises(StopIteration):  # closed: its model and optimizer are free to go
+        next(running[bf16])
 
 
 def test_the_choice_is_made_on_the_alternated_turns_not_the_first_timings(fake_timings):
@@ -281,3 +294,19 @@ def test_a_probe_on_a_machine_that_was_not_quiet_is_recorded_and_not_cached(fake
     monkeypatch.setattr(fast, "_CHOSEN", {})
     fast.choose("vgg", "cpu", None, 128, [], save_disturbed=True)  # a smoke run's workers share even such a probe
     assert fast.cache_path().exists()
+
+
+def test_a_candidate_broken_on_a_pytest_xdist_worker_fails_the_whole_run(tmp_path, monkeypatch):
+    """The test command probes on its workers: a broken candidate there is named by the controller and fails
+    the run, as it does without workers."""
+    from test_bad_input import run_pytest
+    monkeypatch.setenv(fast.CACHE_ENV, str(tmp_path / "cache"))  # no cached choice skips the probe
+    plugin = ("from mnistbench import fast, variants\n"
+              "def probe(model_name, device, train_set, batch_size, candidates):\n"
+              "    return variants.Variant(), {'fp32-contiguous-compile-default': 'failed: RuntimeError: a lowering failed'}\n"
+              "fast.probe = probe\n")
+    for workers in (["-n", "1"], ["-n", "0"]):
+        result, lines = run_pytest("benchmarks/test_step.py", "--devices=cpu", "--models=vgg", "-k", "fast and train",
+                                   "-q", *workers, tmp_path=tmp_path, plugin=plugin)
+        assert result.returncode == 1, (workers, lines[-20:])
+        assert "vgg on cpu, batch 128: fp32-contiguous-compile-default failed: RuntimeError: a lowering failed" in lines

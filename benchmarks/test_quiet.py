@@ -217,3 +217,13 @@ def test_page_faults_are_counted_over_the_rounds_and_given_per_step_or_epoch():
     assert info == {"minor_faults": 100}
     assert allocator.faults_per(info, "epoch", 4) == {"minor_faults_per_epoch": 25.0}
     assert allocator.faults_per({}, "step", 10) == {} and allocator.faults_per(info, "step", 0) == {}
+
+
+def test_an_untimed_run_reads_the_canary_briefly_and_a_timed_run_for_its_window(monkeypatch):
+    """The smoke run's readings judge nothing: a tenth of a second each would only slow the test command."""
+    from test_suite import OptionsOnly
+    monkeypatch.setattr(quiet, "canary_window", quiet.canary_window)  # restored after the test
+    for options, window in (({}, quiet.SMOKE_CANARY_SECONDS), ({"benchmark_only": True}, quiet.CANARY_SECONDS),
+                            ({"benchmark_enable": True}, quiet.CANARY_SECONDS)):
+        quiet.pytest_configure(OptionsOnly(**options))
+        assert quiet.canary_window == window, options

@@ -124,14 +124,15 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
     assert (out / "summary.txt").read_text().startswith("lease: tests exit 0, quick matrix exit 0, ")
     assert "skipped" in (out / "tests.log").read_text()  # the GPU-only tests, with their reason, on a CPU
     log = (out / "quick.log").read_text()
-    assert "mnistbench: 5 benchmark(s) to run, about " in log and "mnistbench: time budget " in log
+    assert "mnistbench: 7 benchmark(s) to run, about " in log and "mnistbench: time budget " in log
     assert "mnistbench: the machine over 0.5 s: load " in log and "mnistbench: busiest other processes: " in log
     [saved] = list((out / "results").glob("*/0001_*.json"))
     stored = json.loads(saved.read_text())
     assert [b["name"] for b in stored["benchmarks"]] == [  # in the order they ran: the headline order
         "test_epoch[vgg-cpu-reference]", "test_epoch[vgg-cpu-fast]",
         "test_step[vgg-b128-cpu-fp32-contiguous-eager-default-train]", "test_step[vgg-b128-cpu-fast-train]",
-        "test_time_to_accuracy[vgg-cpu-to0.01-fast]"]
+        "test_time_to_accuracy[vgg-cpu-to0.01-fast]", "test_step[vgg-b128-cpu-fp32-contiguous-eager-default-forward]",
+        "test_step[vgg-b128-cpu-fast-forward]"]
     try:  # every result says what the CPU's energy counter read, or why there is none (as on this project's VMs)
         energy.counter("cpu")
         no_energy = None

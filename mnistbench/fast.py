@@ -59,7 +59,8 @@ MARGIN = 0.05  # how much faster a more complex variant must be than a simpler b
 TIMED_STEPS = 3  # at least; short steps are timed until about TIMED_SECONDS, at most MAX_TIMED_STEPS
 TIMED_SECONDS = 0.1
 MAX_TIMED_STEPS = 50
-TURNS = 7  # alternated turns of the finalists, sharing as many steps as their first timing took (one at least)
+TURNS = 7  # alternated turns of the finalists, sharing as many steps as their first timing took
+TURN_STEPS = 3  # at least, a turn: the first step after another finalist's runs on caches that one filled
 ALPHA = 0.05  # the one-sided test's level; with 7 turns its smallest p-value is 1/128
 # A finalist's first timing is within this factor of the best's: a candidate slower than that would need the
 # machine's speed to drift by as much within the second or two between two timings to be the faster.
@@ -148,7 +149,7 @@ class _Probe:
         self.recipe = recipe
         self.images = normalized_images(train_set.data[:batch_size], recipe.normalize_mean, recipe.normalize_std)
         self.labels = train_set.targets[:batch_size]
-        self.kept: dict[Variant, tuple] = {}  # a timed finalist's running steps and how many it times a turn
+        self.kept: dict[Variant, tuple] = {}  # a timed candidate's running steps and how many it times a turn
 
     def steps(self, variant: Variant, batch_size: int):
         """A generator of the wall times of successive synchronised training steps in ``variant``."""
@@ -185,16 +186,22 @@ class _Probe:
             self.kept[variant] = (steps, count)
         return best
 
+    def keep_only(self, finalists: list[Variant]) -> None:
+        """Let go of every timed candidate's warm model but the ``finalists``': a GPU would hold each one's
+        model, optimizer state and CUDA graph pool until the probe ends."""
+        for variant in set(self.kept) - set(finalists):
+            self.kept.pop(variant)[0].close()
+
     def alternate(self, finalists: list[Variant], turns: int) -> dict[Variant, list[float]]:
         """Each finalist's fastest step in each of ``turns`` turns, the finalists taking turns (A B A B ...), on
         the models their first timing warmed up (``keep``): the steps that timing took, shared among the turns
-        (at least one a turn)."""
+        (at least ``TURN_STEPS`` a turn)."""
         fastest: dict[Variant, list[float]] = {variant: [] for variant in finalists}
         for _ in range(turns):
             for variant in finalists:
                 steps, count = self.kept[variant]
                 variant.configure_backends(self.device)  # each variant's switches, as its steps were warmed up
-                fastest[variant].append(min(next(steps) for _ in range(math.ceil(count / turns))))
+                fastest[variant].append(min(next(steps) for _ in range(max(TURN_STEPS, math.ceil(count / turns)))))
         return fastest
 
 
@@ -230,6 +237,7 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
                 best, best_seconds = variant, seconds
     # the rest keep their first timing in ``timings``; the finalists' become the median of their turns
     finalists = [variant for variant, seconds in timed.items() if seconds <= FINALIST_FACTOR * best_seconds]
+    runner.keep_only(finalists)
     if len(finalists) < 2:
         return best, timings
     turns = runner.alternate(finalists, TURNS)

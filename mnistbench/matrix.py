@@ -3,7 +3,8 @@
 - ``quick``: the headline results of each device in minutes: the ``reference`` and ``fast`` epochs of each
   model (over ``QUICK_EPOCH_SAMPLES`` images, which every batch size of the recipes divides, so no case
   compiles a second graph for a partial batch), its fp32 and ``fast`` training steps at the article's
-  batch, and the fast recipe's time to accuracy. Its ``fast`` probe tries only candidates that can win on
+  batch, the fast recipe's time to accuracy, then the same steps in inference (seconds each: with the
+  training steps they complete ``mnistbench score``'s lists). Its ``fast`` probe tries only candidates that can win on
   the device (``QUICK_CHOICES``), unless the run names its own.
 - ``standard``: the three epoch setups, training and inference steps in fp32 and ``fast``, both recipes'
   time to accuracy, and the data-parallel cases.
@@ -50,10 +51,8 @@ def step_variants(device: str, matrix: str, choices: dict) -> list[str]:
 
 
 def step_modes(step_variant: str, matrix: str) -> list[str]:
-    """``train`` and, but in the quick matrix, ``forward`` (inference has no optimizer: only default-Adam
-    variants without compile-step)."""
-    if matrix == "quick":
-        return ["train"]
+    """``train`` and ``forward`` (inference has no optimizer: only default-Adam variants without
+    compile-step)."""
     if step_variant != "fast":
         variant = Variant.parse(step_variant)
         if variant.optimizer != "default" or variant.compile == "compile-step":
@@ -63,14 +62,12 @@ def step_modes(step_variant: str, matrix: str) -> list[str]:
 
 def headline(test: str, params: dict) -> int | None:
     """The rank of a case among the headline ones (0 first), or None for one that is not a headline: steps
-    count only in training and at the article's batch size."""
-    if params.get("mode", "train") != "train":
-        return None
+    count only at the article's batch size, in inference after every headline of training."""
     if "batch_size" in params and params["batch_size"] != models.recipe(params["model_name"]).batch_size:
         return None
     for rank, (name, parameter, value) in enumerate(HEADLINES):
         if test == name and params.get(parameter) == value:
-            return rank
+            return rank + len(HEADLINES) * (params.get("mode") == "forward")
     return None
 
 
@@ -85,6 +82,6 @@ def order(test: str, params: dict) -> tuple:
     rank = headline(test, params)
     model = params.get("model_name")
     device = params.get("device", "cpu")
-    return (len(HEADLINES) if rank is None else rank,
+    return (2 * len(HEADLINES) if rank is None else rank,
             MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER),
             device == "cpu")

@@ -53,6 +53,8 @@ STEAL_LIMIT = 0.03  # the share of the machine's CPU time the hypervisor gave to
 CANARY_DRIFT_LIMIT = 0.50
 CANARY_SIZE = 256  # about 0.11 ms on 2 cores with AVX-512: some thousand repeats per reading, in the caches
 CANARY_SECONDS = 0.1  # per reading: 3 or more readings per case cost under half a second
+SMOKE_CANARY_SECONDS = 0.002  # per reading in an untimed run, where the readings judge nothing
+canary_window = CANARY_SECONDS  # seconds per reading now: the plugin shortens it for an untimed run
 # NVML's reasons for a lower clock that mean the GPU was slowed (heat, an external power brake, a hardware
 # slowdown); a GPU at its own power cap (``sw_power_cap``), idle, or at set clocks runs as designed, and its
 # result is that GPU's speed: recorded, not flagged.
@@ -102,9 +104,9 @@ def _canary_operands() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def canary_seconds() -> float:
     """The fastest of ``CANARY_SIZE``-square fp32 matrix products on the CPU with this process's threads,
-    repeated for ``CANARY_SECONDS``, into a buffer made once (the canary allocates nothing)."""
+    repeated for ``canary_window`` seconds, into a buffer made once (the canary allocates nothing)."""
     a, b, out = _canary_operands()
-    best, end = math.inf, time.perf_counter() + CANARY_SECONDS
+    best, end = math.inf, time.perf_counter() + canary_window
     while True:
         start = time.perf_counter()
         torch.mm(a, b, out=out)
@@ -403,6 +405,13 @@ _LOOK = pytest.StashKey[Look]()
 
 def _timed(config) -> bool:
     return bool(config.getoption("benchmark_only") or config.getoption("benchmark_enable"))
+
+
+def pytest_configure(config):
+    """An untimed run (the test command's smoke run) reads the canary for ``SMOKE_CANARY_SECONDS``: its
+    readings judge nothing there, and a tenth of a second each would add seconds to every case."""
+    global canary_window
+    canary_window = CANARY_SECONDS if _timed(config) else SMOKE_CANARY_SECONDS
 
 
 def pytest_report_collectionfinish(config, items):
