@@ -17,9 +17,10 @@ ran in the faster minute. A variant
 more complex than a simpler finalist (departing from fp32 eager in more ways) must beat it by ``MARGIN``
 to be chosen over it, so that noise does not pick a fragile variant for nothing, and must do so on the turns
 themselves: its step over the simpler one's in the same turn, a ratio per turn, is below ``1 - MARGIN`` by
-a one-sided Wilcoxon signed-rank test at ``ALPHA`` (through scipy). A variant whose true gain sits near the
-margin then loses every probe instead of winning one in two: on a 2-core Intel Xeon, VGGNet's fused Adam
-over its default read 0.91, 0.98 and 0.95 of it in three probes judged by their medians alone, and the
+a one-sided Wilcoxon signed-rank test at ``ALPHA`` (through scipy); one below by the median and not by the
+test gets ``MORE_TURNS`` more turns, and then the test decides. A variant whose true gain sits near the
+margin then loses nearly every probe instead of winning one in two: on a 2-core Intel Xeon, VGGNet's fused
+Adam over its default read 0.91, 0.98 and 0.95 of it in three probes judged by their medians alone, and the
 choice flipped between them. Steps shorter than a few
 milliseconds (a GPU's) are timed more often. A candidate that raises is broken, not unrunnable (what a
 device cannot run never becomes a candidate, ``Variant.unsupported_on``): the probe goes on without it, the
@@ -61,6 +62,7 @@ TIMED_SECONDS = 0.1
 MAX_TIMED_STEPS = 50
 TURNS = 7  # alternated turns of the finalists, sharing as many steps as their first timing took
 TURN_STEPS = 3  # at least, a turn: the first step after another finalist's runs on caches that one filled
+MORE_TURNS = 8  # the turns added when a finalist is faster by the median but not by the test: 15 in all
 ALPHA = 0.05  # the one-sided test's level; with 7 turns its smallest p-value is 1/128
 # A finalist's first timing is within this factor of the best's: a candidate slower than that would need the
 # machine's speed to drift by as much within the second or two between two timings to be the faster.
@@ -241,14 +243,27 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
     if len(finalists) < 2:
         return best, timings
     turns = runner.alternate(finalists, TURNS)
-    figures = {variant: statistics.median(seconds) for variant, seconds in turns.items()}
-    timings.update({str(variant): round(seconds * 1e3, 2) for variant, seconds in figures.items()})
-    simplest_first = sorted(finalists, key=lambda variant: (_departures(variant), figures[variant]))
+    if (best := _settle(finalists, turns)) is None:  # a gain the turns left open: more turns decide
+        for variant, seconds in runner.alternate(finalists, MORE_TURNS).items():
+            turns[variant] += seconds
+        best = _settle(finalists, turns, last=True)
+    timings.update({str(variant): round(statistics.median(seconds) * 1e3, 2) for variant, seconds in turns.items()})
+    return best, timings
+
+
+def _settle(finalists: list[Variant], turns: dict[Variant, list[float]], last: bool = False) -> Variant | None:
+    """The finalist chosen on the alternated ``turns`` (seconds a step, turn by turn), simplest first, each
+    replacing the best so far when it beats it there (``_beats_in_turns``); None when one was faster by the
+    median and not by the test, unless this is the ``last`` word (then it does not replace)."""
+    simplest_first = sorted(finalists, key=lambda variant: (_departures(variant), statistics.median(turns[variant])))
     best = simplest_first[0]
     for variant in simplest_first[1:]:
-        if _beats_in_turns(variant, turns[variant], best, turns[best]):
+        verdict = _beats_in_turns(variant, turns[variant], best, turns[best])
+        if verdict is None and not last:
+            return None
+        if verdict:
             best = variant
-    return best, timings
+    return best
 
 
 def distinct(candidates: list[Variant], device: str) -> list[Variant]:
@@ -273,15 +288,16 @@ def _beats(variant: Variant, seconds: float, best: Variant, best_seconds: float)
     return seconds < (best_seconds * (1 - MARGIN) if _departures(variant) > _departures(best) else best_seconds)
 
 
-def _beats_in_turns(variant: Variant, seconds: list[float], best: Variant, best_seconds: list[float]) -> bool:
+def _beats_in_turns(variant: Variant, seconds: list[float], best: Variant, best_seconds: list[float]) -> bool | None:
     """Whether ``variant`` replaces ``best`` on their alternated turns (seconds a step, turn by turn): its
     ratio to ``best`` per turn is below 1 (``1 - MARGIN`` when it is more complex) by the median and by a
-    one-sided Wilcoxon signed-rank test at ``ALPHA``; equal steps in every turn never replace."""
+    one-sided Wilcoxon signed-rank test at ``ALPHA``; None when by the median only (more turns may tell);
+    equal steps in every turn never replace."""
     bound = 1 - MARGIN if _departures(variant) > _departures(best) else 1.0
     below = [math.log(mine / theirs) - math.log(bound) for mine, theirs in zip(seconds, best_seconds)]
     if statistics.median(below) >= 0:
         return False
-    return bool(wilcoxon(below, alternative="less").pvalue < ALPHA)
+    return True if wilcoxon(below, alternative="less").pvalue < ALPHA else None
 
 
 def _try(runner: _Probe, variant: Variant, batch_size: int, warm_up: int, best_seconds: float, timings: dict):
