@@ -327,3 +327,11 @@ def test_a_candidate_broken_on_a_pytest_xdist_worker_fails_the_whole_run(tmp_pat
                                    "-q", *workers, tmp_path=tmp_path, plugin=plugin)
         assert result.returncode == 1, (workers, lines[-20:])
         assert "vgg on cpu, batch 128: fp32-contiguous-compile-default failed: RuntimeError: a lowering failed" in lines
+
+
+def test_one_slow_step_does_not_drop_a_candidate_two_do(monkeypatch):
+    """A shared VM's single step can read 2.5x its next: the drop needs the fastest of two timed steps."""
+    monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: None)
+    for timed_steps, expected in (([0.30, 0.10, 0.10], 0.10), ([0.30, 0.25, 0.10], None)):
+        monkeypatch.setattr(fast._Probe, "steps", lambda self, variant, batch_size, s=timed_steps: iter([0.5, *s]))
+        assert fast._Probe().time(Variant(), 8, warm_up=1, timed=3, give_up_after=0.2) == expected

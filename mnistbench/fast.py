@@ -55,7 +55,8 @@ from .variants import Variant
 
 SCREEN_BATCH = 4
 SCREEN_FACTOR = 3.0  # a screen this many times slower than the best is an emulated or broken path
-DROP_FACTOR = 1.5  # at the full batch, a first timed step this much slower than the best drops out
+DROP_FACTOR = 1.5  # at the full batch, a candidate whose first timed steps are this much slower drops out
+DROP_AFTER = 2  # timed steps, the fastest of which decides: one step of a shared VM can be 2.5x its next
 MARGIN = 0.05  # how much faster a more complex variant must be than a simpler best to replace it
 TIMED_STEPS = 3  # at least; short steps are timed until about TIMED_SECONDS, at most MAX_TIMED_STEPS
 TIMED_SECONDS = 0.1
@@ -170,8 +171,8 @@ class _Probe:
     def time(self, variant: Variant, batch_size: int, warm_up: int, timed: int, give_up_after: float,
              keep: bool = False) -> float | None:
         """The fastest of at least ``timed`` steps after ``warm_up`` untimed ones (fp16: as many as its loss
-        scale needs), more for short steps (``TIMED_SECONDS``); None as soon as a timed step is slower than
-        ``give_up_after`` seconds. ``keep``: the model stays warm for ``alternate``."""
+        scale needs), more for short steps (``TIMED_SECONDS``); None as soon as the fastest of ``DROP_AFTER``
+        or more timed steps is slower than ``give_up_after`` seconds. ``keep``: the model stays warm for ``alternate``."""
         steps = self.steps(variant, batch_size)
         for _ in range(variant.warm_up_steps(warm_up)):
             next(steps)
@@ -180,7 +181,7 @@ class _Probe:
             if index == count:
                 break
             best = min(best, next(steps))
-            if best > give_up_after:
+            if best > give_up_after and index + 1 >= DROP_AFTER:
                 return None
             if index == 0:
                 count = min(MAX_TIMED_STEPS, max(timed, math.ceil(TIMED_SECONDS / best)))
