@@ -243,22 +243,24 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """The whole cost of a case, stored with its result (``case_seconds``) for later estimates; a compilation
-    it measured replaces the model's allowance for the rest of the run."""
+    """The whole cost of a case that returned, stored with its result (``case_seconds``) for later estimates
+    and learnt from (one that failed, was skipped out of memory or was stopped says nothing of it); a
+    compilation it measured replaces the model's allowance for the rest of the run."""
     budget = item.config.stash.get(_BUDGET, None)
-    start = time.perf_counter()
-    try:
+    if budget is None:
         return (yield)
-    finally:
-        benchmark = getattr(item, "funcargs", {}).get("benchmark")
-        if benchmark is not None and budget is not None:
-            seconds = time.perf_counter() - start
-            benchmark.extra_info["case_seconds"] = seconds
-            if (needed := budget.needed(item.nodeid)) is not None:
-                benchmark.extra_info["estimated_seconds"] = needed  # as it was when the case started
-            budget.learn(item.nodeid, seconds)
-            if benchmark.extra_info.get("compile", "eager") != "eager" and benchmark.extra_info.get("first_step_seconds"):
-                budget.speeds.observe_compilation(benchmark.extra_info["first_step_seconds"])
+    start = time.perf_counter()
+    result = yield
+    benchmark = getattr(item, "funcargs", {}).get("benchmark")
+    if benchmark is not None:
+        seconds = time.perf_counter() - start
+        benchmark.extra_info["case_seconds"] = seconds
+        if (needed := budget.needed(item.nodeid)) is not None:
+            benchmark.extra_info["estimated_seconds"] = needed  # as it was when the case started
+        budget.learn(item.nodeid, seconds)
+        if benchmark.extra_info.get("compile", "eager") != "eager" and benchmark.extra_info.get("first_step_seconds"):
+            budget.speeds.observe_compilation(benchmark.extra_info["first_step_seconds"])
+    return result
 
 
 @pytest.hookimpl(trylast=True)
