@@ -122,6 +122,35 @@ def test_only_a_case_that_returned_teaches_the_model(raising):
     assert run.needed("to 99%") < 200.0 and benchmark.extra_info["case_seconds"] > 0
 
 
+def test_the_deadline_names_the_case_running_then_never_one_skipped_or_finished(monkeypatch):
+    """A case finished, the next skipped for want of time: a deadline falling then stopped no case. The one whose
+    test function runs at the deadline is named."""
+    monkeypatch.setattr(budget.signal, "pthread_kill", lambda thread, number: None, raising=False)  # no Ctrl-C here
+    run = budget.Budget(10.0, estimates={"big": 100.0}, benchmarks=["finished", "big", "running", "never"])
+    lines = []
+    reporter = SimpleNamespace(section=lambda title: None, write_line=lines.append)
+
+    def deadline() -> list[str]:
+        """What the run says after the deadline falls now."""
+        run._expire()
+        lines.clear()
+        budget.pytest_terminal_summary(reporter, SimpleNamespace(stash={budget._BUDGET: run}))
+        return lines
+
+    budget.pytest_runtest_setup(item_of(run, "finished"))
+    call(item_of(run, "finished"))
+    with pytest.raises(pytest.skip.Exception):
+        budget.pytest_runtest_setup(item_of(run, "big"))
+    assert deadline() == ["mnistbench: the deadline fell between cases and stopped the run as Ctrl-C would: the "
+                          "benchmarks that finished are saved", "mnistbench: not run (time budget): running",
+                          "mnistbench: not run (time budget): never"]
+    budget.pytest_runtest_setup(item_of(run, "running"))
+    wrapper = budget.pytest_runtest_call(item_of(run, "running"))
+    next(wrapper)
+    assert deadline() == ["mnistbench: stopped running at the deadline, as Ctrl-C would: the benchmarks that "
+                          "finished before it are saved", "mnistbench: not run (time budget): never"]
+
+
 @pytest.mark.parametrize("seconds, workers, message", [
     (0.0, 0, "--time-budget must be a positive number of seconds, got 0"),
     (float("nan"), 0, "--time-budget must be a positive number of seconds, got nan"),

@@ -43,7 +43,9 @@ class Budget:
     corrections: dict[tuple, float] = field(default_factory=dict)
     speeds: estimate.StepSpeeds = field(default_factory=estimate.StepSpeeds)
     benchmarks: list[str] = field(default_factory=list)  # node ids, in the order they run
-    reached: list[str] = field(default_factory=list)  # node ids whose setup began, the last one still running
+    reached: list[str] = field(default_factory=list)  # node ids whose setup began (a case skipped for time too)
+    running: str | None = None  # the node id whose test function runs now
+    stopped: str | None = None  # the one that ran at the deadline; None if it fell between cases
     expired: bool = False
     timer: threading.Timer | None = None
 
@@ -60,7 +62,7 @@ class Budget:
         """SIGINT sent to the main thread itself, so that a sleep or a wait there is woken as by Ctrl-C (a
         signal sent to the process may reach this thread instead); where threads cannot be signalled, the
         interpreter's simulation of one, seen when the main thread next runs Python."""
-        self.expired = True
+        self.expired, self.stopped = True, self.running
         if hasattr(signal, "pthread_kill"):
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         else:
@@ -243,14 +245,17 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """The whole cost of a case that returned, stored with its result (``case_seconds``) for later estimates
-    and learnt from (one that failed, was skipped out of memory or was stopped says nothing of it); a
-    compilation it measured replaces the model's allowance for the rest of the run."""
+    """Which case runs, for the deadline to name; the whole cost of a case that returned, stored with its result
+    (``case_seconds``) for later estimates and learnt from (one that failed, was skipped out of memory or was
+    stopped says nothing of it); a compilation it measured replaces the model's allowance for the rest of the run."""
     budget = item.config.stash.get(_BUDGET, None)
     if budget is None:
         return (yield)
-    start = time.perf_counter()
-    result = yield
+    start, budget.running = time.perf_counter(), item.nodeid
+    try:
+        result = yield
+    finally:
+        budget.running = None
     benchmark = getattr(item, "funcargs", {}).get("benchmark")
     if benchmark is not None:
         seconds = time.perf_counter() - start
@@ -270,9 +275,12 @@ def pytest_terminal_summary(terminalreporter, config):
     if budget is None or not budget.expired:
         return
     terminalreporter.section(f"time budget of {budget.seconds:g} s reached")
-    stopped = budget.reached[-1] if budget.reached else "the run"
-    terminalreporter.write_line(f"mnistbench: stopped {stopped} at the deadline, as Ctrl-C would: the benchmarks "
-                                f"that finished before it are saved")
+    if budget.stopped:
+        terminalreporter.write_line(f"mnistbench: stopped {budget.stopped} at the deadline, as Ctrl-C would: the "
+                                    f"benchmarks that finished before it are saved")
+    else:
+        terminalreporter.write_line("mnistbench: the deadline fell between cases and stopped the run as Ctrl-C "
+                                    "would: the benchmarks that finished are saved")
     for node_id in budget.benchmarks:
         if node_id not in budget.reached:
             terminalreporter.write_line(f"mnistbench: not run (time budget): {node_id}")
