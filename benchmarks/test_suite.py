@@ -191,6 +191,21 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
     assert len(list(saved.parent.glob("0004_*.json"))) == 1, "a gated run is saved as any other"
 
 
+@pytest.mark.parametrize("tests, quick, status", [(1, 0, 1), (124, 0, 0), (0, 1, 1)],
+                         ids=["tests failed", "tests stopped at their share", "quick matrix failed"])
+def test_the_lease_job_fails_when_its_tests_or_its_quick_matrix_failed(tmp_path, tests, quick, status):
+    """The job's exit status, from stand-in pytest runs that exit as given: a failure of the GPU tests fails
+    the job as the quick matrix's does; the tests stopped at their share of the budget (timeout's 124) do not."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\ncase "$*" in *"-m gpu"*) exit {tests};; *"--matrix quick"*) exit {quick};; esac\n')
+    python.chmod(0o755)
+    result = subprocess.run(["bash", "scripts/lease.sh", str(tmp_path / "out"), "300", "cpu"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHON": str(python)})
+    assert result.returncode == status, result.stdout + result.stderr
+    assert (tmp_path / "out" / "summary.txt").read_text().startswith(
+        f"lease: tests exit {tests}, quick matrix exit {quick}, ")
+
+
 def scaled(bench: dict, factor: float) -> dict:
     """A stored benchmark whose times are ``factor`` times the measured ones."""
     stats = {**bench["stats"], **{name: bench["stats"][name] * factor for name in (*gate.STATS_FIELDS, "q1", "q3")}}
