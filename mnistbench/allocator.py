@@ -109,7 +109,7 @@ class FaultWatcher:
         return {"minor_faults": self.faults}
 
 
-watch.WATCHERS.append(FaultWatcher)
+watch.register(FaultWatcher)
 
 
 def faults_per(info: dict, unit: str, count: int) -> dict:

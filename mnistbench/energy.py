@@ -9,7 +9,7 @@ from a rated power (the way estimating tools report zero, negative or constant e
   ``RAPL_POLL_SECONDS`` sees every wrap (AMD's counter wraps after about 65 kJ: two minutes at 500 W).
 - Anything else, or a counter that cannot be read: ``energy_source: "unavailable"`` and why.
 
-The watcher (registered in ``watch.WATCHERS``) synchronises the device and reads the counter wherever the timed
+The watcher (registered in ``watch``, innermost) synchronises the device and reads the counter wherever the timed
 rounds start, stop or pause, and counts only the rounds: not the setup between them, not a time to accuracy's
 evaluation. A counter is only as fine as its updates: NVML's is refreshed every 20 to 100 ms (measured here
 once per GPU, ``update_period``), RAPL's about every millisecond. A reading may lag by up to one update, so the
@@ -347,4 +347,4 @@ def watcher(device: str) -> EnergyWatcher:
         return EnergyWatcher(device, reason=str(reason))
 
 
-watch.WATCHERS.append(watcher)
+watch.register(watcher, innermost=True)

@@ -292,7 +292,7 @@ class Watcher:
         return {"disturbed": bool(reasons), "disturbed_by": reasons, "quiet": {**found, "limits": LIMITS}}
 
 
-watch.WATCHERS.append(Watcher)
+watch.register(Watcher)
 
 
 # The look before a timed run.
