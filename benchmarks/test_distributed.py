@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import models
-from mnistbench import cli, distributed, launcher, pipelines, watch
+from mnistbench import cli, distributed, energy, launcher, pipelines, watch
 from mnistbench.reports import history, ratio, results, scaling
 from mnistbench.distributed import ReplayClock
 
@@ -73,7 +73,7 @@ def test_distributed(benchmark, model_name, backend, world_size, device, dataset
     batch_size = models.recipe(model_name).batch_size
     samples = epoch_samples and max(epoch_samples, MIN_TIMED_STEPS * batch_size * world_size)
     try:  # the ranks are this process's children: the watchers count them in its process tree
-        with watch.watching(device) as watched:
+        with watch.watching(device, leave_out={energy.watcher}) as watched:  # no energy: distributed.UNMEASURED_ENERGY
             report = distributed.launch_steps(
                 model_name, device, world_size, workdir=tmp_path, dataset=dataset_name, root=mnist_root,
                 samples=samples, threads_per_rank=max(1, torch.get_num_threads() // world_size),

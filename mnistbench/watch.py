@@ -9,7 +9,7 @@ that setup and while a time-to-accuracy run evaluates (the clock stops then, and
 against the training), and stopped after the last round, when it returns the fields it adds to the result.
 """
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Protocol
 
 
@@ -67,11 +67,11 @@ class Watching:
 
 
 @contextlib.contextmanager
-def watching(device: str) -> Iterator[Watching]:
-    """Every registered watcher of ``device`` around the block (the case's timed rounds), nested: started in
-    ``WATCHERS``' order and stopped in reverse, so that the innermost (energy) watches only the rounds and not
-    the readings of the others (the quiet canary)."""
-    watched = Watching([make(device) for make in WATCHERS])
+def watching(device: str, leave_out: Collection[Callable[[str], Watcher]] = ()) -> Iterator[Watching]:
+    """Every registered watcher of ``device`` but those ``leave_out`` makes, around the block (the case's timed
+    rounds), nested: started in ``WATCHERS``' order and stopped in reverse, so that the innermost (energy)
+    watches only the rounds and not the readings of the others (the quiet canary)."""
+    watched = Watching([make(device) for make in WATCHERS if make not in leave_out])
     for watcher in watched.watchers:
         watcher.start()
     try:
