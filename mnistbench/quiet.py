@@ -127,7 +127,8 @@ def _event_bits(library) -> dict[str, int]:
 
 
 def gpu_reader(device: str) -> Callable[[], tuple[int, list[str]]] | str:
-    """A reader of ``device``'s SM clock (MHz) and the clock events NVML names now, or why there is none."""
+    """A reader of ``device``'s SM clock (MHz) and the clock events NVML names now, which raises
+    ``nvml.Unavailable`` when NVML fails; or why there is none."""
     try:
         library, handle = nvml.handle(device)
     except nvml.Unavailable as why:
@@ -137,13 +138,17 @@ def gpu_reader(device: str) -> Callable[[], tuple[int, list[str]]] | str:
         library.nvmlDeviceGetCurrentClocksThrottleReasons
 
     def read() -> tuple[int, list[str]]:
-        mask = events(handle)
-        return library.nvmlDeviceGetClockInfo(handle, library.NVML_CLOCK_SM), [n for n, b in bits.items() if mask & b]
+        try:
+            mask = events(handle)
+            clock = library.nvmlDeviceGetClockInfo(handle, library.NVML_CLOCK_SM)
+        except library.NVMLError as error:
+            raise nvml.Unavailable(f"NVML cannot read the clocks of {device}: {error}") from None
+        return clock, [name for name, bit in bits.items() if mask & bit]
 
     try:
         read()
-    except library.NVMLError as error:
-        return f"NVML cannot read the clocks of {device}: {error}"
+    except nvml.Unavailable as why:
+        return str(why)
     return read
 
 
@@ -254,8 +259,14 @@ class Watcher:
         self.events: set[str] = set()
 
     def _read_gpu(self) -> None:
+        """The GPU's clock and events now; a reading NVML fails (a transient error mid-case) ends the GPU's
+        readings with the reason, keeping those before it, and never fails the case."""
         if callable(self.gpu):
-            clock, events = self.gpu()
+            try:
+                clock, events = self.gpu()
+            except nvml.Unavailable as why:
+                self.gpu = f"{why} (reading failed during the rounds)"
+                return
             self.clocks.append(clock)
             self.events.update(events)
 
@@ -285,7 +296,7 @@ class Watcher:
                      canary_drift=round(drift(self.canary), 4))
         if isinstance(self.gpu, str):
             found["gpu"] = f"not read: {self.gpu}"
-        elif self.gpu is not None:
+        if self.clocks:
             found.update(gpu_sm_clock_mhz=[min(self.clocks), max(self.clocks)],
                          gpu_clock_events=sorted(self.events))
         reasons = judge(found)
