@@ -649,21 +649,28 @@ def test_a_finished_job_prints_its_result_whatever_the_streams_encoding(encoding
 
 # --- any starting folder --------------------------------------------------------------------------------------
 
-def storage_config(option: str, addopts: list[str]):
+def storage_config(option: str, addopts: list[str], command_line: list[str]):
     return SimpleNamespace(getoption={"benchmark_storage": option}.__getitem__, getini={"addopts": addopts}.__getitem__,
-                           rootpath=REPO)
+                           invocation_params=SimpleNamespace(args=tuple(command_line)), rootpath=REPO)
 
 
-@pytest.mark.parametrize("option, addopts, storage_path", [
-    ("results", ["-n", "auto", "--benchmark-storage=results"], str(REPO / "results")),  # pytest.ini's
-    ("file://results", ["--benchmark-storage", "file://results"], str(REPO / "results")),
-    ("mine", ["--benchmark-storage=results"], "mine"),  # the command line's: relative to the working folder
-    ("/tmp/results", ["--benchmark-storage=/tmp/results"], "/tmp/results"),
-    ("elasticsearch+https://host/index", ["--benchmark-storage=elasticsearch+https://host/index"],
+INI = ["-n", "auto", "--benchmark-storage=results"]
+
+
+@pytest.mark.parametrize("option, addopts, command_line, environment, storage_path", [
+    ("results", INI, ["-q"], "", str(REPO / "results")),  # pytest.ini's
+    ("file://results", ["--benchmark-storage", "file://results"], [], "", str(REPO / "results")),
+    ("mine", INI, ["--benchmark-storage=mine"], "", "mine"),  # the command line's: relative to the working folder
+    ("results", INI, ["--benchmark-storage", "results"], "", "results"),  # the command line's, though pytest.ini's too
+    ("results", INI, [], "-q --benchmark-storage=results", "results"),  # PYTEST_ADDOPTS's: the command line's
+    ("/tmp/results", ["--benchmark-storage=/tmp/results"], [], "", "/tmp/results"),
+    ("elasticsearch+https://host/index", ["--benchmark-storage=elasticsearch+https://host/index"], [], "",
      "elasticsearch+https://host/index"),
 ])
-def test_the_results_folder_of_pytest_ini_is_the_checkouts_wherever_pytest_starts(option, addopts, storage_path):
-    assert storage.in_checkout(storage_config(option, addopts)) == storage_path
+def test_the_results_folder_of_pytest_ini_is_the_checkouts_wherever_pytest_starts(
+        option, addopts, command_line, environment, storage_path, monkeypatch):
+    monkeypatch.setenv("PYTEST_ADDOPTS", environment)
+    assert storage.in_checkout(storage_config(option, addopts, command_line)) == storage_path
 
 
 PARAMS_PLUGIN = """
