@@ -23,7 +23,7 @@ import resource
 
 import pytest
 
-from . import watch
+from . import cases, watch
 
 # mallopt's parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -130,7 +130,7 @@ def pytest_configure(config):
 @pytest.hookimpl(tryfirst=True)  # before the case's fixtures allocate anything
 def pytest_runtest_setup(item):
     """Before each benchmark (the other tests time nothing, and each trim costs the next test its faults)."""
-    if "benchmark" in getattr(item, "fixturenames", ()):
+    if cases.is_benchmark(item):
         trim()
 
 

@@ -24,7 +24,7 @@ import pytest
 
 import models
 
-from . import estimate, training
+from . import cases, estimate, training
 from .variants import Variant
 
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # MNIST's and Fashion-MNIST's splits
@@ -114,26 +114,21 @@ def pytest_configure(config):
         budget.arm()
 
 
-def _timed(config) -> bool:
-    return bool(config.getoption("benchmark_only") or config.getoption("benchmark_enable"))
-
-
 def _benchmarks(items) -> list:
     """The benchmarks that will run: not those marked to skip (the nccl case on a machine without a GPU)."""
-    return [item for item in items if "benchmark" in getattr(item, "fixturenames", ())
-            and not item.get_closest_marker("skip")]
+    return [item for item in items if cases.is_benchmark(item) and not item.get_closest_marker("skip")]
 
 
 def pytest_report_collectionfinish(config, items):
     """Before a timed run starts: how many benchmarks it holds and roughly how long they take here (and, under
     a budget, how many of them fit)."""
     budget = config.stash.get(_BUDGET, None)
-    if budget is None or not _timed(config) or config.option.collectonly:
+    if budget is None or not cases.timed(config) or config.option.collectonly:
         return None
     timed = _benchmarks(items)
     budget.benchmarks = [item.nodeid for item in timed]
     storage = str(config.getoption("benchmark_storage")).removeprefix("file://")
-    devices_by_id = {item.nodeid: _params(item).get("device", "cpu") for item in timed}
+    devices_by_id = {item.nodeid: cases.params(item).get("device", "cpu") for item in timed}
     budget.estimates = estimate.newest_stored(storage, list(devices_by_id), devices_by_id)
     from_stored = len(budget.estimates)
     probed: set[tuple] = set()
@@ -156,10 +151,6 @@ def pytest_report_collectionfinish(config, items):
     return lines
 
 
-def _params(item) -> dict:
-    return getattr(item, "callspec", None) and item.callspec.params or {}
-
-
 MODELLED_TESTS = ("test_epoch", "test_step", "test_time_to_accuracy", "test_distributed")
 
 
@@ -167,8 +158,7 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
     """What the benchmark ``item`` will do, for the model of its cost, or None for a test the model does not
     know. ``probed`` holds the (model, device, batch) keys whose fast probe an earlier case of the run pays
     (one probe serves them all)."""
-    params = _params(item)
-    test = getattr(item, "originalname", item.name)
+    params, test = cases.params(item), cases.test(item)
     if test not in MODELLED_TESTS or "model_name" not in params:
         return None
     model, device = params["model_name"], params.get("device", "cpu")
@@ -203,7 +193,7 @@ def learning_key(item) -> tuple | None:
     """The cases a modelled case learns from (``Budget.learn``): the epochs and times to accuracy of the same
     model and device, in the fast setup or not. Steps neither teach nor learn: their cost is mostly
     pytest-benchmark's calibration, not their steps."""
-    params, test = _params(item), getattr(item, "originalname", item.name)
+    params, test = cases.params(item), cases.test(item)
     if test not in ("test_epoch", "test_time_to_accuracy"):
         return None
     fast = "fast" in (params.get("setup"), params.get("recipe_name"))

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import allocator, nvml, watch
+from . import allocator, cases, nvml, watch
 
 # The limits. A disturbance costs a result about its share of the machine's CPU time when the case's threads
 # use every core, as the suite's CPU cases do. 3% is under half the 7% that ``mnistbench history`` calls a
@@ -412,15 +412,10 @@ def disturbed(benchmarks) -> list[str]:
 _LOOK = pytest.StashKey[Look]()
 
 
-def _timed(config) -> bool:
-    return bool(config.getoption("benchmark_only") or config.getoption("benchmark_enable"))
-
-
 def pytest_report_collectionfinish(config, items):
     """A timed run's look at the machine, once its benchmarks are collected and their data found, before the
     first of them."""
-    if not _timed(config) or config.option.collectonly or \
-            not any("benchmark" in getattr(item, "fixturenames", ()) for item in items):
+    if not cases.timed(config) or config.option.collectonly or not any(map(cases.is_benchmark, items)):
         return None
     config.stash[_LOOK] = found = look()
     return found.lines()
