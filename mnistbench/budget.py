@@ -24,10 +24,9 @@ import pytest
 
 import models
 
-from . import cases, estimate, training
+from . import cases, data, estimate, training
 from .variants import Variant
 
-TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # MNIST's and Fashion-MNIST's splits
 # Untimed steps before a case's clock: the first, then the warm-up of each of up to two batch shapes.
 WARM_UP_STEPS = 1 + 2 * training.WARM_UP_STEPS
 
@@ -171,15 +170,15 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
         return _with_probe(case, variant == "fast", config, probed, models.recipe(model).schedule)
     if test == "test_time_to_accuracy":
         recipe = models.recipe(model, params["recipe_name"])
-        samples = config.mnistbench_accuracy_epoch_samples or TRAIN_IMAGES
+        samples = config.mnistbench_accuracy_epoch_samples or data.TRAIN_IMAGES
         epochs = config.getoption("seeds") * recipe.epochs  # all of them: a seed may need every one
         case = estimate.Case(item.nodeid, model, device, recipe.batch_size,
                              epochs * math.ceil(samples / recipe.batch_size) + WARM_UP_STEPS,
                              images_decoded=epochs * samples if params["recipe_name"] == "article" else 0,
-                             images_evaluated=epochs * (config.mnistbench_test_samples or TEST_IMAGES))
+                             images_evaluated=epochs * (config.mnistbench_test_samples or data.TEST_IMAGES))
         return _with_probe(case, params["recipe_name"] == "fast", config, probed, recipe.schedule)
     recipe = models.recipe(model)
-    samples = config.mnistbench_epoch_samples or TRAIN_IMAGES
+    samples = config.mnistbench_epoch_samples or data.TRAIN_IMAGES
     per_epoch = math.ceil(samples / recipe.batch_size)
     if test == "test_distributed":
         return estimate.Case(item.nodeid, model, device, recipe.batch_size, per_epoch + WARM_UP_STEPS, launches=1)

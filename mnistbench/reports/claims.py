@@ -14,11 +14,10 @@ no time at all. Their words:
 """
 from dataclasses import dataclass
 
+from ..data import TRAIN_IMAGES
 from .pairs import Pair
 
-# The articles' job: 10 epochs of the MNIST training set.
-EPOCHS = 10
-EPOCH_IMAGES = 60_000
+EPOCHS = 10  # the articles' job: 10 epochs of the MNIST training set (``TRAIN_IMAGES`` each)
 
 
 @dataclass(frozen=True)
@@ -43,11 +42,11 @@ class Claim:
         if pair.speedup is None:
             return None
         samples = pair.a.extra_info["samples"]
-        partial = f" over {samples:,}-image epochs, not the articles' {EPOCH_IMAGES:,}" * (samples != EPOCH_IMAGES)
+        partial = f" over {samples:,}-image epochs, not the articles' {TRAIN_IMAGES:,}" * (samples != TRAIN_IMAGES)
         if self.speedup:
             return f"{pair.speedup:.1f}x{partial}"
         per_image = (pair.a.median - pair.b.median) / samples
-        return f"{per_image * EPOCHS * EPOCH_IMAGES / 3600:.2f} h saved{partial}"
+        return f"{per_image * EPOCHS * TRAIN_IMAGES / 3600:.2f} h saved{partial}"
 
 
 CLAIMS = (
