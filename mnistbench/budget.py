@@ -33,6 +33,9 @@ WARM_UP_STEPS = 1 + 2 * training.WARM_UP_STEPS
 
 @dataclass
 class Budget:
+    """A run's time budget (``seconds`` from ``started``, on the monotonic clock) and what it decides by: each
+    case's estimate, as corrected by the cases that finished, and which cases were reached, run and stopped."""
+
     seconds: float | None  # None: no budget, only the estimates and each case's recorded cost
     started: float = field(default_factory=time.monotonic)
     estimates: dict[str, float] = field(default_factory=dict)  # node id -> seconds
@@ -49,6 +52,7 @@ class Budget:
     timer: threading.Timer | None = None
 
     def left(self) -> float:
+        """Seconds left before the deadline, negative past it (a run with a budget only)."""
         return self.seconds - (time.monotonic() - self.started)
 
     def arm(self) -> None:
@@ -68,6 +72,7 @@ class Budget:
             _thread.interrupt_main()
 
     def disarm(self) -> None:
+        """No deadline from now on: the saving at the end of the run must not be interrupted."""
         if self.timer is not None:
             self.timer.cancel()
 

@@ -135,6 +135,7 @@ class Rapl:
             return tuple(domain.read() * 1e-6 for domain in self.opened)
 
     def update_seconds(self) -> tuple[float, str]:
+        """How often the counter updates, in seconds, and how that is known: RAPL's documented interval."""
         return RAPL_UPDATE_SECONDS, "RAPL's update interval, about 1 ms (Intel's manual), not measured"
 
 
@@ -165,6 +166,8 @@ class Nvml:
             raise NoCounter(f"NVML reads no energy of {self.device}: {error}{hint}") from None
 
     def update_seconds(self) -> tuple[float, str]:
+        """How often the counter updates, in seconds, and how that is known: measured once per device and process
+        (``update_period``), else NVML's longest period."""
         if self.device not in self.measured_periods:
             self.measured_periods[self.device] = update_period(lambda: self.read()[0])
         measured = self.measured_periods[self.device]

@@ -45,6 +45,7 @@ class Request:
         return self.compare is not True
 
     def stored_where(self, storage) -> str:
+        """Where the results compared with are, for the messages: the run named in ``storage``, or ``storage``."""
         return f"run {self.compare} in {storage}" if self.named else f"{storage}"
 
 
@@ -58,6 +59,9 @@ class Verdict:
     regressions: list[str] = field(default_factory=list)
 
     def lines(self, request: Request) -> list[str]:
+        """What the run says of ``request``: the benchmarks not compared, then, where it gates
+        (``--benchmark-compare-fail``), the verdict on one line: every regression, or failed for comparing
+        nothing, or passed with how many were compared."""
         lines = []
         if self.uncompared:
             lines.append(f"mnistbench: compare: not compared, nothing stored to compare with: {', '.join(self.uncompared)}")

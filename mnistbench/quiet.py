@@ -74,6 +74,8 @@ def own_usage() -> tuple[float, float, int]:
 
 
 def read_proc_stat() -> str | None:
+    """``/proc/stat``'s text, or None where it cannot be read (not Linux): what the rest of the machine used is
+    then left out, neither recorded nor judged."""
     try:
         return (PROC / "stat").read_text()
     except OSError:
@@ -368,6 +370,7 @@ class Look:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def lines(self) -> list[str]:
+        """The look as printed before the first case; a last line only when the machine is not quiet."""
         load = " ".join(f"{value:.2f}" for value in self.load) if self.load else "not readable"
         machine = (f"other processes used {self.figures['others_share']:.1%} of its CPU time (limit "
                    f"{OTHERS_LIMIT:.0%}), steal {self.figures['steal_share']:.1%} (limit {STEAL_LIMIT:.0%})"

@@ -55,6 +55,8 @@ class Score:
     missing: dict[str, list[str]]  # per tuning, what the machine lacks or what was refused, and why
 
     def row(self) -> dict:
+        """The score as a table row: per tuning its value and how many of its benchmarks counted, and a note of
+        what kept a half from its score."""
         row = {"machine": self.machine}
         for tuning, listed in BENCHMARKS.items():
             row[tuning] = self.value[tuning]
