@@ -87,7 +87,8 @@ def minor_faults() -> int:
 
 
 class FaultWatcher:
-    """Minor page faults while a case's rounds run (``mnistbench.watch``), evaluation left out."""
+    """Minor page faults while a case's rounds run (``mnistbench.watch``): the untimed setup before each round
+    and a time to accuracy's evaluations, paused, are left out."""
 
     def __init__(self, device: str, read=minor_faults):
         self.read, self.faults, self.since = read, 0, None
@@ -113,9 +114,9 @@ watch.register(FaultWatcher)
 
 
 def faults_per(info: dict, unit: str, count: int) -> dict:
-    """``{"minor_faults_per_<unit>": faults}`` from a case's watched ``info`` over ``count`` steps or epochs
-    (the setup between rounds included: its allocations are reused by the next round, so a steady state
-    shows about none); empty when nothing was counted."""
+    """``{"minor_faults_per_<unit>": faults}`` from a case's watched ``info`` over the ``count`` steps or epochs
+    it watched (the rounds alone, ``FaultWatcher``): a steady state shows about none. Empty when nothing was
+    counted."""
     if "minor_faults" not in info or count < 1:
         return {}
     return {f"minor_faults_per_{unit}": round(info["minor_faults"] / count, 1)}
