@@ -683,9 +683,9 @@ def pytest_collection_finish(session):
 
 
 def test_collecting_from_the_benchmarks_folder_creates_nothing_and_finds_every_grouping_parameter(tmp_path):
-    """Started from benchmarks/, the README's gate collected with -W error: the checkout's results/, no new
-    folder, no warning (pytest-benchmark's about the compared machine, or about saving nothing); and every
-    benchmark has the parameters runs are grouped by (``--benchmark-group-by=param:device``)."""
+    """Started from benchmarks/, the gate of docs/reading-results.md collected with -W error: the checkout's
+    results/, no new folder, no warning (pytest-benchmark's about the compared machine, or about saving
+    nothing); and every benchmark has the parameters runs are grouped by (``--benchmark-group-by=param:device``)."""
     result, lines = run_pytest("--collect-only", "-q", "--benchmark-only", "-W", "error", "--benchmark-compare",
                                "--benchmark-compare-fail=median:10%", tmp_path=tmp_path,
                                plugin=PARAMS_PLUGIN, cwd=REPO / "benchmarks")

@@ -147,7 +147,7 @@ def test_the_replay_clock_gives_pytest_benchmark_exactly_the_recorded_times():
 
 @pytest.mark.skipif(CORES < 2, reason="two ranks need two cores")
 def test_two_nodes_train_one_model_together(tmp_path, few_test_digits_root):
-    """Two torchrun agents, one rank each, meeting at one c10d rendezvous: the README's multi-node command."""
+    """Two torchrun agents, one rank each, meeting at one c10d rendezvous: docs/data-parallel.md's multi-node command."""
     out = tmp_path / "mnist_vgg.pth"
     logs = launcher.run(["-m", "mnistbench", "train", "--model", "vgg", "--epochs", "1", "--samples", "768",
                          "--out", str(out), "--no-progress", "--mnist-root", str(few_test_digits_root)],

@@ -206,7 +206,7 @@ def test_fast_variant_reaches_fp32_accuracy_at_small_scale(device, mnist_train, 
     same order and initialisation; test accuracy on all 10,000 test digits. (GoogLeNet is still near chance
     at this scale, so it cannot tell the variants apart.) The fast variant is fast here by construction,
     so this costs seconds even where bf16 is emulated. The full-scale check, a whole epoch of each model,
-    is a measurement in the README."""
+    is a measurement in docs/measured.md."""
     fast = setups.resolve("fast", device, "vgg", models.recipe("vgg"), mnist_train, setups.SMOKE).variant
     if fast == Variant():
         pytest.skip(f"the probe chose {fast}, the fp32 baseline itself, on {device}: no other variant to check")
