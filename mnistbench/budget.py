@@ -47,7 +47,7 @@ class Budget:
     benchmarks: list[str] = field(default_factory=list)  # node ids, in the order they run
     reached: list[str] = field(default_factory=list)  # node ids whose setup began (a case skipped for time too)
     running: str | None = None  # the node id whose test function runs now
-    stopped: str | None = None  # the one that ran at the deadline; None if it fell between cases
+    stopped: str | None = None  # the one that ran at the deadline; None if it fell between cases or in a setup
     expired: bool = False
     timer: threading.Timer | None = None
 
@@ -273,8 +273,9 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line(f"mnistbench: stopped {budget.stopped} at the deadline, as Ctrl-C would: the "
                                     f"benchmarks that finished before it are saved")
     else:
-        terminalreporter.write_line("mnistbench: the deadline fell between cases and stopped the run as Ctrl-C "
-                                    "would: the benchmarks that finished are saved")
+        terminalreporter.write_line("mnistbench: the deadline fell while no test function ran (between cases, or in "
+                                    "a setup) and stopped the run as Ctrl-C would: the benchmarks that finished "
+                                    "are saved")
     for node_id in budget.benchmarks:
         if node_id not in budget.reached:
             terminalreporter.write_line(f"mnistbench: not run (time budget): {node_id}")
