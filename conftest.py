@@ -13,7 +13,8 @@ import torch
 from torchvision import datasets
 
 import models
-from mnistbench import backends, data, devices, fast, guards, idx, machine, matrix, peaks, pipelines, setups, variants
+from mnistbench import (backends, cases, data, devices, fast, guards, idx, machine, matrix, peaks, pipelines, setups,
+                        variants)
 from mnistbench.reports import ratio, scaling
 from mnistbench.variants import Variant
 
@@ -77,10 +78,11 @@ def pytest_addoption(parser):
                          "their own)")
     group.addoption("--matrix", default="standard", choices=matrix.MATRICES,
                     help="quick: the headline results of each device in minutes (reference and fast epochs, fp32 "
-                         "and fast training steps, the fast recipe's time to accuracy); standard (default): also "
-                         "the resident epochs, inference steps, the article recipe's time to accuracy and the "
-                         "data-parallel cases; exhaustive: every precision x format x compile x optimizer at two "
-                         "batch sizes, and the time-to-accuracy runs known to miss their target")
+                         "and fast training and inference steps, the fast recipe's time to accuracy); standard "
+                         "(default): also the resident epochs, the article recipe's time to accuracy and the "
+                         "data-parallel cases; exhaustive: the standard matrix with its steps replaced by every "
+                         "precision x format x compile x optimizer at two batch sizes (no fast step), and the "
+                         "time-to-accuracy runs known to miss their target")
     group.addoption("--fast-variant", default=None,
                     help="pin the fast setup's variant, e.g. bf16-channels_last-eager-fused, instead of measuring it")
     group.addoption("--no-fast-cache", action="store_true",
@@ -158,7 +160,7 @@ def pytest_configure(config):
     config.mnistbench_target_accuracy = target
     if not 0 < target <= 1:
         raise pytest.UsageError(f"--target-accuracy must be a fraction in (0, 1], got {target}")
-    if not config.mnistbench_full and not config.getoption("benchmark_enable"):
+    if not cases.timed(config):
         config.option.benchmark_disable = True
     if not config.mnistbench_full and not hasattr(config, "workerinput"):
         # Tests never read or write this machine's cache of fast choices. One temporary cache per test run,
@@ -170,8 +172,7 @@ def pytest_configure(config):
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (in pytest.ini) spreads tests over the cores, but timed benchmarks must own the machine
     (and pytest-benchmark times nothing under xdist), and a time budget's deadline stops one process."""
-    timed = config.getoption("benchmark_only") or config.getoption("benchmark_enable")
-    return 0 if timed or config.getoption("time_budget") else None
+    return 0 if cases.timed(config) or config.getoption("time_budget") else None
 
 
 def pytest_generate_tests(metafunc):
@@ -204,20 +205,18 @@ def pytest_collection_modifyitems(config, items):
     (``matrix.order``). Every case on an accelerator, and every test marked ``gpu``, is a GPU case (``-m gpu``)."""
     kept, dropped = [], []
     for item in items:
-        params = getattr(item, "callspec", None) and item.callspec.params or {}
+        params = cases.params(item)
         if params.get("device", "cpu") != "cpu":
             item.add_marker(pytest.mark.gpu)
-        test = getattr(item, "originalname", item.name)
-        if "benchmark" in getattr(item, "fixturenames", ()):
-            wanted = matrix.in_matrix(test, params, config.mnistbench_matrix)
+        if cases.is_benchmark(item):
+            wanted = matrix.in_matrix(cases.test(item), params, config.mnistbench_matrix)
         else:
             wanted = not config.mnistbench_full
         (kept if wanted else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-    if config.mnistbench_full or config.getoption("benchmark_enable"):
-        kept.sort(key=lambda item: matrix.order(getattr(item, "originalname", item.name),
-                                                getattr(item, "callspec", None) and item.callspec.params or {}))
+    if cases.timed(config):
+        kept.sort(key=lambda item: matrix.order(cases.test(item), cases.params(item)))
     items[:] = kept
 
 
@@ -425,11 +424,11 @@ def pytest_terminal_summary(terminalreporter, config):
 
 
 def pytest_report_header(config):
-    if config.mnistbench_full:
-        mode = "full benchmark"
-    elif config.getoption("benchmark_enable"):
-        mode = "tests and timed benchmarks (--benchmark-enable)"
-    else:
+    if not cases.timed(config):
         mode = "smoke run (benchmarks execute once, untimed)"
+    elif config.mnistbench_full:
+        mode = "full benchmark"
+    else:
+        mode = "tests and timed benchmarks (--benchmark-enable)"
     return (f"mnistbench: {mode}; devices {','.join(config.mnistbench_devices)}; "
             f"models {','.join(config.mnistbench_models)}; {os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')} worker(s)")

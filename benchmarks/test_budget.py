@@ -68,17 +68,19 @@ def test_only_this_machine_identitys_stored_runs_estimate_its_cases(tmp_path):
     assert estimate.newest_stored(tmp_path / "nothing", ["case"], {"case": "cpu"}) == {}
 
 
+def item_of(run: budget.Budget, node_id: str, benchmark=None) -> SimpleNamespace:
+    """A collected test as the budget's hooks read it, in a run under ``run``."""
+    return SimpleNamespace(nodeid=node_id, name=node_id, config=SimpleNamespace(stash={budget._BUDGET: run}),
+                           funcargs={} if benchmark is None else {"benchmark": benchmark})
+
+
 def test_a_case_whose_estimate_does_not_fit_in_the_time_left_is_not_started():
     run = budget.Budget(10.0, estimates={"big": 100.0, "small": 1.0})
-
-    def item(node_id):
-        return SimpleNamespace(nodeid=node_id, name=node_id, config=SimpleNamespace(stash={budget._BUDGET: run}))
-
     with pytest.raises(pytest.skip.Exception, match=r"^time budget: big not started, about 100 s needed and 10 s left "
                                                     r"of 10 s$"):
-        budget.pytest_runtest_setup(item("big"))
-    budget.pytest_runtest_setup(item("small"))
-    budget.pytest_runtest_setup(item("not estimated"))  # a test the model does not know is left to the deadline
+        budget.pytest_runtest_setup(item_of(run, "big"))
+    budget.pytest_runtest_setup(item_of(run, "small"))
+    budget.pytest_runtest_setup(item_of(run, "not estimated"))  # a test the model does not know is left to the deadline
     assert run.reached == ["big", "small", "not estimated"]
 
 
@@ -92,6 +94,63 @@ def test_a_modelled_case_is_corrected_by_what_the_last_case_of_its_kind_cost_aga
     run.learn("epoch", 10.0)
     run.learn("stored", 300.0)  # a case estimated from a stored run teaches nothing
     assert (run.needed("to 99%"), run.needed("other"), run.needed("stored")) == (40.0, 80.0, 30.0)
+
+
+def call(item, raising: BaseException | None = None) -> None:
+    """The budget's wrapper around ``item``'s test function, which returns or raises ``raising``."""
+    wrapper = budget.pytest_runtest_call(item)
+    next(wrapper)
+    if raising is None:
+        with pytest.raises(StopIteration):
+            wrapper.send(None)
+    else:
+        with pytest.raises(type(raising)):
+            wrapper.throw(raising)
+
+
+@pytest.mark.parametrize("raising", [RuntimeError("a fault"), pytest.skip.Exception("out of memory"),
+                                     KeyboardInterrupt()], ids=["failed", "skipped", "interrupted"])
+def test_only_a_case_that_returned_teaches_the_model(raising):
+    """A case that fails in a moment says nothing of what a whole one costs: learnt from, it would set the
+    correction of its kind to a fraction."""
+    key = ("vgg", "cpu", True)
+    run = budget.Budget(100.0, estimates={"epoch": 50.0, "to 99%": 200.0}, learning={"epoch": key, "to 99%": key})
+    benchmark = SimpleNamespace(extra_info={})
+    call(item_of(run, "epoch", benchmark), raising)
+    assert run.corrections == {} and run.needed("to 99%") == 200.0 and "case_seconds" not in benchmark.extra_info
+    call(item_of(run, "epoch", benchmark))
+    assert list(run.corrections) == [key] and benchmark.extra_info["estimated_seconds"] == 50.0
+    assert run.needed("to 99%") < 200.0 and benchmark.extra_info["case_seconds"] > 0
+
+
+def test_the_deadline_names_the_case_running_then_never_one_skipped_or_finished(monkeypatch):
+    """A case finished, the next skipped for want of time: a deadline falling then stopped no case. The one whose
+    test function runs at the deadline is named."""
+    monkeypatch.setattr(budget.signal, "pthread_kill", lambda thread, number: None, raising=False)  # no Ctrl-C here
+    run = budget.Budget(10.0, estimates={"big": 100.0}, benchmarks=["finished", "big", "running", "never"])
+    lines = []
+    reporter = SimpleNamespace(section=lambda title: None, write_line=lines.append)
+
+    def deadline() -> list[str]:
+        """What the run says after the deadline falls now."""
+        run._expire()
+        lines.clear()
+        budget.pytest_terminal_summary(reporter, SimpleNamespace(stash={budget._BUDGET: run}))
+        return lines
+
+    budget.pytest_runtest_setup(item_of(run, "finished"))
+    call(item_of(run, "finished"))
+    with pytest.raises(pytest.skip.Exception):
+        budget.pytest_runtest_setup(item_of(run, "big"))
+    assert deadline() == ["mnistbench: the deadline fell while no test function ran (between cases, or in a setup) "
+                          "and stopped the run as Ctrl-C would: the benchmarks that finished are saved",
+                          "mnistbench: not run (time budget): running",
+                          "mnistbench: not run (time budget): never"]
+    budget.pytest_runtest_setup(item_of(run, "running"))
+    wrapper = budget.pytest_runtest_call(item_of(run, "running"))
+    next(wrapper)
+    assert deadline() == ["mnistbench: stopped running at the deadline, as Ctrl-C would: the benchmarks that "
+                          "finished before it are saved", "mnistbench: not run (time budget): never"]
 
 
 @pytest.mark.parametrize("seconds, workers, message", [

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import models
-from mnistbench import cli, distributed, launcher, pipelines, watch
+from mnistbench import cli, distributed, energy, launcher, pipelines, watch
 from mnistbench.reports import history, ratio, results, scaling
 from mnistbench.distributed import ReplayClock
 
@@ -73,7 +73,7 @@ def test_distributed(benchmark, model_name, backend, world_size, device, dataset
     batch_size = models.recipe(model_name).batch_size
     samples = epoch_samples and max(epoch_samples, MIN_TIMED_STEPS * batch_size * world_size)
     try:  # the ranks are this process's children: the watchers count them in its process tree
-        with watch.watching(device) as watched:
+        with watch.watching(device, leave_out={energy.watcher}) as watched:  # no energy: distributed.UNMEASURED_ENERGY
             report = distributed.launch_steps(
                 model_name, device, world_size, workdir=tmp_path, dataset=dataset_name, root=mnist_root,
                 samples=samples, threads_per_rank=max(1, torch.get_num_threads() // world_size),
@@ -147,7 +147,7 @@ def test_the_replay_clock_gives_pytest_benchmark_exactly_the_recorded_times():
 
 @pytest.mark.skipif(CORES < 2, reason="two ranks need two cores")
 def test_two_nodes_train_one_model_together(tmp_path, few_test_digits_root):
-    """Two torchrun agents, one rank each, meeting at one c10d rendezvous: the README's multi-node command."""
+    """Two torchrun agents, one rank each, meeting at one c10d rendezvous: docs/data-parallel.md's multi-node command."""
     out = tmp_path / "mnist_vgg.pth"
     logs = launcher.run(["-m", "mnistbench", "train", "--model", "vgg", "--epochs", "1", "--samples", "768",
                          "--out", str(out), "--no-progress", "--mnist-root", str(few_test_digits_root)],

@@ -297,6 +297,46 @@ def test_no_counter_here_is_unavailable_with_the_reason(tmp_path, monkeypatch):
     assert energy.figures(watcher.stop(), round_seconds=1.0, images_per_second=1.0, to_target=False) == {}
 
 
+def recording(name: str, events: list) -> type:
+    """A kind of watcher that records when it starts and stops."""
+
+    class Recording:
+        def __init__(self, device):
+            pass
+
+        def start(self):
+            events.append(f"start {name}")
+
+        lap = pause = resume = lambda self: None
+
+        def stop(self):
+            events.append(f"stop {name}")
+            return {}
+
+    return Recording
+
+
+def test_the_energy_watcher_is_innermost_whatever_order_the_watchers_registered_in(monkeypatch):
+    """As the ``mnistbench train`` job imports them, energy before quiet: energy still starts after quiet and stops
+    before it, so that the quiet canary's readings never count in the energy of the rounds. A case may leave a
+    watcher out."""
+    monkeypatch.setattr(watch, "WATCHERS", [])
+    monkeypatch.setattr(watch, "INNERMOST", set())
+    events = []
+    energy_kind = recording("energy", events)
+    watch.register(energy_kind, innermost=True)
+    watch.register(recording("quiet", events))
+    watch.register(recording("faults", events))
+    with watch.watching("cpu"):
+        events.append("rounds")
+    assert events == ["start quiet", "start faults", "start energy", "rounds", "stop energy", "stop faults",
+                      "stop quiet"]
+    events.clear()
+    with watch.watching("cpu", leave_out={energy_kind}):  # as the data-parallel case, whose energy is not measured
+        events.append("rounds")
+    assert events == ["start quiet", "start faults", "rounds", "stop faults", "stop quiet"]
+
+
 def test_ratio_shows_images_per_joule_and_the_energy_ratio_only_where_both_sides_measured_it(tmp_path, capsys):
     write_run(tmp_path / "none", 1, [bench(median=2.0), bench(device="cuda:0", median=0.5)])
     write_run(tmp_path / "one", 1, [bench(median=2.0, joules_per_image=0.01), bench(device="cuda:0", median=0.5)])

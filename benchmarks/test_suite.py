@@ -112,8 +112,8 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
     """``scripts/lease.sh``, the job of a GPU lease, run on the CPU at smoke size (one model, 256-image epochs,
     a target any model reaches), so that a typo cannot waste a lease: the GPU cases of the tests, the quick
     matrix under its budget, headline cases first, its JSON in pytest-benchmark's format with our fields
-    and machine info, and the GPU/CPU table (here: why there is none); then the README's gate over runs made
-    from that JSON."""
+    and machine info, and the GPU/CPU table (here: why there is none); then the gate of docs/reading-results.md
+    over runs made from that JSON."""
     out = tmp_path / "out"
     quick = (f"--models vgg --epoch-samples 256 --epoch-rounds 2 --seeds 1 --target-accuracy 0.01 --precisions fp32 "
              f"--memory-formats contiguous --benchmark-min-rounds 2 --benchmark-max-time 0.01 --mnist-root {mnist_root}")
@@ -192,6 +192,21 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
     assert len(list(saved.parent.glob("0004_*.json"))) == 1, "a gated run is saved as any other"
 
 
+@pytest.mark.parametrize("tests, quick, status", [(1, 0, 1), (124, 0, 0), (0, 1, 1)],
+                         ids=["tests failed", "tests stopped at their share", "quick matrix failed"])
+def test_the_lease_job_fails_when_its_tests_or_its_quick_matrix_failed(tmp_path, tests, quick, status):
+    """The job's exit status, from stand-in pytest runs that exit as given: a failure of the GPU tests fails
+    the job as the quick matrix's does; the tests stopped at their share of the budget (timeout's 124) do not."""
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\ncase "$*" in *"-m gpu"*) exit {tests};; *"--matrix quick"*) exit {quick};; esac\n')
+    python.chmod(0o755)
+    result = subprocess.run(["bash", "scripts/lease.sh", str(tmp_path / "out"), "300", "cpu"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHON": str(python)})
+    assert result.returncode == status, result.stdout + result.stderr
+    assert (tmp_path / "out" / "summary.txt").read_text().startswith(
+        f"lease: tests exit {tests}, quick matrix exit {quick}, ")
+
+
 def scaled(bench: dict, factor: float) -> dict:
     """A stored benchmark whose times are ``factor`` times the measured ones."""
     stats = {**bench["stats"], **{name: bench["stats"][name] * factor for name in (*gate.STATS_FIELDS, "q1", "q3")}}
@@ -199,10 +214,10 @@ def scaled(bench: dict, factor: float) -> dict:
 
 
 def gate_run(saved: Path, mnist_root):
-    """The README's gate, with -W error, a storage outside the working folder and the run grouped by device, on
-    one of ``saved``'s benchmarks, over three stored runs made from it for an outcome no timing can change: run
-    0001 (``saved``, the step stored 1000 times faster than measured), the newer 0002 without the step, and the
-    newest 0003 from another machine with the step 1000 times slower."""
+    """The gate of docs/reading-results.md, with -W error, a storage outside the working folder and the run
+    grouped by device, on one of ``saved``'s benchmarks, over three stored runs made from it for an outcome no
+    timing can change: run 0001 (``saved``, the step stored 1000 times faster than measured), the newer 0002
+    without the step, and the newest 0003 from another machine with the step 1000 times slower."""
     run_0001 = json.loads(saved.read_text())
     epoch, step = (next(b for b in run_0001["benchmarks"] if b["name"] == name) for name in (
         "test_epoch[vgg-cpu-reference]", "test_step[vgg-b128-cpu-fp32-contiguous-eager-default-train]"))

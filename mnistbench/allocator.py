@@ -23,7 +23,7 @@ import resource
 
 import pytest
 
-from . import watch
+from . import cases, watch
 
 # mallopt's parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
@@ -87,7 +87,8 @@ def minor_faults() -> int:
 
 
 class FaultWatcher:
-    """Minor page faults while a case's rounds run (``mnistbench.watch``), evaluation left out."""
+    """Minor page faults while a case's rounds run (``mnistbench.watch``): the untimed setup before each round
+    and a time to accuracy's evaluations, paused, are left out."""
 
     def __init__(self, device: str, read=minor_faults):
         self.read, self.faults, self.since = read, 0, None
@@ -109,13 +110,13 @@ class FaultWatcher:
         return {"minor_faults": self.faults}
 
 
-watch.WATCHERS.append(FaultWatcher)
+watch.register(FaultWatcher)
 
 
 def faults_per(info: dict, unit: str, count: int) -> dict:
-    """``{"minor_faults_per_<unit>": faults}`` from a case's watched ``info`` over ``count`` steps or epochs
-    (the setup between rounds included: its allocations are reused by the next round, so a steady state
-    shows about none); empty when nothing was counted."""
+    """``{"minor_faults_per_<unit>": faults}`` from a case's watched ``info`` over the ``count`` steps or epochs
+    it watched (the rounds alone, ``FaultWatcher``): a steady state shows about none. Empty when nothing was
+    counted."""
     if "minor_faults" not in info or count < 1:
         return {}
     return {f"minor_faults_per_{unit}": round(info["minor_faults"] / count, 1)}
@@ -130,7 +131,7 @@ def pytest_configure(config):
 @pytest.hookimpl(tryfirst=True)  # before the case's fixtures allocate anything
 def pytest_runtest_setup(item):
     """Before each benchmark (the other tests time nothing, and each trim costs the next test its faults)."""
-    if "benchmark" in getattr(item, "fixturenames", ()):
+    if cases.is_benchmark(item):
         trim()
 
 

@@ -27,6 +27,7 @@ def snapshot() -> dict:
 
 
 def restore(state: dict) -> None:
+    """Every switch set back as ``snapshot`` read it into ``state``."""
     torch.backends.cudnn.benchmark = state["cudnn_benchmark"]
     if NEW_API:
         torch.backends.cudnn.conv.fp32_precision = state["tf32"]["conv"]

@@ -24,16 +24,18 @@ import pytest
 
 import models
 
-from . import estimate, training
+from . import cases, data, estimate, training
 from .variants import Variant
 
-TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # MNIST's and Fashion-MNIST's splits
 # Untimed steps before a case's clock: the first, then the warm-up of each of up to two batch shapes.
 WARM_UP_STEPS = 1 + 2 * training.WARM_UP_STEPS
 
 
 @dataclass
 class Budget:
+    """A run's time budget (``seconds`` from ``started``, on the monotonic clock) and what it decides by: each
+    case's estimate, as corrected by the cases that finished, and which cases were reached, run and stopped."""
+
     seconds: float | None  # None: no budget, only the estimates and each case's recorded cost
     started: float = field(default_factory=time.monotonic)
     estimates: dict[str, float] = field(default_factory=dict)  # node id -> seconds
@@ -43,11 +45,14 @@ class Budget:
     corrections: dict[tuple, float] = field(default_factory=dict)
     speeds: estimate.StepSpeeds = field(default_factory=estimate.StepSpeeds)
     benchmarks: list[str] = field(default_factory=list)  # node ids, in the order they run
-    reached: list[str] = field(default_factory=list)  # node ids whose setup began, the last one still running
+    reached: list[str] = field(default_factory=list)  # node ids whose setup began (a case skipped for time too)
+    running: str | None = None  # the node id whose test function runs now
+    stopped: str | None = None  # the one that ran at the deadline; None if it fell between cases or in a setup
     expired: bool = False
     timer: threading.Timer | None = None
 
     def left(self) -> float:
+        """Seconds left before the deadline, negative past it (a run with a budget only)."""
         return self.seconds - (time.monotonic() - self.started)
 
     def arm(self) -> None:
@@ -60,13 +65,14 @@ class Budget:
         """SIGINT sent to the main thread itself, so that a sleep or a wait there is woken as by Ctrl-C (a
         signal sent to the process may reach this thread instead); where threads cannot be signalled, the
         interpreter's simulation of one, seen when the main thread next runs Python."""
-        self.expired = True
+        self.expired, self.stopped = True, self.running
         if hasattr(signal, "pthread_kill"):
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         else:
             _thread.interrupt_main()
 
     def disarm(self) -> None:
+        """No deadline from now on: the saving at the end of the run must not be interrupted."""
         if self.timer is not None:
             self.timer.cancel()
 
@@ -112,26 +118,21 @@ def pytest_configure(config):
         budget.arm()
 
 
-def _timed(config) -> bool:
-    return bool(config.getoption("benchmark_only") or config.getoption("benchmark_enable"))
-
-
 def _benchmarks(items) -> list:
     """The benchmarks that will run: not those marked to skip (the nccl case on a machine without a GPU)."""
-    return [item for item in items if "benchmark" in getattr(item, "fixturenames", ())
-            and not item.get_closest_marker("skip")]
+    return [item for item in items if cases.is_benchmark(item) and not item.get_closest_marker("skip")]
 
 
 def pytest_report_collectionfinish(config, items):
     """Before a timed run starts: how many benchmarks it holds and roughly how long they take here (and, under
     a budget, how many of them fit)."""
     budget = config.stash.get(_BUDGET, None)
-    if budget is None or not _timed(config) or config.option.collectonly:
+    if budget is None or not cases.timed(config) or config.option.collectonly:
         return None
     timed = _benchmarks(items)
     budget.benchmarks = [item.nodeid for item in timed]
     storage = str(config.getoption("benchmark_storage")).removeprefix("file://")
-    devices_by_id = {item.nodeid: _params(item).get("device", "cpu") for item in timed}
+    devices_by_id = {item.nodeid: cases.params(item).get("device", "cpu") for item in timed}
     budget.estimates = estimate.newest_stored(storage, list(devices_by_id), devices_by_id)
     from_stored = len(budget.estimates)
     probed: set[tuple] = set()
@@ -154,10 +155,6 @@ def pytest_report_collectionfinish(config, items):
     return lines
 
 
-def _params(item) -> dict:
-    return getattr(item, "callspec", None) and item.callspec.params or {}
-
-
 MODELLED_TESTS = ("test_epoch", "test_step", "test_time_to_accuracy", "test_distributed")
 
 
@@ -165,8 +162,7 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
     """What the benchmark ``item`` will do, for the model of its cost, or None for a test the model does not
     know. ``probed`` holds the (model, device, batch) keys whose fast probe an earlier case of the run pays
     (one probe serves them all)."""
-    params = _params(item)
-    test = getattr(item, "originalname", item.name)
+    params, test = cases.params(item), cases.test(item)
     if test not in MODELLED_TESTS or "model_name" not in params:
         return None
     model, device = params["model_name"], params.get("device", "cpu")
@@ -179,15 +175,15 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
         return _with_probe(case, variant == "fast", config, probed, models.recipe(model).schedule)
     if test == "test_time_to_accuracy":
         recipe = models.recipe(model, params["recipe_name"])
-        samples = config.mnistbench_accuracy_epoch_samples or TRAIN_IMAGES
+        samples = config.mnistbench_accuracy_epoch_samples or data.TRAIN_IMAGES
         epochs = config.getoption("seeds") * recipe.epochs  # all of them: a seed may need every one
         case = estimate.Case(item.nodeid, model, device, recipe.batch_size,
                              epochs * math.ceil(samples / recipe.batch_size) + WARM_UP_STEPS,
                              images_decoded=epochs * samples if params["recipe_name"] == "article" else 0,
-                             images_evaluated=epochs * (config.mnistbench_test_samples or TEST_IMAGES))
+                             images_evaluated=epochs * (config.mnistbench_test_samples or data.TEST_IMAGES))
         return _with_probe(case, params["recipe_name"] == "fast", config, probed, recipe.schedule)
     recipe = models.recipe(model)
-    samples = config.mnistbench_epoch_samples or TRAIN_IMAGES
+    samples = config.mnistbench_epoch_samples or data.TRAIN_IMAGES
     per_epoch = math.ceil(samples / recipe.batch_size)
     if test == "test_distributed":
         return estimate.Case(item.nodeid, model, device, recipe.batch_size, per_epoch + WARM_UP_STEPS, launches=1)
@@ -201,7 +197,7 @@ def learning_key(item) -> tuple | None:
     """The cases a modelled case learns from (``Budget.learn``): the epochs and times to accuracy of the same
     model and device, in the fast setup or not. Steps neither teach nor learn: their cost is mostly
     pytest-benchmark's calibration, not their steps."""
-    params, test = _params(item), getattr(item, "originalname", item.name)
+    params, test = cases.params(item), cases.test(item)
     if test not in ("test_epoch", "test_time_to_accuracy"):
         return None
     fast = "fast" in (params.get("setup"), params.get("recipe_name"))
@@ -243,22 +239,27 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """The whole cost of a case, stored with its result (``case_seconds``) for later estimates; a compilation
-    it measured replaces the model's allowance for the rest of the run."""
+    """Which case runs, for the deadline to name; the whole cost of a case that returned, stored with its result
+    (``case_seconds``) for later estimates and learnt from (one that failed, was skipped out of memory or was
+    stopped says nothing of it); a compilation it measured replaces the model's allowance for the rest of the run."""
     budget = item.config.stash.get(_BUDGET, None)
-    start = time.perf_counter()
-    try:
+    if budget is None:
         return (yield)
+    start, budget.running = time.perf_counter(), item.nodeid
+    try:
+        result = yield
     finally:
-        benchmark = getattr(item, "funcargs", {}).get("benchmark")
-        if benchmark is not None and budget is not None:
-            seconds = time.perf_counter() - start
-            benchmark.extra_info["case_seconds"] = seconds
-            if (needed := budget.needed(item.nodeid)) is not None:
-                benchmark.extra_info["estimated_seconds"] = needed  # as it was when the case started
-            budget.learn(item.nodeid, seconds)
-            if benchmark.extra_info.get("compile", "eager") != "eager" and benchmark.extra_info.get("first_step_seconds"):
-                budget.speeds.observe_compilation(benchmark.extra_info["first_step_seconds"])
+        budget.running = None
+    benchmark = getattr(item, "funcargs", {}).get("benchmark")
+    if benchmark is not None:
+        seconds = time.perf_counter() - start
+        benchmark.extra_info["case_seconds"] = seconds
+        if (needed := budget.needed(item.nodeid)) is not None:
+            benchmark.extra_info["estimated_seconds"] = needed  # as it was when the case started
+        budget.learn(item.nodeid, seconds)
+        if benchmark.extra_info.get("compile", "eager") != "eager" and benchmark.extra_info.get("first_step_seconds"):
+            budget.speeds.observe_compilation(benchmark.extra_info["first_step_seconds"])
+    return result
 
 
 @pytest.hookimpl(trylast=True)
@@ -268,9 +269,13 @@ def pytest_terminal_summary(terminalreporter, config):
     if budget is None or not budget.expired:
         return
     terminalreporter.section(f"time budget of {budget.seconds:g} s reached")
-    stopped = budget.reached[-1] if budget.reached else "the run"
-    terminalreporter.write_line(f"mnistbench: stopped {stopped} at the deadline, as Ctrl-C would: the benchmarks "
-                                f"that finished before it are saved")
+    if budget.stopped:
+        terminalreporter.write_line(f"mnistbench: stopped {budget.stopped} at the deadline, as Ctrl-C would: the "
+                                    f"benchmarks that finished before it are saved")
+    else:
+        terminalreporter.write_line("mnistbench: the deadline fell while no test function ran (between cases, or in "
+                                    "a setup) and stopped the run as Ctrl-C would: the benchmarks that finished "
+                                    "are saved")
     for node_id in budget.benchmarks:
         if node_id not in budget.reached:
             terminalreporter.write_line(f"mnistbench: not run (time budget): {node_id}")

@@ -79,6 +79,8 @@ def history_command(args) -> int:
 
 
 def compare_command(args) -> int:
+    """``mnistbench compare A B``: B against A benchmark by benchmark and the geometric means, then what only one
+    side ran; exit status 1 when they have no benchmark in common."""
     (a, b), machine_keys = _sides([args.a, args.b], args.results)
     comparison = compare.Comparison(a, b)
     if not comparison.pairs:
@@ -98,6 +100,8 @@ def compare_command(args) -> int:
 
 
 def score_command(args) -> int:
+    """``mnistbench score``: each machine's score against the reference run; exit status 1 when no result is of
+    a benchmark the score lists."""
     loaded = _load(args.paths)
     [reference], _ = _sides([args.reference], args.paths)
     machine_keys = machines.keys(sorted(loaded + reference, key=lambda result: result.run_time))
@@ -110,6 +114,8 @@ def score_command(args) -> int:
 
 
 def report_command(args) -> int:
+    """``mnistbench report --html FILE``: every report on one page. A checkout without the default reference
+    run still gets its page, without the score, and is told why."""
     loaded = _load(args.paths)
     if args.reference == score.DEFAULT_REFERENCE and not Path(args.reference).exists():  # not in this checkout
         print(f"mnistbench: the default reference {args.reference} is not here: the page has no score "

@@ -25,6 +25,7 @@ DEFAULT_ROOT = "./data"
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
 _TORCHVISION_CLASSES = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}
 SPLITS = ("train", "t10k")
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the images of each split, MNIST's and Fashion-MNIST's alike
 
 
 class DataError(RuntimeError):
@@ -53,7 +54,7 @@ class SyntheticMNIST(datasets.MNIST):
         datasets.VisionDataset.__init__(self, root="", transform=transform)
         self.train = train
         generator = torch.Generator().manual_seed(seed + (0 if train else 1))
-        size = 60_000 if train else 10_000
+        size = TRAIN_IMAGES if train else TEST_IMAGES
         self.data = torch.randint(0, 256, (size, 28, 28), dtype=torch.uint8, generator=generator)
         self.targets = torch.randint(0, 10, (size,), generator=generator)
 

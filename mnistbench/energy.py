@@ -9,7 +9,7 @@ from a rated power (the way estimating tools report zero, negative or constant e
   ``RAPL_POLL_SECONDS`` sees every wrap (AMD's counter wraps after about 65 kJ: two minutes at 500 W).
 - Anything else, or a counter that cannot be read: ``energy_source: "unavailable"`` and why.
 
-The watcher (registered in ``watch.WATCHERS``) synchronises the device and reads the counter wherever the timed
+The watcher (registered in ``watch``, innermost) synchronises the device and reads the counter wherever the timed
 rounds start, stop or pause, and counts only the rounds: not the setup between them, not a time to accuracy's
 evaluation. A counter is only as fine as its updates: NVML's is refreshed every 20 to 100 ms (measured here
 once per GPU, ``update_period``), RAPL's about every millisecond. A reading may lag by up to one update, so the
@@ -135,6 +135,7 @@ class Rapl:
             return tuple(domain.read() * 1e-6 for domain in self.opened)
 
     def update_seconds(self) -> tuple[float, str]:
+        """How often the counter updates, in seconds, and how that is known: RAPL's documented interval."""
         return RAPL_UPDATE_SECONDS, "RAPL's update interval, about 1 ms (Intel's manual), not measured"
 
 
@@ -165,6 +166,8 @@ class Nvml:
             raise NoCounter(f"NVML reads no energy of {self.device}: {error}{hint}") from None
 
     def update_seconds(self) -> tuple[float, str]:
+        """How often the counter updates, in seconds, and how that is known: measured once per device and process
+        (``update_period``), else NVML's longest period."""
         if self.device not in self.measured_periods:
             self.measured_periods[self.device] = update_period(lambda: self.read()[0])
         measured = self.measured_periods[self.device]
@@ -347,4 +350,4 @@ def watcher(device: str) -> EnergyWatcher:
         return EnergyWatcher(device, reason=str(reason))
 
 
-watch.WATCHERS.append(watcher)
+watch.register(watcher, innermost=True)

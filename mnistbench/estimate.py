@@ -57,6 +57,8 @@ class StepSpeeds:
         self._compile_measured = False
 
     def step(self, model: str, device: str, batch_size: int) -> float:
+        """Seconds of one fp32 eager training step of ``model`` on ``device`` at ``batch_size``, measured at its
+        first use (the fast probe's timing: one warm-up step, then the fastest of at least two)."""
         key = (model, device, batch_size)
         if key not in self._steps:
             from . import backends, data, fast  # noqa: PLC0415 (torch and the models only when a case needs it)
@@ -126,6 +128,9 @@ def newest_stored(storage, node_ids: list[str], devices_by_id: dict[str, str]) -
 
 @dataclass(frozen=True)
 class Estimate:
+    """What a timed run prints before its first case: its benchmarks, about how long they take here, and how
+    many of the estimates come from stored runs and how many from the model."""
+
     benchmarks: int
     from_stored: int  # how many come from this machine's stored runs
     modelled: int  # how many from the model; the rest are tests the model does not know

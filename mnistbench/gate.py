@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from pytest_benchmark.utils import PercentageRegressionCheck
 
-from . import machine
+from . import cases, machine
 
 # The statistics pytest-benchmark's tables and --benchmark-compare-fail read from a stored result.
 STATS_FIELDS = ("min", "max", "mean", "median", "stddev", "iqr")
@@ -45,6 +45,7 @@ class Request:
         return self.compare is not True
 
     def stored_where(self, storage) -> str:
+        """Where the results compared with are, for the messages: the run named in ``storage``, or ``storage``."""
         return f"run {self.compare} in {storage}" if self.named else f"{storage}"
 
 
@@ -58,6 +59,9 @@ class Verdict:
     regressions: list[str] = field(default_factory=list)
 
     def lines(self, request: Request) -> list[str]:
+        """What the run says of ``request``: the benchmarks not compared, then, where it gates
+        (``--benchmark-compare-fail``), the verdict on one line: every regression, or failed for comparing
+        nothing, or passed with how many were compared."""
         lines = []
         if self.uncompared:
             lines.append(f"mnistbench: compare: not compared, nothing stored to compare with: {', '.join(self.uncompared)}")
@@ -209,7 +213,7 @@ def pytest_configure(config):
         return
     if not compare:
         raise pytest.UsageError("--benchmark-compare-fail gates this run against stored results: add --benchmark-compare")
-    if not (config.getoption("benchmark_only") or config.getoption("benchmark_enable")):
+    if not cases.timed(config):
         raise pytest.UsageError("--benchmark-compare compares timings, and this run times nothing (a smoke run: "
                                 "benchmarks execute once, untimed): add --benchmark-only")
     config.stash[_REQUEST] = Request(compare, tuple(checks or ()))
@@ -230,7 +234,7 @@ def pytest_collection_finish(session):
         return
     runs, lines = stored_runs(benchmark_session.storage, request)
     here = benchmark_session.get_machine_info()
-    selected = [item for item in session.items if "benchmark" in getattr(item, "fixturenames", ())]
+    selected = [item for item in session.items if cases.is_benchmark(item)]
     missing = [item.name for item in selected if baseline(runs, item.nodeid, same_hardware(here, request)) is None]
     lines += other_machines(runs, [item.nodeid for item in selected], here, request)
     where = request.stored_where(benchmark_session.storage.path)

@@ -8,7 +8,8 @@
   the device (``QUICK_CHOICES``), unless the run names its own.
 - ``standard``: the three epoch setups, training and inference steps in fp32 and ``fast``, both recipes'
   time to accuracy, and the data-parallel cases.
-- ``exhaustive``: also every precision x memory format x compile mode x Adam at two batch sizes, and the
+- ``exhaustive``: the standard epochs, time to accuracy and data-parallel cases, its steps replaced by every
+  precision x memory format x compile mode x Adam at two batch sizes (no ``fast`` step), and the
   time-to-accuracy runs known to miss their target.
 
 A timed run puts the headline cases first, every device's run of one benchmark side by side (accelerators

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import allocator, nvml, watch
+from . import allocator, cases, nvml, watch
 
 # The limits. A disturbance costs a result about its share of the machine's CPU time when the case's threads
 # use every core, as the suite's CPU cases do. 3% is under half the 7% that ``mnistbench history`` calls a
@@ -76,6 +76,8 @@ def own_usage() -> tuple[float, float, int]:
 
 
 def read_proc_stat() -> str | None:
+    """``/proc/stat``'s text, or None where it cannot be read (not Linux): what the rest of the machine used is
+    then left out, neither recorded nor judged."""
     try:
         return (PROC / "stat").read_text()
     except OSError:
@@ -129,7 +131,8 @@ def _event_bits(library) -> dict[str, int]:
 
 
 def gpu_reader(device: str) -> Callable[[], tuple[int, list[str]]] | str:
-    """A reader of ``device``'s SM clock (MHz) and the clock events NVML names now, or why there is none."""
+    """A reader of ``device``'s SM clock (MHz) and the clock events NVML names now, which raises
+    ``nvml.Unavailable`` when NVML fails; or why there is none."""
     try:
         library, handle = nvml.handle(device)
     except nvml.Unavailable as why:
@@ -139,13 +142,17 @@ def gpu_reader(device: str) -> Callable[[], tuple[int, list[str]]] | str:
         library.nvmlDeviceGetCurrentClocksThrottleReasons
 
     def read() -> tuple[int, list[str]]:
-        mask = events(handle)
-        return library.nvmlDeviceGetClockInfo(handle, library.NVML_CLOCK_SM), [n for n, b in bits.items() if mask & b]
+        try:
+            mask = events(handle)
+            clock = library.nvmlDeviceGetClockInfo(handle, library.NVML_CLOCK_SM)
+        except library.NVMLError as error:
+            raise nvml.Unavailable(f"NVML cannot read the clocks of {device}: {error}") from None
+        return clock, [name for name, bit in bits.items() if mask & bit]
 
     try:
         read()
-    except library.NVMLError as error:
-        return f"NVML cannot read the clocks of {device}: {error}"
+    except nvml.Unavailable as why:
+        return str(why)
     return read
 
 
@@ -256,8 +263,14 @@ class Watcher:
         self.events: set[str] = set()
 
     def _read_gpu(self) -> None:
+        """The GPU's clock and events now; a reading NVML fails (a transient error mid-case) ends the GPU's
+        readings with the reason, keeping those before it, and never fails the case."""
         if callable(self.gpu):
-            clock, events = self.gpu()
+            try:
+                clock, events = self.gpu()
+            except nvml.Unavailable as why:
+                self.gpu = f"{why} (reading failed during the rounds)"
+                return
             self.clocks.append(clock)
             self.events.update(events)
 
@@ -287,14 +300,14 @@ class Watcher:
                      canary_drift=round(drift(self.canary), 4))
         if isinstance(self.gpu, str):
             found["gpu"] = f"not read: {self.gpu}"
-        elif self.gpu is not None:
+        if self.clocks:
             found.update(gpu_sm_clock_mhz=[min(self.clocks), max(self.clocks)],
                          gpu_clock_events=sorted(self.events))
         reasons = judge(found)
         return {"disturbed": bool(reasons), "disturbed_by": reasons, "quiet": {**found, "limits": LIMITS}}
 
 
-watch.WATCHERS.append(Watcher)
+watch.register(Watcher)
 
 
 # The look before a timed run.
@@ -359,6 +372,7 @@ class Look:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def lines(self) -> list[str]:
+        """The look as printed before the first case; a last line only when the machine is not quiet."""
         load = " ".join(f"{value:.2f}" for value in self.load) if self.load else "not readable"
         machine = (f"other processes used {self.figures['others_share']:.1%} of its CPU time (limit "
                    f"{OTHERS_LIMIT:.0%}), steal {self.figures['steal_share']:.1%} (limit {STEAL_LIMIT:.0%})"
@@ -403,22 +417,17 @@ def disturbed(benchmarks) -> list[str]:
 _LOOK = pytest.StashKey[Look]()
 
 
-def _timed(config) -> bool:
-    return bool(config.getoption("benchmark_only") or config.getoption("benchmark_enable"))
-
-
 def pytest_configure(config):
     """An untimed run (the test command's smoke run) reads the canary for ``SMOKE_CANARY_SECONDS``: its
     readings judge nothing there, and a tenth of a second each would add seconds to every case."""
     global canary_window
-    canary_window = CANARY_SECONDS if _timed(config) else SMOKE_CANARY_SECONDS
+    canary_window = CANARY_SECONDS if cases.timed(config) else SMOKE_CANARY_SECONDS
 
 
 def pytest_report_collectionfinish(config, items):
     """A timed run's look at the machine, once its benchmarks are collected and their data found, before the
     first of them."""
-    if not _timed(config) or config.option.collectonly or \
-            not any("benchmark" in getattr(item, "fixturenames", ()) for item in items):
+    if not cases.timed(config) or config.option.collectonly or not any(map(cases.is_benchmark, items)):
         return None
     config.stash[_LOOK] = found = look()
     return found.lines()

@@ -14,6 +14,7 @@ would create it). A relative storage given in pytest.ini is therefore taken rela
 checkout; one given on the command line stays relative to the working folder, as any path argument.
 """
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -48,9 +49,9 @@ def keep_finished(benchmarks: list, passed: set[str]) -> list[str]:
     return dropped
 
 
-def ini_storage(config) -> str | None:
-    """The ``--benchmark-storage`` that pytest.ini's ``addopts`` gives (its last one), or None."""
-    args, value = config.getini("addopts"), None
+def storage_in(args) -> str | None:
+    """The ``--benchmark-storage`` that the arguments ``args`` give (the last one), or None."""
+    value = None
     for index, arg in enumerate(args):
         if arg.startswith("--benchmark-storage="):
             value = arg.partition("=")[2]
@@ -60,10 +61,14 @@ def ini_storage(config) -> str | None:
 
 
 def in_checkout(config) -> str:
-    """The run's ``--benchmark-storage``, a relative folder from pytest.ini made relative to the rootdir."""
+    """The run's ``--benchmark-storage``, a relative folder from pytest.ini made relative to the rootdir. One
+    given on the command line (or in ``PYTEST_ADDOPTS``, pytest's extra command-line arguments) is left as
+    given, even where it names pytest.ini's folder."""
     storage = config.getoption("benchmark_storage")
     folder = storage.removeprefix("file://")
-    if storage != ini_storage(config) or "://" in folder or Path(folder).is_absolute():
+    given = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *config.invocation_params.args]
+    if storage_in(given) is not None or storage_in(config.getini("addopts")) is None or "://" in folder \
+            or Path(folder).is_absolute():
         return storage
     return str(config.rootpath / folder)
 

@@ -9,7 +9,7 @@ that setup and while a time-to-accuracy run evaluates (the clock stops then, and
 against the training), and stopped after the last round, when it returns the fields it adds to the result.
 """
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Protocol
 
 
@@ -25,8 +25,20 @@ class Watcher(Protocol):
     def stop(self) -> dict: ...
 
 
-# Factories of the watchers every timed case gets, by device (e.g. ``cpu``, ``cuda:0``).
+# Factories of the watchers every timed case gets, by device (e.g. ``cpu``, ``cuda:0``), in the order
+# ``watching`` starts them; ``INNERMOST``, those kept after all the others (``register``).
 WATCHERS: list[Callable[[str], Watcher]] = []
+INNERMOST: set[Callable[[str], Watcher]] = set()
+
+
+def register(make: Callable[[str], Watcher], *, innermost: bool = False) -> None:
+    """Give every timed case a watcher made by ``make``. An ``innermost`` one (energy) stays after all the
+    others whatever order their modules were imported in (the ``mnistbench train`` job imports energy before
+    quiet), so that it watches only the rounds, not the others' readings."""
+    if innermost:
+        INNERMOST.add(make)
+    WATCHERS.append(make)
+    WATCHERS.sort(key=lambda factory: factory in INNERMOST)  # stable: the others keep their order
 
 
 class Watching:
@@ -55,11 +67,11 @@ class Watching:
 
 
 @contextlib.contextmanager
-def watching(device: str) -> Iterator[Watching]:
-    """Every registered watcher of ``device`` around the block (the case's timed rounds), nested: started in
-    the order they registered and stopped in reverse, so that the last registered (energy) watches only the
-    rounds and not the readings of the others (the quiet canary)."""
-    watched = Watching([make(device) for make in WATCHERS])
+def watching(device: str, leave_out: Collection[Callable[[str], Watcher]] = ()) -> Iterator[Watching]:
+    """Every registered watcher of ``device`` but those ``leave_out`` makes, around the block (the case's timed
+    rounds), nested: started in ``WATCHERS``' order and stopped in reverse, so that the innermost (energy)
+    watches only the rounds and not the readings of the others (the quiet canary)."""
+    watched = Watching([make(device) for make in WATCHERS if make not in leave_out])
     for watcher in watched.watchers:
         watcher.start()
     try:

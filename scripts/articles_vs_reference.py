@@ -1,6 +1,6 @@
 """The articles' own training loop against the suite's ``reference`` epoch, alternated in one process.
 
-    python scripts/articles_vs_reference.py --model vgg [--rounds 5] [--samples N] [--allocator pinned]
+    python scripts/articles_vs_reference.py --model vgg [--rounds N] [--samples N] [--allocator pinned]
 
 ``reference`` must cost what the articles' script costs, or the suite's CPU side of "23x" is not theirs.
 Each round trains one epoch of the articles' loop (their model class, executed from their published code
@@ -29,7 +29,7 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 import models  # noqa: E402 (after the checkout is put on the path)
 from mnistbench import allocator, data  # noqa: E402
-from mnistbench.reports.significance import rank_test  # noqa: E402
+from mnistbench.reports.significance import ROUNDS_NEEDED, rank_test  # noqa: E402
 from mnistbench.training import WARM_UP_STEPS, TrainingRun  # noqa: E402
 
 WARM_UP = 1 + WARM_UP_STEPS  # untimed steps before each loop's first epoch, as TrainingRun.warm_up takes
@@ -96,7 +96,9 @@ def alternate(model_name: str, root, rounds: int, samples: int | None) -> dict[s
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=models.names(), required=True)
-    parser.add_argument("--rounds", type=int, default=5, help="epochs of each loop (default: 5)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS_NEEDED,
+                        help=f"epochs of each loop (default: {ROUNDS_NEEDED}, the fewest a side from which the rank "
+                             f"test can call a difference significant)")
     parser.add_argument("--samples", type=int, help="the first N images of each shuffled epoch (default: all)")
     parser.add_argument("--allocator", choices=("default", "pinned"), default="default",
                         help="glibc's dynamic thresholds, as the articles' script runs (default), or pinned as the suite")

@@ -14,11 +14,10 @@ no time at all. Their words:
 """
 from dataclasses import dataclass
 
+from ..data import TRAIN_IMAGES
 from .pairs import Pair
 
-# The articles' job: 10 epochs of the MNIST training set.
-EPOCHS = 10
-EPOCH_IMAGES = 60_000
+EPOCHS = 10  # the articles' job: 10 epochs of the MNIST training set (``TRAIN_IMAGES`` each)
 
 
 @dataclass(frozen=True)
@@ -37,14 +36,17 @@ class Claim:
         return f"{what} on {self.gpu} than on {self.cpu}, over {EPOCHS} epochs of the articles' loop"
 
     def measured(self, pair: Pair) -> str | None:
-        """The same quantity from a measured CPU/accelerator pair of full epochs: the speedup, or the time the
-        accelerator saves over the articles' 10 epochs (from the two medians); None if the pair is refused."""
+        """The same quantity from a measured CPU/accelerator pair of epochs: the speedup, or the time the
+        accelerator saves over the articles' 10 epochs (from the two medians), saying so when the epochs were
+        partial (the quick matrix's 12,800 images), not the articles' full ones; None if the pair is refused."""
         if pair.speedup is None:
             return None
+        samples = pair.a.extra_info["samples"]
+        partial = f" over {samples:,}-image epochs, not the articles' {TRAIN_IMAGES:,}" * (samples != TRAIN_IMAGES)
         if self.speedup:
-            return f"{pair.speedup:.1f}x"
-        per_image = (pair.a.median - pair.b.median) / pair.a.extra_info["samples"]
-        return f"{per_image * EPOCHS * EPOCH_IMAGES / 3600:.2f} h saved"
+            return f"{pair.speedup:.1f}x{partial}"
+        per_image = (pair.a.median - pair.b.median) / samples
+        return f"{per_image * EPOCHS * TRAIN_IMAGES / 3600:.2f} h saved{partial}"
 
 
 CLAIMS = (
@@ -56,8 +58,8 @@ CLAIMS = (
 
 
 def about(pair: Pair) -> Claim | None:
-    """The claim made about the benchmark of ``pair``: the articles' own job, a full epoch of the ``reference``
-    loop with the article's recipe on MNIST."""
+    """The claim made about the benchmark of ``pair``: the articles' own job, an epoch of the ``reference`` loop
+    with the article's recipe on MNIST (a partial one is said so beside it, ``Claim.measured``)."""
     a = pair.a
     if a.test != "test_epoch" or a.params.get("setup") != "reference" or a.extra_info["dataset"] != "mnist":
         return None

@@ -61,6 +61,9 @@ def spread(result: Result) -> str:
 
 @dataclass
 class Comparison:
+    """Machine B's results against machine A's (the baseline), each side in time order: their pairs, the table's
+    rows and what its columns mean, and the benchmarks only one side ran."""
+
     a: list[Result]
     b: list[Result]
 

@@ -170,6 +170,8 @@ def build(results: list[Result], threshold: float = THRESHOLD) -> list[Series]:
 
 
 def rows(all_series: list[Series]) -> list[dict]:
+    """Every run of every series as a table row, in time order: its median (seconds), its change from the run
+    before with the noise and the rank test's p, and whether that is flagged."""
     names = run_names([point.result.file for series in all_series for point in series.points])
     return [{
         "benchmark": series.label,

@@ -10,6 +10,7 @@ import io
 from datetime import datetime, timezone
 from html import escape
 
+from ..data import TRAIN_IMAGES
 from . import claims, compare, history, machines, plots, ratio, scaling, score, tables
 from .results import Result, run_names
 
@@ -70,7 +71,7 @@ def _claims(found, results: list[Result], machine_keys: dict[str, str]) -> str:
                     f"against cpu {pair.a.machine})" for pair in found if claims.about(pair) is claim]
         cpu_epochs = {r.machine: r for r in results if r.device == "cpu" and r.test == "test_epoch"
                       and r.params.get("setup") == "reference" and r.extra_info["model"] == claim.model
-                      and r.extra_info["dataset"] == "mnist" and r.extra_info["samples"] == claims.EPOCH_IMAGES}
+                      and r.extra_info["dataset"] == "mnist" and r.extra_info["samples"] == TRAIN_IMAGES}
         job = [f"{result.machine}: {claims.EPOCHS * result.median / 60:.1f} min" for result in cpu_epochs.values()]
         rows.append({"model": claim.model, "claim": claim.text, "the article's words": claim.quote,
                      "measured (GPU/CPU)": "; ".join(measured) or "no GPU result stored: nothing measured to set "

@@ -25,6 +25,9 @@ DEVICE_FIELDS = ("device", "device_name")
 
 @dataclass(frozen=True)
 class Pair:
+    """One benchmark measured on two sides, ``a`` the baseline: divided only when ``mismatch`` is None, and
+    marked where a side ran on a machine that was not quiet."""
+
     a: Result  # the baseline: the CPU, machine A, the reference run
     b: Result
     mismatch: str | None  # why the two may not be divided, or None

@@ -38,6 +38,9 @@ def rows(found: list[Pair]) -> list[dict]:
 
 
 def row(pair: Pair) -> dict:
+    """A CPU/accelerator pair as a table row: each side's machine, variant, median (seconds) and images per joule,
+    the speedup and energy ratio, why the pair may not be divided or ran disturbed, and the articles' claim
+    beside their own job."""
     claim = claims.about(pair)
     measured = claim and claim.measured(pair)
     return {

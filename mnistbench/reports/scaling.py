@@ -69,6 +69,8 @@ def curves(results: list[Result]) -> list[Curve]:
 
 
 def rows(all_curves: list[Curve]) -> list[dict]:
+    """Every world size of every curve as a table row: the step's median (ms), images per second in all and per
+    rank, and the scaling efficiency against one rank."""
     names = run_names([curve.run for curve in all_curves])
     return [{
         "benchmark": curve.label,

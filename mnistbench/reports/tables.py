@@ -48,6 +48,9 @@ def keyed(rows: list[dict], machine_keys: dict[str, str]) -> tuple[list[dict], l
 
 
 def render(rows: list[dict], fmt: str = "markdown", machine_keys: dict[str, str] | None = None) -> str:
+    """``rows`` (dicts of the same keys, the first one's order the columns') in ``fmt``: JSON and CSV as they are,
+    Markdown with each machine identity written as its key (``machine_keys``) and the legend of the keys above;
+    ``ValueError`` naming the formats for any other."""
     if fmt == "json":
         return json.dumps(rows, indent=2, default=str)
     columns = list(rows[0]) if rows else []
