@@ -478,9 +478,10 @@ def test_a_worker_hands_its_data_problem_to_the_controller_which_stops_the_run(s
     with pytest.raises(pytest.exit.Exception) as worker:
         suite_hooks.pytest_collection_finish(collected([["mnist_train"]], workeroutput=workeroutput))
     assert (worker.value.msg, worker.value.returncode) == (message, 4)
-    suite_hooks.pytest_testnodedown(SimpleNamespace(workeroutput={}), None)  # a worker with no problem: nothing
+    controller_config = SimpleNamespace(stash=pytest.Stash())
+    suite_hooks.pytest_testnodedown(SimpleNamespace(workeroutput={}, config=controller_config), None)  # no problem
     with pytest.raises(pytest.exit.Exception) as controller:
-        suite_hooks.pytest_testnodedown(SimpleNamespace(workeroutput=workeroutput), None)
+        suite_hooks.pytest_testnodedown(SimpleNamespace(workeroutput=workeroutput, config=controller_config), None)
     assert (controller.value.msg, controller.value.returncode) == (message, 4)
 
 

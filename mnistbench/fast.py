@@ -10,7 +10,7 @@ slower than the best so far is dropped after its first timed step. Compiled mode
 best eager variant only, since compilation costs seconds to minutes per candidate.
 
 The candidates left within ``FINALIST_FACTOR`` of the best, the finalists, are then timed in alternation,
-A B A B ... for ``TURNS`` turns on the models they have warmed up, and each is judged by the median of its
+A B A B ... for ``Turns.first`` turns on the models they have warmed up, and each is judged by the median of its
 turns' fastest steps: a machine whose speed drifts during the probe (a shared VM's does, by 50% within
 minutes) slows every finalist alike, where timing one after the other would hand the choice to whichever
 ran in the faster minute. A variant
@@ -18,7 +18,7 @@ more complex than a simpler finalist (departing from fp32 eager in more ways) mu
 to be chosen over it, so that noise does not pick a fragile variant for nothing, and must do so on the turns
 themselves: its step over the simpler one's in the same turn, a ratio per turn, is below ``1 - MARGIN`` by
 a one-sided Wilcoxon signed-rank test at ``ALPHA`` (through scipy); one below by the median and not by the
-test gets ``MORE_TURNS`` more turns, and then the test decides. A variant whose true gain sits near the
+test gets ``Turns.more`` more turns, and then the test decides. A variant whose true gain sits near the
 margin then loses nearly every probe instead of winning one in two: on a 2-core Intel Xeon, VGGNet's fused
 Adam over its default read 0.91, 0.98 and 0.95 of it in three probes judged by their medians alone, and the
 choice flipped between them. Steps shorter than a few
@@ -61,13 +61,24 @@ MARGIN = 0.05  # how much faster a more complex variant must be than a simpler b
 TIMED_STEPS = 3  # at least; short steps are timed until about TIMED_SECONDS, at most MAX_TIMED_STEPS
 TIMED_SECONDS = 0.1
 MAX_TIMED_STEPS = 50
-TURNS = 7  # alternated turns of the finalists, sharing as many steps as their first timing took
-TURN_STEPS = 3  # at least, a turn: the first step after another finalist's runs on caches that one filled
-MORE_TURNS = 8  # the turns added when a finalist is faster by the median but not by the test: 15 in all
 ALPHA = 0.05  # the one-sided test's level; with 7 turns its smallest p-value is 1/128
 # A finalist's first timing is within this factor of the best's: a candidate slower than that would need the
 # machine's speed to drift by as much within the second or two between two timings to be the faster.
 FINALIST_FACTOR = 1.25
+
+
+@dataclass(frozen=True)
+class Turns:
+    """How long the finalists take turns (``probe``)."""
+
+    first: int = 7  # turns, sharing as many steps as the finalists' first timings took
+    more: int = 8  # turns added when a finalist is faster by the median but not by the test: 15 in all
+    steps: int = 3  # at least, a turn: the first step after another finalist's runs on caches that one filled
+
+
+# A smoke run's probe checks that the path works, not which variant wins: a third of the steps, no more turns
+# (the full turns cost GoogLeNet's smoke cases a minute on a slow 2-core CPU).
+SMOKE_TURNS = Turns(more=0, steps=1)
 CACHE_ENV = "MNISTBENCH_CACHE"
 
 
@@ -195,20 +206,21 @@ class _Probe:
         for variant in set(self.kept) - set(finalists):
             self.kept.pop(variant)[0].close()
 
-    def alternate(self, finalists: list[Variant], turns: int) -> dict[Variant, list[float]]:
+    def alternate(self, finalists: list[Variant], turns: int, steps: int) -> dict[Variant, list[float]]:
         """Each finalist's fastest step in each of ``turns`` turns, the finalists taking turns (A B A B ...), on
         the models their first timing warmed up (``keep``): the steps that timing took, shared among the turns
-        (at least ``TURN_STEPS`` a turn)."""
+        (at least ``steps`` a turn)."""
         fastest: dict[Variant, list[float]] = {variant: [] for variant in finalists}
         for _ in range(turns):
             for variant in finalists:
-                steps, count = self.kept[variant]
+                running, count = self.kept[variant]
                 variant.configure_backends(self.device)  # each variant's switches, as its steps were warmed up
-                fastest[variant].append(min(next(steps) for _ in range(max(TURN_STEPS, math.ceil(count / turns)))))
+                fastest[variant].append(min(next(running) for _ in range(max(steps, math.ceil(count / turns)))))
         return fastest
 
 
-def probe(model_name: str, device: str, train_set, batch_size: int, candidates: list[Variant]) -> tuple[Variant, dict]:
+def probe(model_name: str, device: str, train_set, batch_size: int, candidates: list[Variant],
+          turns: Turns = Turns()) -> tuple[Variant, dict]:
     """The fastest of ``candidates`` (plus the fp32 baseline) and every candidate's ms per step (a finalist's
     from its alternated turns, another's from its first timing) or fate (``failed: ...`` for one that raised)."""
     baseline = Variant()
@@ -243,12 +255,12 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
     runner.keep_only(finalists)
     if len(finalists) < 2:
         return best, timings
-    turns = runner.alternate(finalists, TURNS)
-    if (best := _settle(finalists, turns)) is None:  # a gain the turns left open: more turns decide
-        for variant, seconds in runner.alternate(finalists, MORE_TURNS).items():
-            turns[variant] += seconds
-        best = _settle(finalists, turns, last=True)
-    timings.update({str(variant): round(statistics.median(seconds) * 1e3, 2) for variant, seconds in turns.items()})
+    taken = runner.alternate(finalists, turns.first, turns.steps)
+    if (best := _settle(finalists, taken, last=not turns.more)) is None:  # a gain left open: more turns decide
+        for variant, seconds in runner.alternate(finalists, turns.more, turns.steps).items():
+            taken[variant] += seconds
+        best = _settle(finalists, taken, last=True)
+    timings.update({str(variant): round(statistics.median(seconds) * 1e3, 2) for variant, seconds in taken.items()})
     return best, timings
 
 
@@ -327,7 +339,7 @@ _BROKEN: list[str] = []
 
 def choose(model_name: str, device: str, train_set, batch_size: int, candidates: list[Variant], *,
            pinned: Variant | None = None, use_cache: bool = True, save: bool = True, save_disturbed: bool = False,
-           ) -> Choice:
+           turns: Turns = Turns()) -> Choice:
     """The fast variant of ``model_name`` on ``device`` at ``batch_size``: ``pinned``, else a cached
     measurement, else a probe (saved to the cache when ``save``, i.e. when the probe had the machine to
     itself, when no candidate was broken, and when the machine was quiet around it, unless
@@ -343,7 +355,7 @@ def choose(model_name: str, device: str, train_set, batch_size: int, candidates:
             choice = Choice(Variant.parse(cached["variant"]), "cache", batch_size, cached.get("timings", {}))
         else:
             with watch.watching(device) as watched:  # the quiet check (mnistbench.quiet) among them
-                variant, timings = probe(model_name, device, train_set, batch_size, candidates)
+                variant, timings = probe(model_name, device, train_set, batch_size, candidates, turns)
             choice = Choice(variant, "probe", batch_size, timings, tuple(watched.info.get("disturbed_by", ())))
             failed = [f"{model_name} on {device}, batch {batch_size}: {name} {fate}"
                       for name, fate in timings.items() if isinstance(fate, str) and fate.startswith("failed:")]

@@ -19,7 +19,8 @@ RECIPE_SETUPS = {"article": "reference", "fast": "fast"}
 class FastPolicy:
     """What the ``fast`` probe may choose from (the run's variant options), or the variant pinned instead,
     whether a cached measurement may replace the probe, and whether a probe is cached (``save_cache``) even
-    when the machine was not quiet around it (``save_disturbed``: a smoke run's, whose workers share it)."""
+    when the machine was not quiet around it (``save_disturbed``: a smoke run's, whose workers share it), and
+    how long its finalists take turns."""
 
     precisions: tuple = variants.PRECISIONS
     memory_formats: tuple = variants.MEMORY_FORMATS
@@ -29,6 +30,7 @@ class FastPolicy:
     use_cache: bool = True
     save_cache: bool = True
     save_disturbed: bool = False
+    turns: fast.Turns = fast.Turns()
 
     def candidates(self, device: str, schedule: str) -> list[Variant]:
         every = variants.matrix(device, self.precisions, self.memory_formats, self.compile_modes, self.optimizers)
@@ -37,7 +39,7 @@ class FastPolicy:
 
 # What a smoke run and the tests let the probe choose from (precisions and formats): compilation and
 # Adam's implementations have tests of their own.
-SMOKE = FastPolicy(compile_modes=("eager",), optimizers=("default",), save_disturbed=True)
+SMOKE = FastPolicy(compile_modes=("eager",), optimizers=("default",), save_disturbed=True, turns=fast.SMOKE_TURNS)
 
 
 @dataclass(frozen=True)
@@ -65,5 +67,5 @@ def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, trai
             raise ValueError(f"--fast-variant {policy.pinned} cannot run on {device}: {reason}")
     choice = fast.choose(model_name, device, train_set, recipe.batch_size, policy.candidates(device, recipe.schedule),
                          pinned=policy.pinned, use_cache=policy.use_cache, save=policy.save_cache,
-                         save_disturbed=policy.save_disturbed)
+                         save_disturbed=policy.save_disturbed, turns=policy.turns)
     return Setup(name, "resident", choice.variant, choice)
