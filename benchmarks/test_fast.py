@@ -112,8 +112,9 @@ def test_a_real_probe_times_real_steps(mnist_train, monkeypatch, tmp_path):
     measured = {name: ms for name, ms in timings.items() if isinstance(ms, float)}
     assert str(BASELINE) in measured and all(ms > 0 for ms in measured.values()), timings
     assert all(ms.startswith("dropped: a step over") for ms in timings.values() if ms not in measured.values())
-    # the fastest, or a simpler variant within the margin a more complex one must beat it by
-    assert measured[str(best)] * (1 - fast.MARGIN) <= min(measured.values())
+    # a more complex variant is chosen only when faster than fp32 by the margin (by the median; the rank test
+    # on the turns may still keep fp32 when the median is past it)
+    assert best == BASELINE or measured[str(best)] < measured[str(BASELINE)] * (1 - fast.MARGIN)
 
 
 def test_fp16_is_timed_only_after_its_loss_scale_settles(monkeypatch):
