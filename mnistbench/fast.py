@@ -6,7 +6,7 @@ untimed probe trains a few steps of each candidate variant and keeps the fastest
 default Adam (what ``resident`` runs) is always a candidate, so ``fast`` is never slower than it by more
 than the probe's noise. The probe is bounded: each precision and memory format is first screened on a
 small batch, where an emulated precision shows at a fraction of the cost; at the full batch a candidate
-slower than the best so far is dropped after its first timed step. Compiled modes are tried on top of the
+much slower than the best so far is dropped after its first two timed steps. Compiled modes are tried on top of the
 best eager variant only, since compilation costs seconds to minutes per candidate.
 
 The candidates left within ``FINALIST_FACTOR`` of the best, the finalists, are then timed in alternation,
