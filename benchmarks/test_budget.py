@@ -188,8 +188,8 @@ def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_re
         cwd=tmp_path, capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": ""})
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "mnistbench: stopped test_three.py::test_b_long at the deadline, as Ctrl-C would" in output
-    assert "mnistbench: not run (time budget): test_three.py::test_c_never_reached" in output
+    assert "mnistbench: stopped test_three.py::test_b_long at the deadline, as Ctrl-C would" in output, output
+    assert "mnistbench: not run (time budget): test_three.py::test_c_never_reached" in output, output
     [saved] = (tmp_path / "results").glob("*/0001_*.json")
     assert [bench["name"] for bench in json.loads(saved.read_text())["benchmarks"]] == ["test_a_short"]
 
