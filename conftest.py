@@ -138,7 +138,7 @@ def pytest_configure(config):
         **{name: tuple(chosen) for name, chosen in config.mnistbench_variant_choices.items()},
         pinned=pinned or None, use_cache=not config.getoption("no_fast_cache"),
         save_cache=not config.mnistbench_full or "PYTEST_XDIST_WORKER" not in os.environ,
-        save_disturbed=not config.mnistbench_full, turns=fast.Turns() if config.mnistbench_full else fast.SMOKE_TURNS)
+        save_disturbed=not config.mnistbench_full, turns=fast.Turns() if cases.timed(config) else fast.SMOKE_TURNS)
     for option in ("epoch_samples", "epoch_rounds", "seeds"):
         value = config.getoption(option)
         if value is not None and value < 1:

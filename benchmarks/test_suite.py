@@ -96,6 +96,8 @@ def test_the_header_says_whether_the_run_times(options, mode, monkeypatch):
     config = OptionsOnly("--devices=cpu", "--models=vgg", **options)
     conftest.pytest_configure(config)
     assert conftest.pytest_report_header(config).startswith(f"mnistbench: {mode}; devices cpu; models vgg; ")
+    # a probe whose choice is timed takes its full turns; a smoke run's only checks the path
+    assert config.mnistbench_fast_policy.turns == (fast.SMOKE_TURNS if options == {} else fast.Turns())
 
 
 def test_the_package_builds_without_a_setuptools_deprecation():

@@ -95,6 +95,15 @@ class Budget:
 _BUDGET = pytest.StashKey[Budget]()
 
 
+def interruptible() -> None:
+    """SIGINT stops this process as Ctrl-C does, even where it started ignoring it: a shell starts a background
+    job (``pytest ... &``, ``nohup``) with SIGINT ignored, and Python then installs no handler, so neither the
+    budget's deadline nor ``timeout -s INT`` (the lease script's cap) could stop a case. Such a job's own
+    terminal sends it no Ctrl-C, so this changes nothing else. Called in the main thread."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_addoption(parser):
     parser.getgroup("mnistbench").addoption(
         "--time-budget", type=float, default=None, metavar="SECONDS",
@@ -112,6 +121,7 @@ def pytest_configure(config):
                                 "(pytest-xdist's workers)")
     if hasattr(config, "workerinput"):
         return
+    interruptible()
     budget = Budget(seconds)
     config.stash[_BUDGET] = budget
     if seconds is not None:
