@@ -202,7 +202,8 @@ def pytest_generate_tests(metafunc):
 def pytest_collection_modifyitems(config, items):
     """Under ``--benchmark-only`` the tests that are not benchmarks are deselected, not skipped one by one, and
     so are the cases outside the chosen matrix; a timed run puts the headline cases first
-    (``matrix.order``). Every case on an accelerator, and every test marked ``gpu``, is a GPU case (``-m gpu``)."""
+    (``matrix.order``), a smoke run the tests marked ``long``. Every case on an accelerator, and every test
+    marked ``gpu``, is a GPU case (``-m gpu``)."""
     kept, dropped = [], []
     for item in items:
         params = cases.params(item)
@@ -217,6 +218,8 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=dropped)
     if cases.timed(config):
         kept.sort(key=lambda item: matrix.order(cases.test(item), cases.params(item)))
+    else:  # the longest tests first: one started last keeps the run going on one worker while the others idle
+        kept.sort(key=lambda item: item.get_closest_marker("long") is None)
     items[:] = kept
 
 

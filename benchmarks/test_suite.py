@@ -110,6 +110,7 @@ def test_the_package_builds_without_a_setuptools_deprecation():
     assert setuptools.specifier.contains("77.0.0") and not setuptools.specifier.contains("76.1.0")
 
 
+@pytest.mark.long
 def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_fields(tmp_path, mnist_root):
     """``scripts/lease.sh``, the job of a GPU lease, run on the CPU at smoke size (one model, 256-image epochs,
     a target any model reaches), so that a typo cannot waste a lease: the GPU cases of the tests, the quick
@@ -262,3 +263,16 @@ def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_re
     assert info["accuracy_stdev"] == pytest.approx(statistics.stdev(finals))
     assert info["images_per_second"] == pytest.approx(1024 * sum(info["epochs"]) / bench["stats"]["total"])
     assert (info["judged_by"], info["definition"]) == ("target", time_to_accuracy.DEFINITIONS["target"])
+
+
+def test_a_smoke_run_starts_the_long_tests_first_keeping_the_rest_in_order():
+    """One long test started last keeps the test command running on one pytest-xdist worker while the other
+    idles (the lease job's test: two minutes of a six-minute run on a slow 2-core CPU)."""
+    def item(name, long=False):
+        return SimpleNamespace(name=name, nodeid=name, fixturenames=(), add_marker=lambda marker: None,
+                               get_closest_marker=lambda marker: long if marker == "long" and long else None)
+    items = [item("a"), item("b"), item("lease", long=True), item("c")]
+    config = OptionsOnly("--devices=cpu")
+    config.mnistbench_matrix, config.mnistbench_full = "standard", False
+    conftest.pytest_collection_modifyitems(config, items)
+    assert [i.name for i in items] == ["lease", "a", "b", "c"]
