@@ -296,9 +296,15 @@ def _departures(variant: Variant) -> int:
     return sum(getattr(variant, f) != getattr(baseline, f) for f in ("precision", "memory_format", "compile", "optimizer"))
 
 
+def _bound(variant: Variant, best: Variant) -> float:
+    """The ratio of its step to ``best``'s that ``variant`` must come under to replace it: 1, or ``1 - MARGIN``
+    when it is more complex."""
+    return 1 - MARGIN if _departures(variant) > _departures(best) else 1.0
+
+
 def _beats(variant: Variant, seconds: float, best: Variant, best_seconds: float) -> bool:
-    """Whether ``variant`` at ``seconds`` a step replaces ``best``: faster, by ``MARGIN`` when it is more complex."""
-    return seconds < (best_seconds * (1 - MARGIN) if _departures(variant) > _departures(best) else best_seconds)
+    """Whether ``variant`` at ``seconds`` a step replaces ``best`` (``_bound``)."""
+    return seconds < best_seconds * _bound(variant, best)
 
 
 def _beats_in_turns(variant: Variant, seconds: list[float], best: Variant, best_seconds: list[float]) -> bool | None:
@@ -306,7 +312,7 @@ def _beats_in_turns(variant: Variant, seconds: list[float], best: Variant, best_
     ratio to ``best`` per turn is below 1 (``1 - MARGIN`` when it is more complex) by the median and by a
     one-sided Wilcoxon signed-rank test at ``ALPHA``; None when by the median only (more turns may tell);
     equal steps in every turn never replace."""
-    bound = 1 - MARGIN if _departures(variant) > _departures(best) else 1.0
+    bound = _bound(variant, best)
     below = [math.log(mine / theirs) - math.log(bound) for mine, theirs in zip(seconds, best_seconds)]
     if statistics.median(below) >= 0:
         return False
