@@ -46,7 +46,7 @@ def geometric_means(found: list[Pair], ratio: Callable[[Pair], float | None] = l
     (by default the speedup: the comparable pairs); None where there is none."""
     means = {}
     for tuning in TUNINGS:
-        ratios = [ratio(pair) for pair in found if pair.a.tuning == tuning and ratio(pair) is not None]
+        ratios = [value for pair in found if pair.a.tuning == tuning and (value := ratio(pair)) is not None]
         means[tuning] = (statistics.geometric_mean(ratios) if ratios else None, len(ratios))
     return means
 
