@@ -45,7 +45,6 @@ from pathlib import Path
 import filelock
 import torch
 import torchvision
-from scipy.stats import wilcoxon
 
 import models
 
@@ -312,6 +311,8 @@ def _beats_in_turns(variant: Variant, seconds: list[float], best: Variant, best_
     ratio to ``best`` per turn is below 1 (``1 - MARGIN`` when it is more complex) by the median and by a
     one-sided Wilcoxon signed-rank test at ``ALPHA``; None when by the median only (more turns may tell);
     equal steps in every turn never replace."""
+    from scipy.stats import wilcoxon  # here, not at the top: scipy.stats costs every pytest process 0.7 s to import
+
     bound = _bound(variant, best)
     below = [math.log(mine / theirs) - math.log(bound) for mine, theirs in zip(seconds, best_seconds)]
     if statistics.median(below) >= 0:

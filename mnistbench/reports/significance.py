@@ -13,8 +13,6 @@ threshold and the run-to-run noise to say (``history``).
 import math
 from dataclasses import dataclass
 
-from scipy.stats import mannwhitneyu
-
 ALPHA = 0.002
 
 
@@ -44,4 +42,6 @@ def rank_test(before, after) -> Test:
     if smallest_p(len(before), len(after)) >= ALPHA:
         return Test(None, f"too few rounds to test ({len(before)} and {len(after)}: p cannot go below "
                           f"{smallest_p(len(before), len(after)):.2g}; {ROUNDS_NEEDED} a side can reach {ALPHA:g})")
+    from scipy.stats import mannwhitneyu  # here, not at the top: scipy.stats costs every process 0.7 s to import
+
     return Test(float(mannwhitneyu(before, after, alternative="two-sided").pvalue))
