@@ -110,14 +110,7 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--benchmark-enable times benchmarks in one process, which pytest-xdist "
                                 f"(-n {config.getoption('numprocesses')}) cannot: pytest-benchmark would time nothing; "
                                 f"drop -n or give -n 0")
-    # A smoke run's fast probe tries precisions and formats only: compilation and Adam's implementations
-    # have tests of their own, and every candidate costs the probe seconds on a slow CPU. The quick matrix's
-    # probe tries the candidates that can win (matrix.QUICK_CHOICES).
-    defaults = {"precisions": variants.PRECISIONS, "compile_modes": variants.COMPILE_MODES,
-                "optimizers": variants.OPTIMIZERS} if config.mnistbench_full else {
-                "precisions": variants.PRECISIONS, "compile_modes": ("eager",), "optimizers": ("default",)}
-    if config.mnistbench_matrix == "quick":
-        defaults = matrix.QUICK_CHOICES
+    defaults = matrix.probe_choices(config.mnistbench_matrix, timed=config.mnistbench_full)
     config.mnistbench_variant_choices = {
         "precisions": _comma_list(config.getoption("precisions") or ",".join(defaults["precisions"]),
                                   variants.PRECISIONS, "--precisions"),
@@ -134,11 +127,13 @@ def pytest_configure(config):
     # A timed run caches only a probe that had the machine to itself, never one beside other xdist workers or
     # on a machine that was not quiet; a smoke run's choices go to its own temporary cache (below), shared by
     # its workers and subprocesses.
+    timed = cases.timed(config)
     config.mnistbench_fast_policy = setups.FastPolicy(
         **{name: tuple(chosen) for name, chosen in config.mnistbench_variant_choices.items()},
         pinned=pinned or None, use_cache=not config.getoption("no_fast_cache"),
         save_cache=not config.mnistbench_full or "PYTEST_XDIST_WORKER" not in os.environ,
-        save_disturbed=not config.mnistbench_full, turns=fast.Turns() if cases.timed(config) else fast.SMOKE_TURNS)
+        save_disturbed=not config.mnistbench_full, turns=fast.Turns() if timed else fast.SMOKE_TURNS,
+        probe_batch=None if timed else fast.SMOKE_PROBE_BATCH)
     for option in ("epoch_samples", "epoch_rounds", "seeds"):
         value = config.getoption(option)
         if value is not None and value < 1:

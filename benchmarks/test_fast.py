@@ -330,7 +330,8 @@ def test_a_candidate_broken_on_a_pytest_xdist_worker_fails_the_whole_run(tmp_pat
         result, lines = run_pytest("benchmarks/test_step.py", "--devices=cpu", "--models=vgg", "-k", "fast and train",
                                    "-q", *workers, tmp_path=tmp_path, plugin=plugin)
         assert result.returncode == 1 and any(line.startswith("1 passed") for line in lines), (workers, lines[-20:])
-        assert "vgg on cpu, batch 128: fp32-contiguous-compile-default failed: RuntimeError: a lowering failed" in lines
+        assert (f"vgg on cpu, batch {fast.SMOKE_PROBE_BATCH}: fp32-contiguous-compile-default failed: RuntimeError: "
+                "a lowering failed") in lines  # a smoke run probes on a small batch
 
 
 def test_one_slow_step_does_not_drop_a_candidate_two_do(monkeypatch):

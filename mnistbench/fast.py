@@ -75,9 +75,11 @@ class Turns:
     steps: int = 3  # at least, a turn: the first step after another finalist's runs on caches that one filled
 
 
-# A smoke run's probe checks that the path works, not which variant wins: a third of the steps, no more turns
-# (the full turns cost GoogLeNet's smoke cases a minute on a slow 2-core CPU).
+# A smoke run's probe checks that the path works, not which variant wins: a third of the steps, no more turns,
+# on a small batch whatever the recipe's (the full probe costs GoogLeNet's smoke cases a minute on a slow
+# 2-core CPU).
 SMOKE_TURNS = Turns(more=0, steps=1)
+SMOKE_PROBE_BATCH = 16
 CACHE_ENV = "MNISTBENCH_CACHE"
 
 

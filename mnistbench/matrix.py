@@ -32,6 +32,9 @@ QUICK_EPOCH_SAMPLES = 12_800
 # more than a quick run can pay: name --compile to add it.
 QUICK_CHOICES = {"precisions": ("fp32", "bf16"), "compile_modes": ("eager", "cudagraphs"),
                  "optimizers": ("default", "fused")}
+# A smoke run's probe tries precisions and formats only: compilation and Adam's implementations have tests of
+# their own, and every candidate costs the probe seconds on a slow CPU.
+SMOKE_CHOICES = {"precisions": variants.PRECISIONS, "compile_modes": ("eager",), "optimizers": ("default",)}
 # Headline order: (test, the parameter value that makes a case a headline one) -> rank.
 HEADLINES = (
     ("test_epoch", "setup", "reference"),
@@ -41,6 +44,18 @@ HEADLINES = (
     ("test_time_to_accuracy", "recipe_name", "fast"),
 )
 MODEL_ORDER = ("vgg", "googlenet")  # VGGNet first: the articles' 23x claim is VGGNet's, and it trains faster
+
+
+def probe_choices(matrix: str, timed: bool) -> dict:
+    """What the ``fast`` probe chooses from unless the run names its own (``--precisions``, ``--compile``,
+    ``--optimizers``): every variant in a timed run, ``QUICK_CHOICES`` in the quick matrix's, ``SMOKE_CHOICES``
+    in a smoke run."""
+    if not timed:
+        return SMOKE_CHOICES
+    if matrix == "quick":
+        return QUICK_CHOICES
+    return {"precisions": variants.PRECISIONS, "compile_modes": variants.COMPILE_MODES,
+            "optimizers": variants.OPTIMIZERS}
 
 
 def step_variants(device: str, matrix: str, choices: dict) -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import models
 
-from . import fast, variants
+from . import fast, matrix, variants
 from .variants import Variant
 
 SETUPS = ("reference", "resident", "fast")
@@ -19,8 +19,9 @@ RECIPE_SETUPS = {"article": "reference", "fast": "fast"}
 class FastPolicy:
     """What the ``fast`` probe may choose from (the run's variant options), or the variant pinned instead,
     whether a cached measurement may replace the probe, and whether a probe is cached (``save_cache``) even
-    when the machine was not quiet around it (``save_disturbed``: a smoke run's, whose workers share it), and
-    how long its finalists take turns."""
+    when the machine was not quiet around it (``save_disturbed``: a smoke run's, whose workers share it), how
+    long its finalists take turns, and the batch it probes on when not the recipe's (``probe_batch``: a smoke
+    run's)."""
 
     precisions: tuple = variants.PRECISIONS
     memory_formats: tuple = variants.MEMORY_FORMATS
@@ -31,15 +32,16 @@ class FastPolicy:
     save_cache: bool = True
     save_disturbed: bool = False
     turns: fast.Turns = fast.Turns()
+    probe_batch: int | None = None
 
     def candidates(self, device: str, schedule: str) -> list[Variant]:
         every = variants.matrix(device, self.precisions, self.memory_formats, self.compile_modes, self.optimizers)
         return [variant for variant in every if variant.unsupported_with(schedule) is None]
 
 
-# What a smoke run and the tests let the probe choose from (precisions and formats): compilation and
-# Adam's implementations have tests of their own.
-SMOKE = FastPolicy(compile_modes=("eager",), optimizers=("default",), save_disturbed=True, turns=fast.SMOKE_TURNS)
+# What a smoke run and the tests let the probe choose from (``matrix.SMOKE_CHOICES``).
+SMOKE = FastPolicy(**matrix.SMOKE_CHOICES, save_disturbed=True, turns=fast.SMOKE_TURNS,
+                   probe_batch=fast.SMOKE_PROBE_BATCH)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Setup:
 def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, train_set,
             policy: FastPolicy = FastPolicy()) -> Setup:
     """The setup called ``name`` for ``model_name`` trained with ``recipe`` on ``device``; for ``fast``
-    this measures (or recalls) the fastest variant at the recipe's batch size."""
+    this measures (or recalls) the fastest variant at the recipe's batch size (``policy.probe_batch``)."""
     if name not in SETUPS:
         raise ValueError(f"unknown setup {name!r}; choose from {', '.join(SETUPS)}")
     if name != "fast":
@@ -65,7 +67,8 @@ def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, trai
         reason = policy.pinned.unsupported_on(device) or policy.pinned.unsupported_with(recipe.schedule)
         if reason:
             raise ValueError(f"--fast-variant {policy.pinned} cannot run on {device}: {reason}")
-    choice = fast.choose(model_name, device, train_set, recipe.batch_size, policy.candidates(device, recipe.schedule),
+    batch_size = policy.probe_batch or recipe.batch_size
+    choice = fast.choose(model_name, device, train_set, batch_size, policy.candidates(device, recipe.schedule),
                          pinned=policy.pinned, use_cache=policy.use_cache, save=policy.save_cache,
                          save_disturbed=policy.save_disturbed, turns=policy.turns)
     return Setup(name, "resident", choice.variant, choice)
