@@ -9,7 +9,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 import models
 
-from . import checkpoints, data, devices, distributed, setups, train_job, training
+from . import checkpoints, data, devices, distributed, profile, setups, train_job, training
 from .reports import claims, compare, history, machines, page, plots, ratio, results, scaling, score, tables
 from .evaluation import evaluate
 from .variants import Variant
@@ -190,6 +190,14 @@ def evaluate_command(args) -> int:
     return 0
 
 
+def profile_command(args) -> int:
+    variant = Variant.parse(args.variant)
+    train_set = data.load(args.dataset, args.mnist_root, train=True)
+    batch_size = args.batch_size or models.recipe(args.model).batch_size
+    print(profile.measure(args.model, _device(args.device), train_set, batch_size, variant, args.steps).table(args.top))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser, stating the error before the usage, so that the first line names the cause."""
 
@@ -271,6 +279,13 @@ def parser() -> argparse.ArgumentParser:
                                                      "instead of measuring the fastest on this device")
     train_parser.add_argument("--no-fast-cache", action="store_true",
                               help="measure the fast variant again instead of reusing this machine's cached choice")
+    profile_parser = job("profile", "where a training step's time goes, by kind of work (convolutions, pooling, "
+                                    "element-wise, casts, Adam...) and by operator, from torch.profiler", profile_command)
+    profile_parser.add_argument("--variant", default=str(Variant()),
+                                help="precision-memory_format-compile-optimizer (default: fp32-contiguous-eager-default)")
+    profile_parser.add_argument("--batch-size", type=_positive, help="default: the article's")
+    profile_parser.add_argument("--steps", type=_positive, default=5, help="steps profiled (default: 5)")
+    profile_parser.add_argument("--top", type=_positive, default=12, help="operators listed (default: 12)")
     evaluate_parser = job("evaluate", "test-set accuracy and loss of a saved model", evaluate_command)
     evaluate_parser.add_argument("--weights", required=True, help="a state_dict file, ours or the articles'")
     return main

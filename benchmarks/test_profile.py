@@ -1,0 +1,51 @@
+"""``mnistbench profile``: where a training step's time goes, by kind of work and by operator."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnistbench import profile
+from mnistbench.variants import Variant
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name, under_optimizer, kind", [
+    ("aten::convolution_backward", False, "convolution, backward"),
+    ("aten::mkldnn_convolution", False, "convolution, forward"),
+    ("aten::max_pool2d_with_indices_backward", False, "pooling"),
+    ("aten::cat", False, "concatenation"),
+    ("aten::_to_copy", False, "casts and copies"),
+    ("aten::addmm", False, "linear layers"),
+    ("aten::threshold_backward", False, "element-wise"),
+    ("aten::native_dropout", False, "dropout"),
+    ("aten::empty_strided", False, "allocation and filling"),
+    ("aten::sqrt", True, profile.OPTIMIZER),  # the default Adam's loop over the parameters
+    ("aten::t", False, "other"),
+])
+def test_each_operator_counts_as_one_kind_of_work(name, under_optimizer, kind):
+    assert profile.kind_of(name, under_optimizer) == kind
+
+
+def test_a_profile_accounts_for_the_step_by_kind_and_operator(mnist_train):
+    """Two steps of VGGNet on a batch of 8: the convolutions are there, forward and backward, Adam's update
+    too, every kind's time is its operators' (each operator's self time counted once), and the table says
+    what ran."""
+    found = profile.measure("vgg", "cpu", mnist_train, 8, Variant(), steps=2)
+    assert {"convolution, forward", "convolution, backward", profile.OPTIMIZER} <= found.kinds.keys()
+    assert sum(found.kinds.values()) == pytest.approx(sum(ms for _, ms, _ in found.operators))
+    assert found.step_ms > 0 and all(ms > 0 for ms in found.kinds.values())
+    calls = {name: calls for name, _, calls in found.operators}
+    assert calls["aten::convolution_backward"] == calls["aten::mkldnn_convolution"] == 4  # VGGNet's 4 convolutions
+    table = found.table(top=3)
+    assert table.startswith("vgg training step, batch 8, fp32-contiguous-eager-default on cpu: ")
+    assert "| convolution, backward |" in table and len(table.split("| operator |")[1].splitlines()) == 2 + 3
+
+
+def test_the_profile_command_refuses_a_variant_the_device_cannot_run_in_one_line():
+    result = subprocess.run([sys.executable, "-m", "mnistbench", "profile", "--model", "vgg", "--variant",
+                             "fp16-contiguous-eager-default", "--dataset", "synthetic"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith(
+        "mnistbench: error: fp16-contiguous-eager-default cannot run on cpu: "), result.stderr
