@@ -110,7 +110,7 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--benchmark-enable times benchmarks in one process, which pytest-xdist "
                                 f"(-n {config.getoption('numprocesses')}) cannot: pytest-benchmark would time nothing; "
                                 f"drop -n or give -n 0")
-    defaults = matrix.probe_choices(config.mnistbench_matrix, timed=config.mnistbench_full)
+    defaults = matrix.probe_choices(config.mnistbench_matrix, full=config.mnistbench_full)
     config.mnistbench_variant_choices = {
         "precisions": _comma_list(config.getoption("precisions") or ",".join(defaults["precisions"]),
                                   variants.PRECISIONS, "--precisions"),

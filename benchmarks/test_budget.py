@@ -219,15 +219,18 @@ def test_the_quick_matrix_holds_the_headline_cases_inference_steps_after_the_tra
 def test_the_quick_probe_tries_what_can_win_on_the_device():
     """The quick matrix's probe on a CPU: fp32 and bf16, both memory formats, the default and the fused Adam,
     eager only (CUDA graphs need a GPU; compiling costs a CPU a minute a candidate); a smoke run's tries
-    precisions and formats with the default Adam; any other timed run every variant."""
-    quick = setups.FastPolicy(**matrix.probe_choices("quick", timed=True)).candidates("cpu", "onecycle")
+    precisions and formats with the default Adam; any other full benchmark every variant."""
+    quick = setups.FastPolicy(**matrix.probe_choices("quick", full=True)).candidates("cpu", "onecycle")
     assert {str(variant) for variant in quick} == {f"{precision}-{memory_format}-eager-{optimizer}"
                                                    for precision in ("fp32", "bf16")
                                                    for memory_format in ("contiguous", "channels_last")
                                                    for optimizer in ("default", "fused")}
-    assert "cudagraphs" in matrix.probe_choices("quick", timed=True)["compile_modes"]
-    smoke = setups.FastPolicy(**matrix.probe_choices("quick", timed=False)).candidates("cpu", "onecycle")
-    assert {(variant.compile, variant.optimizer) for variant in smoke} == {("eager", "default")}
-    assert matrix.probe_choices("standard", timed=False) == matrix.probe_choices("exhaustive", timed=False)
-    assert matrix.probe_choices("standard", timed=True) == {
+    assert "cudagraphs" in matrix.probe_choices("quick", full=True)["compile_modes"]
+    assert matrix.probe_choices("quick", full=False) == matrix.QUICK_CHOICES  # --matrix quick without --benchmark-only
+    for name in ("standard", "exhaustive"):
+        smoke = setups.FastPolicy(**matrix.probe_choices(name, full=False)).candidates("cpu", "onecycle")
+        assert {str(variant) for variant in smoke} == {f"{precision}-{memory_format}-eager-default"
+                                                       for precision in ("fp32", "bf16")
+                                                       for memory_format in ("contiguous", "channels_last")}
+    assert matrix.probe_choices("standard", full=True) == {
         "precisions": variants.PRECISIONS, "compile_modes": variants.COMPILE_MODES, "optimizers": variants.OPTIMIZERS}

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
     ("aten::_to_copy", False, "casts and copies"),
     ("aten::addmm", False, "linear layers"),
     ("aten::threshold_backward", False, "element-wise"),
+    ("aten::clamp_min_", False, "element-wise"),  # an in-place ReLU
+    ("Optimizer.zero_grad#Adam.zero_grad", False, profile.OPTIMIZER),
     ("aten::native_dropout", False, "dropout"),
     ("aten::empty_strided", False, "allocation and filling"),
     ("aten::sqrt", True, profile.OPTIMIZER),  # the default Adam's loop over the parameters
@@ -30,12 +32,11 @@ def test_each_operator_counts_as_one_kind_of_work(name, under_optimizer, kind):
 
 def test_a_profile_accounts_for_the_step_by_kind_and_operator(mnist_train):
     """Two steps of VGGNet on a batch of 8: the convolutions are there, forward and backward, Adam's update
-    too, every kind's time is its operators' (each operator's self time counted once), and the table says
-    what ran."""
+    too; each operator's self time is counted once, so that together they fit in the profiled steps' wall
+    time; and the table says what ran."""
     found = profile.measure("vgg", "cpu", mnist_train, 8, Variant(), steps=2)
     assert {"convolution, forward", "convolution, backward", profile.OPTIMIZER} <= found.kinds.keys()
-    assert sum(found.kinds.values()) == pytest.approx(sum(ms for _, ms, _ in found.operators))
-    assert found.step_ms > 0 and all(ms > 0 for ms in found.kinds.values())
+    assert 0 < sum(found.kinds.values()) <= found.profiled_ms
     calls = {name: calls for name, _, calls in found.operators}
     assert calls["aten::convolution_backward"] == calls["aten::mkldnn_convolution"] == 4  # VGGNet's 4 convolutions
     table = found.table(top=3)

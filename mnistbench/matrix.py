@@ -46,14 +46,14 @@ HEADLINES = (
 MODEL_ORDER = ("vgg", "googlenet")  # VGGNet first: the articles' 23x claim is VGGNet's, and it trains faster
 
 
-def probe_choices(matrix: str, timed: bool) -> dict:
+def probe_choices(matrix: str, full: bool) -> dict:
     """What the ``fast`` probe chooses from unless the run names its own (``--precisions``, ``--compile``,
-    ``--optimizers``): every variant in a timed run, ``QUICK_CHOICES`` in the quick matrix's, ``SMOKE_CHOICES``
-    in a smoke run."""
-    if not timed:
-        return SMOKE_CHOICES
+    ``--optimizers``): ``QUICK_CHOICES`` in the quick matrix (one of ``MATRICES``), else every variant in a
+    full benchmark (``--benchmark-only``) and ``SMOKE_CHOICES`` in any other run."""
     if matrix == "quick":
         return QUICK_CHOICES
+    if not full:
+        return SMOKE_CHOICES
     return {"precisions": variants.PRECISIONS, "compile_modes": variants.COMPILE_MODES,
             "optimizers": variants.OPTIMIZERS}
 

@@ -3,20 +3,23 @@
 A step at a quarter of the device's peak is held by something other than its matrix products; the kinds
 say what: convolutions forward and backward (the products), pooling, concatenation, element-wise work,
 casts and copies (autocast's), Adam's update, allocation. Each operator's self time counts once (a
-parent's time excludes its children's), on the device that ran it (a GPU's kernels, else the CPU's), and
-every operator called from Adam's ``step`` counts as Adam's (its Python loop too).
+parent's time excludes its children's), on the device that ran it (a CUDA GPU's kernels, else the CPU's),
+and every operator called from Adam's ``step`` or ``zero_grad`` counts as Adam's (its Python loop too).
+Compiled variants run fused kernels of their own, which count as ``other``; MPS kernels are not profiled.
 """
+import contextlib
 import statistics
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from . import devices, fast
+from . import devices, fast, training
 from .variants import Variant
 
-WARM_UP_STEPS = 3
 OPTIMIZER = "Adam's update"
 # (kind, words of which one names an operator of that kind), in the order they are tried
 KINDS = (
@@ -24,79 +27,90 @@ KINDS = (
     ("convolution, forward", ("convolution",)),
     ("pooling", ("pool",)),
     ("concatenation", ("cat",)),
-    ("casts and copies", ("copy", "_to_copy", "clone", "contiguous")),
+    ("casts and copies", ("copy", "clone", "contiguous")),
     ("linear layers", ("addmm", "aten::mm", "bmm", "linear")),
     ("loss", ("cross_entropy", "log_softmax", "nll_loss")),
     ("dropout", ("dropout", "bernoulli")),
     ("allocation and filling", ("empty", "zero", "fill", "ones_like", "full")),
-    ("element-wise", ("relu", "threshold", "add", "mul", "div", "sub", "sqrt", "lerp", "where", "sum")),
+    ("element-wise", ("relu", "threshold", "clamp", "add", "mul", "div", "sub", "sqrt", "lerp", "where", "sum")),
 )
 
 
 @dataclass(frozen=True)
 class Profile:
+    """One model's training step in one variant: its time, and its operators' self times by kind and by name."""
+
     model_name: str
     device: str
     variant: Variant
     batch_size: int
-    step_ms: float  # median wall time of a step, outside the profiler
-    kinds: dict[str, float]  # ms a step by kind of work, profiled
+    step_ms: float  # median wall time of a step, unprofiled
+    profiled_ms: float  # wall time of a step under the profiler, which its operators' self times cannot exceed
+    kinds: dict[str, float]  # ms a step by kind of work, the busiest first
     operators: list[tuple[str, float, int]]  # (operator, ms a step, calls a step), the busiest first
 
     def table(self, top: int = 12) -> str:
-        profiled = sum(self.kinds.values())
+        """Markdown: a header line, the kinds with their shares, and the ``top`` busiest operators."""
+        counted = sum(self.kinds.values())
         lines = [f"{self.model_name} training step, batch {self.batch_size}, {self.variant} on {self.device}: "
-                 f"{self.step_ms:.1f} ms (median, unprofiled); {profiled:.1f} ms of operators profiled",
+                 f"{self.step_ms:.1f} ms (median, unprofiled); operators {counted:.1f} ms of "
+                 f"{self.profiled_ms:.1f} ms a step under the profiler",
                  "", "| kind of work | ms a step | share |", "| --- | ---: | ---: |"]
-        lines += [f"| {kind} | {ms:.1f} | {ms / profiled:.0%} |" for kind, ms in self.kinds.items()]
+        lines += [f"| {kind} | {ms:.1f} | {ms / counted:.0%} |" for kind, ms in self.kinds.items()]
         lines += ["", "| operator | ms a step | calls a step |", "| --- | ---: | ---: |"]
         lines += [f"| {name} | {ms:.2f} | {calls} |" for name, ms, calls in self.operators[:top]]
         return "\n".join(lines)
 
 
 def kind_of(name: str, under_optimizer: bool) -> str:
-    """The kind of work of the operator called ``name`` (``KINDS``); Adam's for any op called from its step."""
-    if under_optimizer:
+    """The kind of work of the operator called ``name`` (``KINDS``); Adam's for any op called from it."""
+    if under_optimizer or name.startswith("Optimizer."):
         return OPTIMIZER
     return next((kind for kind, words in KINDS if any(word in name for word in words)), "other")
 
 
 def _under_optimizer(event) -> bool:
-    parent = event
+    parent = event.cpu_parent
     while parent is not None:
-        if parent.name.startswith("Optimizer.step#"):
+        if parent.name.startswith("Optimizer."):
             return True
         parent = parent.cpu_parent
     return False
 
 
 def measure(model_name: str, device: str, train_set, batch_size: int, variant: Variant, steps: int = 5) -> Profile:
-    """Profile ``steps`` training steps of ``model_name`` in ``variant`` on a batch of ``train_set``'s digits
-    after ``WARM_UP_STEPS``; step times (ms) from as many unprofiled steps before them."""
+    """Profile ``steps`` training steps of ``model_name`` in ``variant`` on the first ``batch_size`` digits of
+    ``train_set`` (a torchvision MNIST: ``data`` N x 28 x 28 uint8, ``targets``), after the warm-up a timed
+    case takes and as many unprofiled steps, whose median is ``step_ms``. ``ValueError`` for a variant the
+    device cannot run, an MPS device (its kernels are not profiled) or ``steps`` < 1."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     if reason := variant.unsupported_on(device):
         raise ValueError(f"{variant} cannot run on {device}: {reason}")
-    running = fast._Probe(model_name, device, train_set, batch_size).steps(variant, batch_size)
-    for _ in range(variant.warm_up_steps(WARM_UP_STEPS)):
-        next(running)
-    step_ms = statistics.median(next(running) for _ in range(steps)) * 1e3
-    on_gpu = torch.device(device).type == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
-    with profile(activities=activities) as profiled:
-        for _ in range(steps):
+    kind = torch.device(device).type
+    if kind == "mps":
+        raise ValueError("the profiler does not see MPS kernels, only the CPU's dispatch of them: profile cpu or cuda")
+    on_gpu = kind == "cuda"
+    with contextlib.closing(fast._Probe(model_name, device, train_set, batch_size).steps(variant, batch_size)) as running:
+        for _ in range(variant.warm_up_steps(training.WARM_UP_STEPS)):
             next(running)
-        devices.synchronize(device)
-    running.close()
+        step_ms = statistics.median(next(running) for _ in range(steps)) * 1e3
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as profiled:
+            start = time.perf_counter()
+            for _ in range(steps):
+                next(running)
+            devices.synchronize(device)
+            profiled_ms = (time.perf_counter() - start) * 1e3 / steps
     kinds, operators, calls = defaultdict(float), defaultdict(float), defaultdict(int)
     for event in profiled.events():
-        us = event.self_device_time_total if on_gpu else event.self_cpu_time_total
-        if us <= 0:
+        if event.device_type != DeviceType.CPU:  # a GPU's kernel: its time is already its operator's device time
             continue
-        kinds[kind_of(event.name, _under_optimizer(event))] += us / 1e3 / steps
-        operators[event.name] += us / 1e3 / steps
         calls[event.name] += 1
+        us = event.self_device_time_total if on_gpu else event.self_cpu_time_total
+        if us > 0:
+            kinds[kind_of(event.name, _under_optimizer(event))] += us / 1e3 / steps
+            operators[event.name] += us / 1e3 / steps
     busiest = sorted(operators.items(), key=lambda item: -item[1])
-    return Profile(model_name, device, variant, batch_size, step_ms,
+    return Profile(model_name, device, variant, batch_size, step_ms, profiled_ms,
                    dict(sorted(kinds.items(), key=lambda item: -item[1])),
                    [(name, ms, calls[name] // steps) for name, ms in busiest])

@@ -58,7 +58,7 @@ class Setup:
 def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, train_set,
             policy: FastPolicy = FastPolicy()) -> Setup:
     """The setup called ``name`` for ``model_name`` trained with ``recipe`` on ``device``; for ``fast``
-    this measures (or recalls) the fastest variant at the recipe's batch size (``policy.probe_batch``)."""
+    this measures (or recalls) the fastest variant at ``policy.probe_batch``, else the recipe's batch size."""
     if name not in SETUPS:
         raise ValueError(f"unknown setup {name!r}; choose from {', '.join(SETUPS)}")
     if name != "fast":
