@@ -234,3 +234,23 @@ def test_the_quick_probe_tries_what_can_win_on_the_device():
                                                        for memory_format in ("contiguous", "channels_last")}
     assert matrix.probe_choices("standard", full=True) == {
         "precisions": variants.PRECISIONS, "compile_modes": variants.COMPILE_MODES, "optimizers": variants.OPTIMIZERS}
+
+
+def test_an_inference_step_is_priced_at_a_third_of_a_training_step():
+    """A forward step has no backward and no Adam: its images are priced as evaluated ones, a third of a
+    training image (``FORWARD_FRACTION``), where a training step's are priced whole."""
+    options = {"benchmark_min_rounds": 10, "benchmark_max_time": 1.0}
+    config = SimpleNamespace(getoption=options.get, mnistbench_fast_policy=setups.FastPolicy())
+
+    def case(mode):
+        params = {"model_name": "vgg", "device": "cpu", "batch_size": 128, "step_variant": str(Variant()), "mode": mode}
+        item = SimpleNamespace(nodeid=f"test_step[{mode}]", name=f"test_step[{mode}]", originalname="test_step",
+                               callspec=SimpleNamespace(params=params))
+        return budget.case_of(item, config, set())
+
+    train, forward = case("train"), case("forward")
+    assert (train.steps, train.images_evaluated) == (10 + budget.WARM_UP_STEPS, 0)
+    assert (forward.steps, forward.images_evaluated) == (0, train.steps * 128)
+    work = {name: estimate.modelled(c, FixedSpeeds()) - estimate.SAFETY * 1.0 for name, c in (("train", train),
+                                                                                             ("forward", forward))}
+    assert work["forward"] == pytest.approx(work["train"] * estimate.FORWARD_FRACTION)

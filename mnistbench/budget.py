@@ -180,7 +180,9 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
         batch, variant = params["batch_size"], params["step_variant"]
         steps = config.getoption("benchmark_min_rounds") + WARM_UP_STEPS
         compiled = variant != "fast" and Variant.parse(variant).compile != "eager"
-        case = estimate.Case(item.nodeid, model, device, batch, steps, compilations=int(compiled),
+        forward = params.get("mode") == "forward"  # inference: its images priced as evaluated ones
+        case = estimate.Case(item.nodeid, model, device, batch, 0 if forward else steps,
+                             images_evaluated=steps * batch if forward else 0, compilations=int(compiled),
                              timed_seconds=float(config.getoption("benchmark_max_time")))
         return _with_probe(case, variant == "fast", config, probed, models.recipe(model).schedule)
     if test == "test_time_to_accuracy":

@@ -7,8 +7,9 @@ launch); results stored before that field give rounds x median plus the first st
 here gets a conservative model of what it does (``Case``): the training steps its configuration implies,
 at the speed of an fp32 step of the same model, device and batch measured here before the run
 (``StepSpeeds``), times ``SAFETY``, plus what those steps do not show: the reference pipeline's per-image
-decoding, the evaluations of time to accuracy, the fast probe's candidates, and an allowance for each
-compilation and torchrun launch, replaced by the longest compilation the run has measured once it has one.
+decoding, the images run forward only (time to accuracy's evaluations, inference steps; a third of a
+training image each), the fast probe's candidates, and an allowance for each compilation and torchrun
+launch, replaced by the longest compilation the run has measured once it has one.
 """
 import math
 import time
@@ -30,7 +31,8 @@ class Case:
     """What one benchmark case will do, in the units the model prices: training steps of ``batch_size`` images
     of ``model`` on ``device`` (warm-up included), seconds of timing that do not depend on the step
     (pytest-benchmark calibrates a step benchmark for its ``--benchmark-max-time``), images decoded by the
-    reference pipeline, test images evaluated, fast-probe candidates (eager, compiled) and torch.compile
+    reference pipeline, images run forward only (test images evaluated, an inference step's), fast-probe
+    candidates (eager, compiled) and torch.compile
     compilations, torchrun launches."""
 
     node_id: str
