@@ -280,7 +280,8 @@ def parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--no-fast-cache", action="store_true",
                               help="measure the fast variant again instead of reusing this machine's cached choice")
     profile_parser = job("profile", "where a training step's time goes, by kind of work (convolutions, pooling, "
-                                    "element-wise, casts, Adam...) and by operator, from torch.profiler", profile_command)
+                                    "element-wise, casts, Adam...) and by operator, from torch.profiler (a compiled "
+                                    "variant's fused kernels count as other)", profile_command)
     profile_parser.add_argument("--variant", default=str(Variant()),
                                 help="precision-memory_format-compile-optimizer (default: fp32-contiguous-eager-default)")
     profile_parser.add_argument("--batch-size", type=_positive, help="default: the article's")
