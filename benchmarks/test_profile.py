@@ -50,3 +50,13 @@ def test_the_profile_command_refuses_a_variant_the_device_cannot_run_in_one_line
                             text=True, timeout=120)
     assert result.returncode == 2 and result.stderr.startswith(
         "mnistbench: error: fp16-contiguous-eager-default cannot run on cpu: "), result.stderr
+
+
+def test_by_shape_each_layer_is_listed_apart(mnist_train):
+    """VGGNet's 4 convolutions have 4 shapes: by shape, each one's backward is listed apart, once a step, with
+    its input and weight shapes; the time by kind is the same accounting."""
+    found = profile.measure("vgg", "cpu", mnist_train, 8, Variant(), steps=1, by_shape=True)
+    backward = [(name, calls) for name, _, calls in found.operators if name.startswith("aten::convolution_backward ")]
+    assert len(backward) == 4 and all(calls == 1 for _, calls in backward), backward
+    assert any("[8,1,28,28]" in name for name, _ in backward), "the first convolution, on the 28x28 digits"
+    assert 0 < sum(found.kinds.values()) <= found.profiled_ms

@@ -194,7 +194,8 @@ def profile_command(args) -> int:
     variant = Variant.parse(args.variant)
     train_set = data.load(args.dataset, args.mnist_root, train=True)
     batch_size = args.batch_size or models.recipe(args.model).batch_size
-    print(profile.measure(args.model, _device(args.device), train_set, batch_size, variant, args.steps).table(args.top))
+    found = profile.measure(args.model, _device(args.device), train_set, batch_size, variant, args.steps, args.by_shape)
+    print(found.table(args.top))
     return 0
 
 
@@ -287,6 +288,8 @@ def parser() -> argparse.ArgumentParser:
     profile_parser.add_argument("--batch-size", type=_positive, help="default: the article's")
     profile_parser.add_argument("--steps", type=_positive, default=5, help="steps profiled (default: 5)")
     profile_parser.add_argument("--top", type=_positive, default=12, help="operators listed (default: 12)")
+    profile_parser.add_argument("--by-shape", action="store_true",
+                                help="list each operator once per shape of its inputs: which layers cost most")
     evaluate_parser = job("evaluate", "test-set accuracy and loss of a saved model", evaluate_command)
     evaluate_parser.add_argument("--weights", required=True, help="a state_dict file, ours or the articles'")
     return main

@@ -47,7 +47,7 @@ class Profile:
     step_ms: float  # median wall time of a step, unprofiled
     profiled_ms: float  # wall time of a step under the profiler, which its operators' self times cannot exceed
     kinds: dict[str, float]  # ms a step by kind of work, the busiest first
-    operators: list[tuple[str, float, int]]  # (operator, ms a step, calls a step), the busiest first
+    operators: list[tuple[str, float, int]]  # (operator [with its input shapes], ms a step, calls a step), busiest first
 
     def table(self, top: int = 12) -> str:
         """Markdown: a header line, the kinds with their shares, and the ``top`` busiest operators."""
@@ -78,11 +78,18 @@ def _under_optimizer(event) -> bool:
     return False
 
 
-def measure(model_name: str, device: str, train_set, batch_size: int, variant: Variant, steps: int = 5) -> Profile:
+def _shapes(event) -> str:
+    """An operator's tensor arguments' shapes, e.g. ``[64, 160, 2, 2] [320, 160, 3, 3]``."""
+    return " ".join(str(shape).replace(" ", "") for shape in event.input_shapes if shape)
+
+
+def measure(model_name: str, device: str, train_set, batch_size: int, variant: Variant, steps: int = 5,
+            by_shape: bool = False) -> Profile:
     """Profile ``steps`` training steps of ``model_name`` in ``variant`` on the first ``batch_size`` digits of
     ``train_set`` (a torchvision MNIST: ``data`` N x 28 x 28 uint8, ``targets``), after the warm-up a timed
-    case takes and as many unprofiled steps, whose median is ``step_ms``. ``ValueError`` for a variant the
-    device cannot run, an MPS device (its kernels are not profiled) or ``steps`` < 1."""
+    case takes and as many unprofiled steps, whose median is ``step_ms``; ``by_shape`` lists each operator
+    once per shape of its tensor arguments (which of a network's layers cost most). ``ValueError`` for a
+    variant the device cannot run, an MPS device (its kernels are not profiled) or ``steps`` < 1."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     if reason := variant.unsupported_on(device):
@@ -95,7 +102,8 @@ def measure(model_name: str, device: str, train_set, batch_size: int, variant: V
         for _ in range(variant.warm_up_steps(training.WARM_UP_STEPS)):
             next(running)
         step_ms = statistics.median(next(running) for _ in range(steps)) * 1e3
-        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as profiled:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+        with profile(activities=activities, record_shapes=by_shape) as profiled:
             start = time.perf_counter()
             for _ in range(steps):
                 next(running)
@@ -105,11 +113,12 @@ def measure(model_name: str, device: str, train_set, batch_size: int, variant: V
     for event in profiled.events():
         if event.device_type != DeviceType.CPU:  # a GPU's kernel: its time is already its operator's device time
             continue
-        calls[event.name] += 1
+        operator = f"{event.name} {_shapes(event)}".strip() if by_shape else event.name
+        calls[operator] += 1
         us = event.self_device_time_total if on_gpu else event.self_cpu_time_total
         if us > 0:
             kinds[kind_of(event.name, _under_optimizer(event))] += us / 1e3 / steps
-            operators[event.name] += us / 1e3 / steps
+            operators[operator] += us / 1e3 / steps
     busiest = sorted(operators.items(), key=lambda item: -item[1])
     return Profile(model_name, device, variant, batch_size, step_ms, profiled_ms,
                    dict(sorted(kinds.items(), key=lambda item: -item[1])),
