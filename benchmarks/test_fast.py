@@ -43,9 +43,9 @@ def fake_timings(monkeypatch, tmp_path):
         calls.append(("alternate", tuple(map(str, finalists))))
         return {v: [table.get((str(v), "turns"), table[(str(v), kept[v])])] * turns for v in finalists}
 
-    monkeypatch.setattr(fast._Probe, "time", timed)
-    monkeypatch.setattr(fast._Probe, "alternate", alternate)
-    monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: setattr(self, "kept", {}))
+    monkeypatch.setattr(fast.TrainingSteps, "time", timed)
+    monkeypatch.setattr(fast.TrainingSteps, "alternate", alternate)
+    monkeypatch.setattr(fast.TrainingSteps, "__init__", lambda self, *args: setattr(self, "kept", {}))
     return table, calls
 
 
@@ -119,9 +119,9 @@ def test_a_real_probe_times_real_steps(mnist_train, monkeypatch, tmp_path):
 
 def test_fp16_is_timed_only_after_its_loss_scale_settles(monkeypatch):
     """The first fp16 steps skip Adam while GradScaler lowers its scale: timing them would favour fp16."""
-    monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: None)
-    monkeypatch.setattr(fast._Probe, "steps", lambda self, variant, batch_size: iter(range(1, 100)))
-    probe = fast._Probe()
+    monkeypatch.setattr(fast.TrainingSteps, "__init__", lambda self, *args: None)
+    monkeypatch.setattr(fast.TrainingSteps, "steps", lambda self, variant, batch_size: iter(range(1, 100)))
+    probe = fast.TrainingSteps()
     assert probe.time(Variant("fp16"), 8, warm_up=1, timed=3, give_up_after=1e9) == variants.FP16_WARM_UP_STEPS + 1
     assert probe.time(Variant("bf16"), 8, warm_up=1, timed=3, give_up_after=1e9) == 2
 
@@ -144,7 +144,7 @@ def test_on_cuda_the_default_adam_and_foreach_are_one_candidate():
 
 
 def test_short_steps_are_timed_more_often(monkeypatch):
-    monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: None)
+    monkeypatch.setattr(fast.TrainingSteps, "__init__", lambda self, *args: None)
     taken = []
 
     def steps(self, variant, batch_size):
@@ -152,10 +152,10 @@ def test_short_steps_are_timed_more_often(monkeypatch):
             taken.append(seconds)
             yield seconds
 
-    monkeypatch.setattr(fast._Probe, "steps", steps)
+    monkeypatch.setattr(fast.TrainingSteps, "steps", steps)
     for seconds, timed in ((0.5, fast.TIMED_STEPS), (0.02, 5), (0.0001, fast.MAX_TIMED_STEPS)):
         taken.clear()
-        fast._Probe().time(Variant(), 8, warm_up=1, timed=fast.TIMED_STEPS, give_up_after=1e9)
+        fast.TrainingSteps().time(Variant(), 8, warm_up=1, timed=fast.TIMED_STEPS, give_up_after=1e9)
         assert len(taken) == 1 + timed, seconds
 
 
@@ -218,7 +218,7 @@ def test_the_finalists_take_turns_on_their_warm_models(monkeypatch):
     """A B A B: the steps each finalist's first timing took are shared among the turns (at least
     ``steps`` a turn: the first after the other finalist's is slowed by that one's caches), the fastest
     of each turn kept."""
-    monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: None)
+    monkeypatch.setattr(fast.TrainingSteps, "__init__", lambda self, *args: None)
     order = []
 
     def steps(name, seconds):
@@ -226,7 +226,7 @@ def test_the_finalists_take_turns_on_their_warm_models(monkeypatch):
             order.append(name)
             yield value
 
-    probe = fast._Probe()
+    probe = fast.TrainingSteps()
     probe.device, fused = "cpu", Variant(optimizer="fused")
     probe.kept = {BASELINE: (steps("A", [0.3, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]), 8),
                   fused: (steps("B", [0.4, 0.1, 0.3, 0.9, 0.6, 0.8]), 1)}
@@ -235,7 +235,7 @@ def test_the_finalists_take_turns_on_their_warm_models(monkeypatch):
 
 
 def test_only_the_finalists_stay_warm():
-    probe, bf16 = fast._Probe.__new__(fast._Probe), Variant("bf16")
+    probe, bf16 = fast.TrainingSteps.__new__(fast.TrainingSteps), Variant("bf16")
     running = {variant: (step for step in iter(float, 1)) for variant in (BASELINE, bf16)}
     probe.kept = {variant: (steps, 3) for variant, steps in running.items()}
     next(running[bf16])  # started, as a timed candidate's steps are
@@ -284,7 +284,7 @@ def test_a_gain_the_turns_leave_open_gets_more_turns_and_then_the_test_decides(f
     for more, chosen in ((noisy, BASELINE), ([0.90] * 8, fused)):
         rounds = iter([{BASELINE: [0.1] * 7, fused: [0.1 * r for r in noisy[:7]]},
                        {BASELINE: [0.1] * 8, fused: [0.1 * r for r in more]}])
-        monkeypatch.setattr(fast._Probe, "alternate", lambda self, finalists, turns, steps: next(rounds))
+        monkeypatch.setattr(fast.TrainingSteps, "alternate", lambda self, finalists, turns, steps: next(rounds))
         best, timings = fast.probe("vgg", "cpu", None, 128, [fused])
         assert best == chosen and next(rounds, "both taken") == "both taken"
         assert len(timings) == 2 and timings[str(BASELINE)] == 100.0
@@ -336,7 +336,8 @@ def test_a_candidate_broken_on_a_pytest_xdist_worker_fails_the_whole_run(tmp_pat
 
 def test_one_slow_step_does_not_drop_a_candidate_two_do(monkeypatch):
     """A shared VM's single step can read 2.5x its next: the drop needs the fastest of two timed steps."""
-    monkeypatch.setattr(fast._Probe, "__init__", lambda self, *args: None)
+    monkeypatch.setattr(fast.TrainingSteps, "__init__", lambda self, *args: None)
     for timed_steps, expected in (([0.30, 0.10, 0.10], 0.10), ([0.30, 0.25, 0.10], None)):
-        monkeypatch.setattr(fast._Probe, "steps", lambda self, variant, batch_size, s=timed_steps: iter([0.5, *s]))
-        assert fast._Probe().time(Variant(), 8, warm_up=1, timed=3, give_up_after=0.2) == expected
+        monkeypatch.setattr(fast.TrainingSteps, "steps",
+                            lambda self, variant, batch_size, s=timed_steps: iter([0.5, *s]))
+        assert fast.TrainingSteps().time(Variant(), 8, warm_up=1, timed=3, give_up_after=0.2) == expected

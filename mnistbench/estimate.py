@@ -67,7 +67,7 @@ class StepSpeeds:
             from .variants import Variant  # noqa: PLC0415
 
             with backends.preserved():
-                runner = fast._Probe(model, device, data.SyntheticMNIST(), batch_size)
+                runner = fast.TrainingSteps(model, device, data.SyntheticMNIST(), batch_size)
                 self._steps[key] = runner.time(Variant(), batch_size, warm_up=1, timed=2, give_up_after=math.inf)
         return self._steps[key]
 

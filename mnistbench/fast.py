@@ -155,8 +155,9 @@ def _cache_lock():
         lock.release()
 
 
-class _Probe:
-    """Times candidate training steps of one model on one device on a batch of real digits."""
+class TrainingSteps:
+    """Times training steps of one model on one device on a batch of digits, in any variant: the probe's
+    candidates, the budget's fp32 step (``mnistbench.estimate``) and the profiled steps (``mnistbench.profile``)."""
 
     def __init__(self, model_name: str, device: str, train_set, batch_size: int):
         self.model_name, self.device = model_name, device
@@ -226,7 +227,7 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
     from its alternated turns, another's from its first timing) or fate (``failed: ...`` for one that raised)."""
     baseline = Variant()
     candidates = [baseline] + [c for c in distinct(candidates, device) if c != baseline]
-    runner = _Probe(model_name, device, train_set, batch_size)
+    runner = TrainingSteps(model_name, device, train_set, batch_size)
     timings: dict[str, float | str] = {}
     screens: dict[tuple, float] = {}
     timed: dict[Variant, float] = {}  # the candidates timed at the full batch, by their first timing
@@ -322,7 +323,7 @@ def _beats_in_turns(variant: Variant, seconds: list[float], best: Variant, best_
     return True if wilcoxon(below, alternative="less").pvalue < ALPHA else None
 
 
-def _try(runner: _Probe, variant: Variant, batch_size: int, warm_up: int, best_seconds: float, timings: dict):
+def _try(runner: TrainingSteps, variant: Variant, batch_size: int, warm_up: int, best_seconds: float, timings: dict):
     """Time ``variant`` at the full batch, keeping its model warm, and record it; its seconds, or None when it
     was dropped (slower than ``DROP_FACTOR`` x ``best_seconds``) or raised. A candidate that raises is
     recorded as broken; running out of memory is a limit of the device at this batch, not a fault."""

@@ -98,7 +98,8 @@ def measure(model_name: str, device: str, train_set, batch_size: int, variant: V
     if kind == "mps":
         raise ValueError("the profiler does not see MPS kernels, only the CPU's dispatch of them: profile cpu or cuda")
     on_gpu = kind == "cuda"
-    with contextlib.closing(fast._Probe(model_name, device, train_set, batch_size).steps(variant, batch_size)) as running:
+    training_steps = fast.TrainingSteps(model_name, device, train_set, batch_size)
+    with contextlib.closing(training_steps.steps(variant, batch_size)) as running:
         for _ in range(variant.warm_up_steps(training.WARM_UP_STEPS)):
             next(running)
         step_ms = statistics.median(next(running) for _ in range(steps)) * 1e3
