@@ -32,8 +32,7 @@ class Case:
     of ``model`` on ``device`` (warm-up included), seconds of timing that do not depend on the step
     (pytest-benchmark calibrates a step benchmark for its ``--benchmark-max-time``), images decoded by the
     reference pipeline, images run forward only (test images evaluated, an inference step's), fast-probe
-    candidates (eager, compiled) and torch.compile
-    compilations, torchrun launches."""
+    candidates (eager, compiled) and torch.compile compilations, torchrun launches."""
 
     node_id: str
     model: str

@@ -79,7 +79,7 @@ def _under_optimizer(event) -> bool:
 
 
 def _shapes(event) -> str:
-    """An operator's tensor arguments' shapes, e.g. ``[64, 160, 2, 2] [320, 160, 3, 3]``."""
+    """An operator's tensor arguments' shapes, e.g. ``[64,160,2,2] [320,160,3,3]``."""
     return " ".join(str(shape).replace(" ", "") for shape in event.input_shapes if shape)
 
 
