@@ -44,12 +44,14 @@ def test_a_profile_accounts_for_the_step_by_kind_and_operator(mnist_train):
     assert "| convolution, backward |" in table and len(table.split("| operator |")[1].splitlines()) == 2 + 3
 
 
-def test_the_profile_command_refuses_a_variant_the_device_cannot_run_in_one_line():
-    result = subprocess.run([sys.executable, "-m", "mnistbench", "profile", "--model", "vgg", "--variant",
-                             "fp16-contiguous-eager-default", "--dataset", "synthetic"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr.startswith(
-        "mnistbench: error: fp16-contiguous-eager-default cannot run on cpu: "), result.stderr
+@pytest.mark.parametrize("options, message", [
+    (["--variant", "fp16-contiguous-eager-default"], "fp16-contiguous-eager-default cannot run on cpu: "),
+    (["--batch-size", "100000"], "a batch of 100000 is more than the 60000 training images"),
+])
+def test_the_profile_command_refuses_what_it_cannot_profile_in_one_line(options, message):
+    result = subprocess.run([sys.executable, "-m", "mnistbench", "profile", "--model", "vgg", "--dataset", "synthetic",
+                             *options], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith(f"mnistbench: error: {message}"), result.stderr
 
 
 def test_by_shape_each_layer_is_listed_apart(mnist_train):

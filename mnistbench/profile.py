@@ -89,9 +89,12 @@ def measure(model_name: str, device: str, train_set, batch_size: int, variant: V
     ``train_set`` (a torchvision MNIST: ``data`` N x 28 x 28 uint8, ``targets``), after the warm-up a timed
     case takes and as many unprofiled steps, whose median is ``step_ms``; ``by_shape`` lists each operator
     once per shape of its tensor arguments (which of a network's layers cost most). ``ValueError`` for a
-    variant the device cannot run, an MPS device (its kernels are not profiled) or ``steps`` < 1."""
+    variant the device cannot run, an MPS device (its kernels are not profiled), ``steps`` < 1 or a batch
+    larger than ``train_set``."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
+    if batch_size > len(train_set):
+        raise ValueError(f"a batch of {batch_size} is more than the {len(train_set)} training images")
     if reason := variant.unsupported_on(device):
         raise ValueError(f"{variant} cannot run on {device}: {reason}")
     kind = torch.device(device).type
