@@ -45,7 +45,8 @@ def test_a_profile_accounts_for_the_step_by_kind_and_operator(mnist_train):
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--variant", "fp16-contiguous-eager-default"], "fp16-contiguous-eager-default cannot run on cpu: "),
+    (["--variant", "fp16-contiguous-eager-default", "--dataset", "mnist", "--mnist-root", "/no/such/root"],
+     "fp16-contiguous-eager-default cannot run on cpu: "),  # before the data are looked for
     (["--batch-size", "100000"], "a batch of 100000 is more than the 60000 training images"),
 ])
 def test_the_profile_command_refuses_what_it_cannot_profile_in_one_line(options, message):

@@ -191,10 +191,11 @@ def evaluate_command(args) -> int:
 
 
 def profile_command(args) -> int:
-    variant = Variant.parse(args.variant)
+    variant, device = Variant.parse(args.variant), _device(args.device)
+    profile.check(device, variant, args.steps)
     train_set = data.load(args.dataset, args.mnist_root, train=True)
     batch_size = args.batch_size or models.recipe(args.model).batch_size
-    found = profile.measure(args.model, _device(args.device), train_set, batch_size, variant, args.steps, args.by_shape)
+    found = profile.measure(args.model, device, train_set, batch_size, variant, args.steps, args.by_shape)
     print(found.table(args.top))
     return 0
 

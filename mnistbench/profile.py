@@ -83,24 +83,28 @@ def _shapes(event) -> str:
     return " ".join(str(shape).replace(" ", "") for shape in event.input_shapes if shape)
 
 
+def check(device: str, variant: Variant, steps: int) -> None:
+    """``ValueError`` for what cannot be profiled: a variant the device cannot run, an MPS device (its kernels
+    are not profiled), ``steps`` < 1. Before the data are loaded, so that a wrong option costs nothing."""
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
+    if reason := variant.unsupported_on(device):
+        raise ValueError(f"{variant} cannot run on {device}: {reason}")
+    if torch.device(device).type == "mps":
+        raise ValueError("the profiler does not see MPS kernels, only the CPU's dispatch of them: profile cpu or cuda")
+
+
 def measure(model_name: str, device: str, train_set, batch_size: int, variant: Variant, steps: int = 5,
             by_shape: bool = False) -> Profile:
     """Profile ``steps`` training steps of ``model_name`` in ``variant`` on the first ``batch_size`` digits of
     ``train_set`` (a torchvision MNIST: ``data`` N x 28 x 28 uint8, ``targets``), after the warm-up a timed
     case takes and as many unprofiled steps, whose median is ``step_ms``; ``by_shape`` lists each operator
-    once per shape of its tensor arguments (which of a network's layers cost most). ``ValueError`` for a
-    variant the device cannot run, an MPS device (its kernels are not profiled), ``steps`` < 1 or a batch
-    larger than ``train_set``."""
-    if steps < 1:
-        raise ValueError(f"steps must be positive, got {steps}")
+    once per shape of its tensor arguments (which of a network's layers cost most). ``ValueError`` for what
+    ``check`` refuses or a batch larger than ``train_set``."""
+    check(device, variant, steps)
     if batch_size > len(train_set):
         raise ValueError(f"a batch of {batch_size} is more than the {len(train_set)} training images")
-    if reason := variant.unsupported_on(device):
-        raise ValueError(f"{variant} cannot run on {device}: {reason}")
-    kind = torch.device(device).type
-    if kind == "mps":
-        raise ValueError("the profiler does not see MPS kernels, only the CPU's dispatch of them: profile cpu or cuda")
-    on_gpu = kind == "cuda"
+    on_gpu = torch.device(device).type == "cuda"
     training_steps = fast.TrainingSteps(model_name, device, train_set, batch_size)
     with contextlib.closing(training_steps.steps(variant, batch_size)) as running:
         for _ in range(variant.warm_up_steps(training.WARM_UP_STEPS)):
