@@ -132,8 +132,8 @@ def pytest_configure(config):
         **{name: tuple(chosen) for name, chosen in config.mnistbench_variant_choices.items()},
         pinned=pinned or None, use_cache=not config.getoption("no_fast_cache"),
         save_cache=not config.mnistbench_full or "PYTEST_XDIST_WORKER" not in os.environ,
-        save_disturbed=not config.mnistbench_full, turns=fast.Turns() if timed else fast.SMOKE_TURNS,
-        probe_batch=None if timed else fast.SMOKE_PROBE_BATCH)
+        save_disturbed=not config.mnistbench_full, turns=fast.Turns() if timed else setups.SMOKE.turns,
+        probe_batch=None if timed else setups.SMOKE.probe_batch)  # a smoke run probes as setups.SMOKE says
     for option in ("epoch_samples", "epoch_rounds", "seeds"):
         value = config.getoption(option)
         if value is not None and value < 1:
@@ -155,7 +155,7 @@ def pytest_configure(config):
     config.mnistbench_target_accuracy = target
     if not 0 < target <= 1:
         raise pytest.UsageError(f"--target-accuracy must be a fraction in (0, 1], got {target}")
-    if not cases.timed(config):
+    if not timed:
         config.option.benchmark_disable = True
     if not config.mnistbench_full and not hasattr(config, "workerinput"):
         # Tests never read or write this machine's cache of fast choices. One temporary cache per test run,
