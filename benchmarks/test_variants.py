@@ -3,6 +3,7 @@ choose trains as fp32 does on every device of the run (``--devices``), that comp
 speed and never silently falls back to eager, that a batch too large for the device skips its case with the
 reason while a broken mode fails it, and how the peaks that utilisation divides by are measured."""
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -42,6 +43,28 @@ def test_a_compiled_optimizer_step_is_refused_with_a_learning_rate_schedule():
     assert Variant(compile="compile-step").unsupported_with("onecycle") == (
         "compile-step needs a constant learning rate, not the onecycle schedule")
     assert Variant(compile="compile").unsupported_with("onecycle") is None
+
+
+def test_each_emulated_cpu_capability_compiles_into_its_own_inductor_cache(monkeypatch, tmp_path):
+    """With ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 host, code cached for AVX-512 was rebuilt for AVX2 and
+    indexed out of bounds; a directory chosen by the user is left alone."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    shared = os.path.abspath(default_cache_dir())
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    for before in (None, shared):  # unset, or set by Inductor to its default on first use
+        if before is None:
+            monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        else:
+            monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", before)
+        Variant(compile="compile").prepare_model(torch.nn.Linear(4, 2))
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == os.path.join(shared, "aten-cpu-capability-avx2")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    Variant(compile="compile-step").prepare_optimizer_step(torch.optim.Adam(torch.nn.Linear(4, 2).parameters()))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", shared)
+    Variant(compile="compile").prepare_model(torch.nn.Linear(4, 2))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == shared
 
 
 @pytest.mark.parametrize("variant, reason", [
