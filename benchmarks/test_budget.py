@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mnistbench import budget, estimate, machine, matrix, setups, variants
+import models
+from mnistbench import budget, data, estimate, machine, matrix, setups, variants
 from mnistbench.variants import Variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,3 +255,21 @@ def test_an_inference_step_is_priced_at_a_third_of_a_training_step():
     work = {name: estimate.modelled(c, FixedSpeeds()) - estimate.SAFETY * 1.0 for name, c in (("train", train),
                                                                                              ("forward", forward))}
     assert work["forward"] == pytest.approx(work["train"] * estimate.FORWARD_FRACTION)
+
+
+def test_a_schedule_is_priced_one_evaluation_per_seed_and_a_target_one_per_epoch():
+    """A recipe judged by the target is evaluated after every epoch; one judged by its schedule at its end."""
+    options = {"seeds": 5}
+    config = SimpleNamespace(getoption=options.get, mnistbench_fast_policy=setups.FastPolicy(),
+                             mnistbench_accuracy_epoch_samples=None, mnistbench_test_samples=None)
+
+    def case(recipe_name):
+        params = {"model_name": "vgg", "device": "cpu", "recipe_name": recipe_name}
+        item = SimpleNamespace(nodeid=f"test_time_to_accuracy[{recipe_name}]", name="test_time_to_accuracy",
+                               originalname="test_time_to_accuracy", callspec=SimpleNamespace(params=params))
+        return budget.case_of(item, config, set())
+
+    article, fast = models.recipe("vgg", "article"), models.recipe("vgg", "fast")
+    assert (article.judged_by, fast.judged_by) == ("target", "schedule")
+    assert case("article").images_evaluated == 5 * article.epochs * data.TEST_IMAGES
+    assert case("fast").images_evaluated == 5 * data.TEST_IMAGES

@@ -108,34 +108,34 @@ def test_a_run_short_of_its_target_fails_with_the_accuracy_it_reached(mnist_trai
 def test_a_schedule_is_judged_by_its_mean_accuracy_and_a_target_by_every_seed():
     """The speedruns' fixed schedule passes when the mean over the seeds reaches the target, a seed a hair
     short included; MLPerf's time to the target counts that seed as a miss."""
-    reached, close = Outcome(0, 0.99, [0.97, 0.993]), Outcome(1, 0.99, [0.96, 0.989])
+    reached, close = Outcome(0, 0.99, 2, [0.97, 0.993]), Outcome(1, 0.99, 2, [0.96, 0.989])
     time_to_accuracy.check([reached, close], "vgg", "cpu", "schedule")
     with pytest.raises(time_to_accuracy.TargetNotReached) as failure:
         time_to_accuracy.check([reached, close], "vgg", "cpu", "target")
     assert str(failure.value) == ("vgg on cpu reached 99.10% test accuracy, the mean over 2 seed(s), and 1 seed(s) "
                                   "never reached the target 99.00%: seed 1 reached 98.90% after 2 epoch(s) (best 98.90%)")
     with pytest.raises(time_to_accuracy.TargetNotReached) as failure:
-        time_to_accuracy.check([reached, Outcome(1, 0.99, [0.96, 0.983])], "vgg", "cpu", "schedule")
+        time_to_accuracy.check([reached, Outcome(1, 0.99, 2, [0.96, 0.983])], "vgg", "cpu", "schedule")
     assert str(failure.value) == ("vgg on cpu reached 98.80% test accuracy, the mean over 2 seed(s), short of the "
                                   "target 99.00%: seed 1 reached 98.30% after 2 epoch(s) (best 98.30%)")
 
 
-def test_a_schedule_trains_all_its_epochs_and_a_target_stops_at_it():
-    class Run:  # a run whose test accuracy is 50% after its first epoch and 60% after its second
+def test_a_schedule_trains_all_its_epochs_evaluated_at_its_end_and_a_target_stops_at_it():
+    class Run:  # a run whose test accuracy is 50% after its first epoch, 60% after its second, 70% after its third
         seed = 0
 
         def __init__(self):
-            self.accuracies = iter([0.5, 0.6])
+            self.epochs = 0
 
         def epoch(self):
-            pass
+            self.epochs += 1
 
         def evaluate(self, test_set):
-            return next(self.accuracies), 0.0
+            return 0.4 + self.epochs / 10, 0.0
 
-    for judged_by, accuracies in (("target", [0.5]), ("schedule", [0.5, 0.6])):
-        outcome = train_to_accuracy(Run(), None, target=0.4, max_epochs=2, clock=TrainingClock(), judged_by=judged_by)
-        assert outcome.accuracies == accuracies and outcome.reached
+    for judged_by, epochs, accuracies in (("target", 1, [0.5]), ("schedule", 3, [0.7])):
+        outcome = train_to_accuracy(Run(), None, target=0.45, max_epochs=3, clock=TrainingClock(), judged_by=judged_by)
+        assert (outcome.epochs, outcome.accuracies, outcome.reached) == (epochs, pytest.approx(accuracies), True)
 
 
 def test_restart_trains_as_if_the_warm_up_never_happened(mnist_train):

@@ -189,10 +189,11 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
         recipe = models.recipe(model, params["recipe_name"])
         samples = config.mnistbench_accuracy_epoch_samples or data.TRAIN_IMAGES
         epochs = config.getoption("seeds") * recipe.epochs  # all of them: a seed may need every one
+        evaluations = epochs if recipe.judged_by == "target" else config.getoption("seeds")  # a schedule's at its end
         case = estimate.Case(item.nodeid, model, device, recipe.batch_size,
                              epochs * math.ceil(samples / recipe.batch_size) + WARM_UP_STEPS,
                              images_decoded=epochs * samples if params["recipe_name"] == "article" else 0,
-                             images_evaluated=epochs * (config.mnistbench_test_samples or data.TEST_IMAGES))
+                             images_evaluated=evaluations * (config.mnistbench_test_samples or data.TEST_IMAGES))
         return _with_probe(case, params["recipe_name"] == "fast", config, probed, recipe.schedule)
     recipe = models.recipe(model)
     samples = config.mnistbench_epoch_samples or data.TRAIN_IMAGES
