@@ -76,6 +76,10 @@ def pytest_addoption(parser):
                     help="Adam implementations: default, foreach, fused (default: all three with --benchmark-only, "
                          "default and fused in the quick matrix, else default; the implementations are tested on "
                          "their own)")
+    group.addoption("--convolutions", default=",".join(variants.CONVOLUTIONS),
+                    help="how the convolutions compute: native (the backend's kernels), matmul (those on maps of "
+                         "at most 4 pixels as matrix products; the fast probe tries it on its best eager variant "
+                         "where a model has such maps) (default: both)")
     group.addoption("--matrix", default="standard", choices=matrix.MATRICES,
                     help="quick: the headline results of each device in minutes (reference and fast epochs, fp32 "
                          "and fast training and inference steps, the fast recipe's time to accuracy); standard "
@@ -119,6 +123,7 @@ def pytest_configure(config):
                                      variants.COMPILE_MODES, "--compile"),
         "optimizers": _comma_list(config.getoption("optimizers") or ",".join(defaults["optimizers"]),
                                   variants.OPTIMIZERS, "--optimizers"),
+        "convolutions": _comma_list(config.getoption("convolutions"), variants.CONVOLUTIONS, "--convolutions"),
     }
     try:
         pinned = config.getoption("fast_variant") and Variant.parse(config.getoption("fast_variant"))

@@ -219,22 +219,26 @@ def test_the_quick_matrix_holds_the_headline_cases_inference_steps_after_the_tra
 
 def test_the_quick_probe_tries_what_can_win_on_the_device():
     """The quick matrix's probe on a CPU: fp32 and bf16, both memory formats, the default and the fused Adam,
-    eager only (CUDA graphs need a GPU; compiling costs a CPU a minute a candidate); a smoke run's tries
-    precisions and formats with the default Adam; any other full benchmark every variant."""
+    each with native convolutions or as matrix products, eager only (CUDA graphs need a GPU; compiling costs a
+    CPU a minute a candidate); a smoke run's tries precisions, formats and convolutions with the default Adam;
+    any other full benchmark every variant."""
     quick = setups.FastPolicy(**matrix.probe_choices("quick", full=True)).candidates("cpu", "onecycle")
-    assert {str(variant) for variant in quick} == {f"{precision}-{memory_format}-eager-{optimizer}"
+    assert {str(variant) for variant in quick} == {f"{precision}-{memory_format}-eager-{optimizer}{convolution}"
                                                    for precision in ("fp32", "bf16")
                                                    for memory_format in ("contiguous", "channels_last")
-                                                   for optimizer in ("default", "fused")}
+                                                   for optimizer in ("default", "fused")
+                                                   for convolution in ("", "-matmul")}
     assert "cudagraphs" in matrix.probe_choices("quick", full=True)["compile_modes"]
     assert matrix.probe_choices("quick", full=False) == matrix.QUICK_CHOICES  # --matrix quick without --benchmark-only
     for name in ("standard", "exhaustive"):
         smoke = setups.FastPolicy(**matrix.probe_choices(name, full=False)).candidates("cpu", "onecycle")
-        assert {str(variant) for variant in smoke} == {f"{precision}-{memory_format}-eager-default"
+        assert {str(variant) for variant in smoke} == {f"{precision}-{memory_format}-eager-default{convolution}"
                                                        for precision in ("fp32", "bf16")
-                                                       for memory_format in ("contiguous", "channels_last")}
+                                                       for memory_format in ("contiguous", "channels_last")
+                                                       for convolution in ("", "-matmul")}
     assert matrix.probe_choices("standard", full=True) == {
-        "precisions": variants.PRECISIONS, "compile_modes": variants.COMPILE_MODES, "optimizers": variants.OPTIMIZERS}
+        "precisions": variants.PRECISIONS, "compile_modes": variants.COMPILE_MODES, "optimizers": variants.OPTIMIZERS,
+        "convolutions": variants.CONVOLUTIONS}
 
 
 def test_an_inference_step_is_priced_at_a_third_of_a_training_step():

@@ -22,8 +22,9 @@ def test_cpu_runs_fp32_and_bf16_in_both_formats_eager_and_compiled_with_each_ada
         for c in ("eager", "compile", "compile-step") for o in ("default", "foreach", "fused")}
 
 
-@pytest.mark.parametrize("variant", variants.matrix("cpu") + [Variant("fp16", "channels_last", "cudagraphs", "fused")],
-                         ids=str)
+@pytest.mark.parametrize("variant", variants.matrix("cpu") + [Variant("fp16", "channels_last", "cudagraphs", "fused"),
+                                                              Variant("bf16", "channels_last", "compile-step", "fused",
+                                                                      "matmul")], ids=str)
 def test_a_variant_reads_back_from_its_name(variant):
     assert Variant.parse(str(variant)) == variant
 
@@ -186,6 +187,16 @@ def test_variant_steps_follow_the_fp32_losses(model_name, eager_case, mnist_trai
     allowed = tolerance(variant, device)
     torch.testing.assert_close(first_losses(model_name, variant, mnist_train, device),
                                first_losses(model_name, Variant(), mnist_train, device), rtol=allowed, atol=allowed)
+
+
+def test_convolutions_as_matrix_products_follow_the_fp32_losses(device, mnist_train):
+    """GoogLeNet, whose late convolutions see 2x2 and 1x1 maps, with those as matrix products."""
+    expected = first_losses("googlenet", Variant(), mnist_train, device)
+    for variant in (Variant(convolution="matmul"), Variant("bf16", "channels_last", convolution="matmul")):
+        if variant.unsupported_on(device) is None:
+            allowed = tolerance(variant, device)
+            torch.testing.assert_close(first_losses("googlenet", variant, mnist_train, device), expected,
+                                       rtol=allowed, atol=allowed)
 
 
 def test_compiled_step_matches_eager(compiled_case, mnist_train):

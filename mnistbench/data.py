@@ -26,6 +26,7 @@ DATASETS = ("mnist", "fashion-mnist", "synthetic")
 _TORCHVISION_CLASSES = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}
 SPLITS = ("train", "t10k")
 TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000  # the images of each split, MNIST's and Fashion-MNIST's alike
+IMAGE_SHAPE = (1, 28, 28)  # channels, height, width of one image, as the models take it
 
 
 class DataError(RuntimeError):

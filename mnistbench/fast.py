@@ -6,8 +6,10 @@ untimed probe trains a few steps of each candidate variant and keeps the fastest
 default Adam (what ``resident`` runs) is always a candidate, so ``fast`` is never slower than it by more
 than the probe's noise. The probe is bounded: each precision and memory format is first screened on a
 small batch, where an emulated precision shows at a fraction of the cost; at the full batch a candidate
-much slower than the best so far is dropped after its first two timed steps. Compiled modes are tried on top of the
-best eager variant only, since compilation costs seconds to minutes per candidate.
+much slower than the best so far is dropped after its first two timed steps. Convolutions as matrix products
+(``matmul``) are then tried on the best eager variant, where the model has convolutions on small maps (else
+they are the same kernels), and compiled modes on top of the best of those only, since compilation costs
+seconds to minutes per candidate.
 
 The candidates left within ``FINALIST_FACTOR`` of the best, the finalists, are then timed in alternation,
 A B A B ... for ``Turns.first`` turns on the models they have warmed up, and each is judged by the median of its
@@ -39,7 +41,7 @@ import math
 import os
 import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import filelock
@@ -48,7 +50,7 @@ import torchvision
 
 import models
 
-from . import atomic, devices, machine, training, watch
+from . import atomic, convolution, data, devices, machine, training, watch
 from .pipelines import normalized_images
 from .variants import Variant
 
@@ -228,11 +230,13 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
     baseline = Variant()
     candidates = [baseline] + [c for c in distinct(candidates, device) if c != baseline]
     runner = TrainingSteps(model_name, device, train_set, batch_size)
+    if not convolution.small_map_convolutions(models.build(model_name), torch.zeros(1, *data.IMAGE_SHAPE)):
+        candidates = [c for c in candidates if c.convolution == "native"]  # matmul would run the same kernels
     timings: dict[str, float | str] = {}
     screens: dict[tuple, float] = {}
     timed: dict[Variant, float] = {}  # the candidates timed at the full batch, by their first timing
     best, best_seconds = baseline, math.inf
-    for variant in [c for c in candidates if c.compile == "eager"]:
+    for variant in [c for c in candidates if c.compile == "eager" and c.convolution == "native"]:
         numerics, screen_batch = (variant.precision, variant.memory_format), min(SCREEN_BATCH, batch_size)
         if numerics not in screens:
             give_up = SCREEN_FACTOR * min(screens.values(), default=math.inf)
@@ -244,9 +248,14 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
             timed[variant] = seconds
             if _beats(variant, seconds, best, best_seconds):
                 best, best_seconds = variant, seconds
+    if (matmul := replace(best, convolution="matmul")) in candidates:  # on the best eager variant only
+        if (seconds := _try(runner, matmul, batch_size, 1, best_seconds, timings)) is not None:
+            timed[matmul] = seconds
+            if _beats(matmul, seconds, best, best_seconds):
+                best, best_seconds = matmul, seconds
+    best_eager = best
     for variant in [c for c in candidates if c.compile != "eager"]:
-        if (variant.precision, variant.memory_format, variant.optimizer) != (best.precision, best.memory_format,
-                                                                              best.optimizer):
+        if replace(variant, compile="eager") != best_eager:
             continue  # compiled modes are tried on top of the best eager variant only
         if (seconds := _try(runner, variant, batch_size, training.WARM_UP_STEPS, best_seconds, timings)) is not None:
             timed[variant] = seconds
@@ -295,7 +304,7 @@ def distinct(candidates: list[Variant], device: str) -> list[Variant]:
 def _departures(variant: Variant) -> int:
     """How many ways ``variant`` departs from fp32 eager with the default Adam: a measure of its complexity."""
     baseline = Variant()
-    return sum(getattr(variant, f) != getattr(baseline, f) for f in ("precision", "memory_format", "compile", "optimizer"))
+    return sum(getattr(variant, f.name) != getattr(baseline, f.name) for f in fields(Variant))
 
 
 def _bound(variant: Variant, best: Variant) -> float:

@@ -6,6 +6,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import models
 
+from . import data
+
 _COUNTING_BATCH = 2
 
 
@@ -16,7 +18,7 @@ def per_image(model_name: str, train: bool) -> int:
     Counted once on the CPU; the count depends on the shapes only, not on the device or the values.
     """
     model = models.build(model_name)
-    images = torch.zeros(_COUNTING_BATCH, 1, 28, 28)
+    images = torch.zeros(_COUNTING_BATCH, *data.IMAGE_SHAPE)
     with FlopCounterMode(display=False) as counter:
         if train:
             model(images).sum().backward()

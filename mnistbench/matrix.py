@@ -28,13 +28,15 @@ STEP_BATCH_SIZES = {"quick": ("recipe",), "standard": ("recipe",), "exhaustive":
 QUICK_EPOCH_SAMPLES = 12_800
 # The quick probe's candidates: bf16 against fp32 (tf32 and fp16 cannot beat bf16 where bf16 is native,
 # fp16 adds GradScaler's work), both memory formats, the default and the fused Adam, eager and, on CUDA,
-# CUDA graphs (the lever for steps bound by kernel launches). Compiling on a CPU costs a minute a candidate,
-# more than a quick run can pay: name --compile to add it.
+# CUDA graphs (the lever for steps bound by kernel launches), and the convolutions as matrix products (one more
+# candidate, on GoogLeNet only). Compiling on a CPU costs a minute a candidate, more than a quick run can pay:
+# name --compile to add it.
 QUICK_CHOICES = {"precisions": ("fp32", "bf16"), "compile_modes": ("eager", "cudagraphs"),
-                 "optimizers": ("default", "fused")}
-# A smoke run's probe tries precisions and formats only: compilation and Adam's implementations have tests of
-# their own, and every candidate costs the probe seconds on a slow CPU.
-SMOKE_CHOICES = {"precisions": variants.PRECISIONS, "compile_modes": ("eager",), "optimizers": ("default",)}
+                 "optimizers": ("default", "fused"), "convolutions": variants.CONVOLUTIONS}
+# A smoke run's probe tries precisions, formats and the convolutions as matrix products only: compilation and
+# Adam's implementations have tests of their own, and every candidate costs the probe seconds on a slow CPU.
+SMOKE_CHOICES = {"precisions": variants.PRECISIONS, "compile_modes": ("eager",), "optimizers": ("default",),
+                 "convolutions": variants.CONVOLUTIONS}
 # Headline order: (test, the parameter value that makes a case a headline one) -> rank.
 HEADLINES = (
     ("test_epoch", "setup", "reference"),
@@ -55,7 +57,7 @@ def probe_choices(matrix: str, full: bool) -> dict:
     if not full:
         return SMOKE_CHOICES
     return {"precisions": variants.PRECISIONS, "compile_modes": variants.COMPILE_MODES,
-            "optimizers": variants.OPTIMIZERS}
+            "optimizers": variants.OPTIMIZERS, "convolutions": variants.CONVOLUTIONS}
 
 
 def step_variants(device: str, matrix: str, choices: dict) -> list[str]:

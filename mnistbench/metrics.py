@@ -39,6 +39,7 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
         "memory_format": variant.memory_format,
         "compile": variant.compile,
         "optimizer": variant.optimizer,
+        "convolution": variant.convolution,
         "first_step_seconds": first_step_seconds,
         "warm_up_seconds": warm_up_seconds,
         **({"compile_cache": _compile_cache(variant, setup)} if variant.compile != "eager" else {}),

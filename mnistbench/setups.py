@@ -27,6 +27,7 @@ class FastPolicy:
     memory_formats: tuple = variants.MEMORY_FORMATS
     compile_modes: tuple = variants.COMPILE_MODES
     optimizers: tuple = variants.OPTIMIZERS
+    convolutions: tuple = variants.CONVOLUTIONS
     pinned: Variant | None = None
     use_cache: bool = True
     save_cache: bool = True
@@ -35,7 +36,8 @@ class FastPolicy:
     probe_batch: int | None = None
 
     def candidates(self, device: str, schedule: str) -> list[Variant]:
-        every = variants.matrix(device, self.precisions, self.memory_formats, self.compile_modes, self.optimizers)
+        every = variants.matrix(device, self.precisions, self.memory_formats, self.compile_modes, self.optimizers,
+                                self.convolutions)
         return [variant for variant in every if variant.unsupported_with(schedule) is None]
 
 

@@ -4,7 +4,9 @@
 cores; ``bf16`` and ``fp16`` are autocast, ``fp16`` with a ``GradScaler``. ``channels_last`` stores
 weights and activations NHWC. ``compile`` is ``torch.compile`` of the model; ``compile-step`` also compiles
 Adam's update, so forward, backward and optimizer all run compiled code; ``cudagraphs`` is the model's
-``reduce-overhead`` mode, which replays its kernels as CUDA graphs. The optimizer is always Adam, the same
+``reduce-overhead`` mode, which replays its kernels as CUDA graphs. ``matmul`` computes the convolutions on
+maps of a few pixels as matrix products (``mnistbench.convolution``); ``native`` leaves every convolution
+to the backend's kernels, and is left out of the name. The optimizer is always Adam, the same
 algorithm in each implementation: ``default`` is whatever ``torch.optim.Adam`` picks (the articles' choice:
 a loop over the parameters on a CPU, ``foreach`` on a GPU), ``foreach`` batches the parameters into
 multi-tensor kernels, ``fused`` runs one fused kernel.
@@ -23,12 +25,13 @@ import torch._dynamo
 import torch._inductor.config
 import torch.utils._triton
 
-from . import backends
+from . import backends, convolution
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 COMPILE_MODES = ("eager", "compile", "compile-step", "cudagraphs")
 OPTIMIZERS = ("default", "foreach", "fused")
+CONVOLUTIONS = ("native", "matmul")
 CUDA_ONLY = frozenset({"tf32", "fp16", "cudagraphs"})
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _COMPILE_KWARGS = {"compile": {}, "compile-step": {}, "cudagraphs": {"mode": "reduce-overhead"}}
@@ -50,22 +53,35 @@ class Variant:
     memory_format: str = "contiguous"
     compile: str = "eager"
     optimizer: str = "default"
+    convolution: str = "native"
 
     def __str__(self) -> str:
-        return f"{self.precision}-{self.memory_format}-{self.compile}-{self.optimizer}"
+        name = f"{self.precision}-{self.memory_format}-{self.compile}-{self.optimizer}"
+        return name if self.convolution == "native" else f"{name}-{self.convolution}"
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
-        """The variant written as ``str(variant)``, e.g. ``bf16-channels_last-eager-fused``."""
+        """The variant written as ``str(variant)``, e.g. ``bf16-channels_last-eager-fused`` or
+        ``bf16-channels_last-eager-fused-matmul``."""
         parts = text.strip().split("-")
         # compile-step holds a dash of its own
-        if len(parts) == 5 and parts[2:4] == ["compile", "step"]:
+        if len(parts) >= 5 and parts[2:4] == ["compile", "step"]:
             parts[2:4] = ["compile-step"]
+        matmul = parts[4:] == ["matmul"]  # the one convolution written out
+        if matmul:
+            parts = parts[:4]
         choices = (PRECISIONS, MEMORY_FORMATS, COMPILE_MODES, OPTIMIZERS)
         if len(parts) != 4 or any(part not in valid for part, valid in zip(parts, choices)):
-            raise ValueError(f"unknown variant {text!r}: write PRECISION-FORMAT-COMPILE-OPTIMIZER from "
+            raise ValueError(f"unknown variant {text!r}: write PRECISION-FORMAT-COMPILE-OPTIMIZER, -matmul added "
+                             "to compute the convolutions on small maps as matrix products, from "
                              + "; ".join(f"{f.name}: {', '.join(v)}" for f, v in zip(fields(cls), choices)))
-        return cls(*parts)
+        return cls(*parts, convolution="matmul" if matmul else "native")
+
+    @classmethod
+    def from_info(cls, info: dict) -> "Variant":
+        """The variant a stored result's ``extra_info`` ran (``mnistbench.metrics``); a field it lacks
+        takes its default, as before the field existed."""
+        return cls(**{f.name: info[f.name] for f in fields(cls) if info.get(f.name) is not None})
 
     def unsupported_on(self, device: str) -> str | None:
         """Why this variant cannot run on ``device``, or None."""
@@ -115,9 +131,12 @@ class Variant:
         return {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[self.optimizer]
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model in this variant's memory format, compiled if asked (parameters are shared)."""
+        """The model in this variant's memory format and convolutions, compiled if asked (parameters are
+        shared)."""
         if self.memory_format == "channels_last":
             model = model.to(memory_format=torch.channels_last)
+        if self.convolution == "matmul":
+            model = convolution.as_matrix_products(model)
         if self.compile in _COMPILE_KWARGS:
             separate_inductor_cache_by_cpu_capability()
             torch._dynamo.reset()  # a fresh cache: earlier cases' entries would count against the limit
@@ -181,7 +200,8 @@ def _native_bf16(device: str) -> bool:
 
 
 def matrix(device: str, precisions=PRECISIONS, memory_formats=MEMORY_FORMATS, compile_modes=COMPILE_MODES,
-           optimizers=OPTIMIZERS) -> list[Variant]:
+           optimizers=OPTIMIZERS, convolutions=("native",)) -> list[Variant]:
     """Every requested combination that ``device`` can run."""
-    every = (Variant(p, m, c, o) for p in precisions for m in memory_formats for c in compile_modes for o in optimizers)
+    every = (Variant(p, m, c, o, v) for p in precisions for m in memory_formats for c in compile_modes
+             for o in optimizers for v in convolutions)
     return [variant for variant in every if variant.unsupported_on(device) is None]

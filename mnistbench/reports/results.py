@@ -23,17 +23,18 @@ from ..variants import Variant
 
 # Fields that must agree before two results may be compared; a benchmark lacking one is skipped.
 CONFIG_FIELDS = ("kind", "model", "device", "device_name", "batch_size", "samples", "dataset", "pipeline",
-                 "precision", "memory_format", "compile", "world_size", "backend", "seeds")
+                 "precision", "memory_format", "compile", "convolution", "world_size", "backend", "seeds")
 # What a result stored before a field existed meant by leaving it out: one process, no process group, the
-# Adam implementation torch.optim.Adam picks (the only one before the choice existed), and one seed.
-STORED_DEFAULTS = {"world_size": 1, "backend": None, "optimizer": "default", "seeds": 1}
+# Adam implementation torch.optim.Adam picks and the backend's convolutions (the only ones before the choice
+# existed), and one seed.
+STORED_DEFAULTS = {"world_size": 1, "backend": None, "optimizer": "default", "convolution": "native", "seeds": 1}
 VERSION_FIELDS = ("torch", "torchvision")
-# The speed variant of a benchmark.
-VARIANT_FIELDS = ("precision", "memory_format", "compile", "optimizer")
+# The speed variant of a benchmark (``Variant``'s fields).
+VARIANT_FIELDS = ("precision", "memory_format", "compile", "optimizer", "convolution")
 # The JSON type of every stored field the reports read (see ``check``); fields not listed are not read.
 EXTRA_INFO_TYPES = {"kind": str, "model": str, "device": str, "device_name": str, "batch_size": int, "samples": int,
                     "dataset": str, "pipeline": (str, None), "precision": str, "memory_format": str, "compile": str,
-                    "optimizer": str, "world_size": int, "backend": (str, None), "seeds": int, "threads": (int, None),
+                    "optimizer": str, "convolution": str, "world_size": int, "backend": (str, None), "seeds": int, "threads": (int, None),
                     "nodes": int, "first_step_seconds": (float, None), "joules_per_image": float,
                     "disturbed": bool, "disturbed_by": [str],
                     "quiet": {"canary_ms": [float], "limits": {"canary_drift": float}},
@@ -169,18 +170,19 @@ class Result:
 
     @property
     def variant(self) -> str:
-        """The speed variant in full, e.g. ``bf16-channels_last-eager`` or ``fp32-contiguous-eager-fused``."""
-        return "-".join(str(self.extra_info[f]) for f in VARIANT_FIELDS if self.extra_info.get(f) is not None)
+        """The speed variant in full, e.g. ``fp32-contiguous-eager-fused`` or ``bf16-channels_last-eager-fused-matmul``."""
+        return str(Variant.from_info(self.extra_info))
 
     @property
     def label(self) -> str:
         """A short readable name without the device: the workload and the variant's departures from fp32
         eager, e.g. ``epoch vgg resident b128`` or ``step-train vgg b128 bf16``."""
         info = self.extra_info
-        parts = [info.get(field) for field in ("precision", "memory_format", "compile")]
+        parts = [info.get(field) for field in ("precision", "memory_format", "compile", "convolution")]
         if info.get("backend") is not None:
             parts.append(f"{info['backend']} x{info['world_size']}")
-        return " ".join([self.workload] + [str(p) for p in parts if p not in (None, "fp32", "contiguous", "eager")])
+        return " ".join([self.workload] + [str(p) for p in parts
+                                           if p not in (None, "fp32", "contiguous", "eager", "native")])
 
     @property
     def pair_label(self) -> str:
@@ -291,7 +293,7 @@ def current_params(test: str, params: dict, extra_info: dict) -> dict:
         params["setup"] = params.pop("pipeline_name")
     if test == "test_step" and "step_variant" not in params:
         params.pop("variant", None)
-        params["step_variant"] = "-".join(str(extra_info[field]) for field in VARIANT_FIELDS)
+        params["step_variant"] = str(Variant.from_info(extra_info))
     return params
 
 

@@ -1,0 +1,73 @@
+"""Convolutions on small maps as one matrix product: the ``matmul`` convolution of a variant.
+
+GoogLeNet's late inception blocks see MNIST's 28x28 digits as 2x2 and 1x1 maps, where oneDNN's convolution
+kernels run far below the CPU's peak: their backward pass was 55-63% of GoogLeNet's fastest step on a 2-core
+Intel Xeon (docs/measured.md, "Where the training step's time goes"). On such a map a convolution is one
+matrix product of the unfolded patches (``F.unfold``; a 1x1 convolution's patches are the NHWC activations
+as they are) by the weights, whose backward pass is two more matrix products. Timed in alternation there, in
+bf16 with channels_last and fused Adam at batch 64, this made the step 0.83x as long when the convolutions
+on maps of at most 4 pixels were replaced, and 1.02x when all those up to 7x7 were: hence
+``MAX_PIXELS``. Whether it pays on a machine is for the ``fast`` probe to measure, as every variant.
+
+The parameters are the convolutions' own (the optimizer, ``state_dict`` and the articles' checkpoints see
+no difference); only how each forward pass computes changes.
+"""
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_PIXELS = 4  # the largest map (height x width) computed as a matrix product
+
+
+def as_matrix_products(model: nn.Module) -> nn.Module:
+    """``model`` with each plain ``nn.Conv2d`` (no groups, no dilation) computing its forward pass as a matrix
+    product whenever its input map has at most ``MAX_PIXELS`` pixels, and as before otherwise; in place, the
+    same parameters."""
+    for module in filter(_plain, model.modules()):
+        module.forward = functools.partial(_forward, module)
+    return model
+
+
+def small_map_convolutions(model: nn.Module, images: torch.Tensor) -> int:
+    """How many of ``model``'s convolutions ``as_matrix_products`` would compute as matrix products on
+    ``images`` (N, C, H, W), counted over one forward pass without gradients: none (VGGNet's maps are 14x14
+    and larger) makes the ``matmul`` variant the native one under another name."""
+    seen = []
+    handles = [module.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].shape[-2:].numel()))
+               for module in filter(_plain, model.modules())]
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(pixels <= MAX_PIXELS for pixels in seen)
+
+
+def _plain(module: nn.Module) -> bool:
+    return (type(module) is nn.Conv2d and module.groups == 1 and module.dilation == (1, 1)
+            and module.padding_mode == "zeros" and isinstance(module.padding, tuple))
+
+
+def _forward(conv: nn.Conv2d, images: torch.Tensor) -> torch.Tensor:
+    """``conv`` on ``images`` (N, C, H, W): a matrix product on a small map, the module's own forward pass
+    otherwise. The result is laid out NHWC (channels_last strides), as a matrix product leaves it."""
+    batch, channels, height, width = images.shape
+    if height * width > MAX_PIXELS:
+        return conv._conv_forward(images, conv.weight, conv.bias)
+    (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = conv.kernel_size, conv.stride, conv.padding
+    out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1
+    out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1
+    if (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) == (1, 1, 1, 1, 0, 0):
+        patches = images.permute(0, 2, 3, 1).reshape(-1, channels)  # (N*H*W, C): NHWC rows
+    else:  # (N, C*kh*kw, L) -> (N*L, C*kh*kw), L = out_h*out_w positions in row-major order
+        patches = F.unfold(images, conv.kernel_size, padding=conv.padding, stride=conv.stride)
+        patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, -1)
+    weights = conv.weight.reshape(conv.out_channels, -1).t()  # (C*kh*kw, O), unfold's order (C, kh, kw)
+    if conv.bias is None:
+        rows = patches @ weights
+    else:
+        rows = torch.addmm(conv.bias, patches, weights)
+    return rows.view(batch, out_h, out_w, conv.out_channels).permute(0, 3, 1, 2)
