@@ -46,6 +46,7 @@ def test_ratio_uses_the_newest_run_per_device(tmp_path):
     ({"samples": 256}, "samples differs (cpu 60000, cuda:0 256)"),
     ({"dataset": "synthetic"}, "dataset differs (cpu mnist, cuda:0 synthetic)"),
     ({"precision": "bf16"}, "precision differs (cpu fp32, cuda:0 bf16)"),
+    ({"convolution": "matmul"}, "convolution differs (cpu native, cuda:0 matmul)"),  # cpu: stored before the field
 ])
 def test_ratio_refuses_pairs_whose_configuration_differs(tmp_path, changed, reason):
     write_run(tmp_path, 1, [bench(median=2.0), bench(device="cuda:0", median=0.5, **changed)])
@@ -75,7 +76,7 @@ def test_ratio_formats(tmp_path, capsys):
 def test_ratio_divides_fast_by_fast_naming_both_variants(tmp_path, test, kind):
     write_run(tmp_path, 1, [
         bench(test=test, kind=kind, setup="fast", median=6.0, precision="bf16", memory_format="channels_last",
-              optimizer="foreach"),
+              optimizer="foreach", convolution="matmul"),
         bench(device="cuda:0", test=test, kind=kind, setup="fast", median=0.2, precision="bf16",
               memory_format="channels_last", compile="cudagraphs", optimizer="fused"),
     ])
@@ -83,7 +84,7 @@ def test_ratio_divides_fast_by_fast_naming_both_variants(tmp_path, test, kind):
     assert pair.speedup == pytest.approx(30.0)
     row = ratio.row(pair)
     assert row["benchmark"] == f"{kind} vgg fast b128"
-    assert (row["cpu_variant"], row["accelerator_variant"]) == ("bf16-channels_last-eager-foreach",
+    assert (row["cpu_variant"], row["accelerator_variant"]) == ("bf16-channels_last-eager-foreach-matmul",
                                                                 "bf16-channels_last-cudagraphs-fused")
 
 
