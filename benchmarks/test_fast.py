@@ -69,23 +69,28 @@ def test_the_probe_keeps_the_fastest_and_says_why_it_dropped_the_rest(fake_timin
     assert (str(CANDIDATES[1]), 128) not in calls and str(CANDIDATES[4]) not in dict(calls)
 
 
-def test_convolutions_as_matrix_products_are_tried_on_the_best_eager_variant_of_a_model_with_small_maps(fake_timings):
-    """GoogLeNet's late convolutions see 2x2 and 1x1 maps: ``matmul`` is timed on its best eager variant, and
-    compiled modes on top of the best of those; VGGNet has no such map, so its ``matmul`` candidates would run
-    the same kernels and are not timed at all."""
+def test_convolutions_as_matrix_products_are_tried_on_each_precisions_fastest_where_a_model_has_small_maps(
+        fake_timings):
+    """GoogLeNet's late convolutions see 2x2 and 1x1 maps: ``matmul`` is timed on each precision's fastest
+    eager variant (its gain depends on the precision), and compiled modes on top of the best of all; VGGNet has
+    no such map, so its ``matmul`` candidates would run the same kernels and are not timed at all."""
     table, calls = fake_timings
-    fused = Variant(optimizer="fused")
+    fused, bf16 = Variant(optimizer="fused"), Variant("bf16")
     on_fused, on_baseline = Variant(optimizer="fused", convolution="matmul"), Variant(convolution="matmul")
-    compiled = Variant(compile="compile", optimizer="fused", convolution="matmul")
+    on_bf16 = Variant("bf16", convolution="matmul")
+    compiled = Variant("bf16", compile="compile", convolution="matmul")
     table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 64): 0.100, (str(fused), 64): 0.080,
-                  (str(on_fused), 64): 0.060, (str(compiled), 64): 0.070})
-    best, timings = fast.probe("googlenet", "cpu", None, 64, [fused, on_baseline, on_fused, compiled])
-    assert best == on_fused and timings[str(on_fused)] == 60.0 and str(on_baseline) not in timings
-    assert [name for name, batch in calls if batch == 64] == [str(BASELINE), str(fused), str(on_fused), str(compiled)]
+                  (str(bf16), 4): 0.012, (str(bf16), 64): 0.090,
+                  (str(on_fused), 64): 0.060, (str(on_bf16), 64): 0.050, (str(compiled), 64): 0.070})
+    candidates = [fused, bf16, on_baseline, on_fused, on_bf16, compiled]
+    best, timings = fast.probe("googlenet", "cpu", None, 64, candidates)
+    assert best == on_bf16 and timings[str(on_bf16)] == 50.0 and str(on_baseline) not in timings
+    assert [name for name, batch in calls if batch == 64] == [str(BASELINE), str(fused), str(bf16), str(on_fused),
+                                                              str(on_bf16), str(compiled)]
     calls.clear()
-    best, timings = fast.probe("vgg", "cpu", None, 64, [fused, on_baseline, on_fused, compiled])
-    assert best == fused and set(timings) == {str(BASELINE), str(fused)}
-    assert [name for name, batch in calls if batch == 64] == [str(BASELINE), str(fused)]
+    best, timings = fast.probe("vgg", "cpu", None, 64, candidates)
+    assert best == fused and set(timings) == {str(BASELINE), str(fused), str(bf16)}
+    assert [name for name, batch in calls if batch == 64] == [str(BASELINE), str(fused), str(bf16)]
 
 
 def test_a_candidate_slower_than_the_best_at_full_batch_is_dropped_and_fp32_wins_ties(fake_timings):
