@@ -1,14 +1,10 @@
 """``mnistbench profile``: where a training step's time goes, by kind of work and by operator."""
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from mnistbench import profile
 from mnistbench.variants import Variant
 
-REPO = Path(__file__).resolve().parents[1]
+from stored import report
 
 
 @pytest.mark.parametrize("name, under_optimizer, kind", [
@@ -49,10 +45,9 @@ def test_a_profile_accounts_for_the_step_by_kind_and_operator(mnist_train):
      "fp16-contiguous-eager-default cannot run on cpu: "),  # before the data are looked for
     (["--batch-size", "100000"], "a batch of 100000 is more than the 60000 training images"),
 ])
-def test_the_profile_command_refuses_what_it_cannot_profile_in_one_line(options, message):
-    result = subprocess.run([sys.executable, "-m", "mnistbench", "profile", "--model", "vgg", "--dataset", "synthetic",
-                             *options], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr.startswith(f"mnistbench: error: {message}"), result.stderr
+def test_the_profile_command_refuses_what_it_cannot_profile_in_one_line(options, message, capsys):
+    status, _, err = report(capsys, "profile", "--model", "vgg", "--dataset", "synthetic", *options)
+    assert status == 2 and err.startswith(f"mnistbench: error: {message}") and err.count("\n") == 1, err
 
 
 def test_by_shape_each_layer_is_listed_apart(mnist_train):

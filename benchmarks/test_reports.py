@@ -6,8 +6,6 @@ CPU history committed under results/. The reports run in this process (``cli.mai
 through ``python -m mnistbench``.
 """
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cpuinfo  # py-cpuinfo: what pytest-benchmark stores as machine_info["cpu"]
@@ -20,11 +18,6 @@ from mnistbench.reports import history, ratio, results
 from stored import EPYC1, EPYC1_ID, REPO, ZEN4, ZEN4_ID, bench, machine_info, report, table_lines, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def mnistbench(*args):
-    return subprocess.run([sys.executable, "-m", "mnistbench", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_ratio_is_the_cpu_median_over_the_accelerator_median(tmp_path):
@@ -265,12 +258,12 @@ def test_bad_files_are_warned_about_and_the_rest_processed(tmp_path, capsys):
     assert "| 2.00x " in captured.out
 
 
-def test_nothing_usable_is_an_error(tmp_path):
+def test_nothing_usable_is_an_error(tmp_path, capsys):
     (tmp_path / "corrupt.json").write_text("not json")
-    run = mnistbench("history", tmp_path)
-    assert run.returncode == 2
-    assert f"mnistbench: error: no usable pytest-benchmark results in {tmp_path}" in run.stderr
-    assert "corrupt.json: skipped" in run.stderr
+    status, _, err = report(capsys, "history", tmp_path)
+    assert status == 2
+    assert f"mnistbench: error: no usable pytest-benchmark results in {tmp_path}" in err
+    assert "corrupt.json: skipped" in err
 
 
 def assert_png(path: Path):

@@ -11,6 +11,7 @@ from mnistbench import checkpoints, launcher, train_job, training
 
 from articles import article_model_class
 from conftest import FEW_TEST_DIGITS
+from stored import report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,15 +79,15 @@ def test_evaluate_reports_the_accuracy_of_an_article_file(tmp_path, few_test_dig
     (b"not a model", "not a PyTorch state_dict file"),
     (None, "not vgg weights (12 missing keys such as ['classifier.0.bias', 'classifier.0.weight']"),
 ])
-def test_evaluate_refuses_a_wrong_or_corrupt_file_in_one_line(tmp_path, mnist_root, content, message):
+def test_evaluate_refuses_a_wrong_or_corrupt_file_in_one_line(tmp_path, mnist_root, content, message, capsys):
     path = tmp_path / "model.pth"
     if content is None:
         torch.save(article_model_class("googlenet")().state_dict(), path)
     else:
         path.write_bytes(content)
-    run = mnistbench("evaluate", "--model", "vgg", "--weights", path, root=mnist_root)
-    assert run.returncode == 2
-    assert run.stderr.count("\n") == 1 and message in run.stderr
+    status, _, err = report(capsys, "evaluate", "--model", "vgg", "--weights", path, "--mnist-root", mnist_root)
+    assert status == 2
+    assert err.count("\n") == 1 and message in err
 
 
 def test_an_interrupted_run_keeps_the_last_complete_epoch(tmp_path, few_test_digits_root, monkeypatch):
