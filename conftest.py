@@ -329,6 +329,18 @@ def pytest_collection_finish(session):
         if benchmark_session := getattr(config, "_benchmarksession", None):
             benchmark_session.disabled = True  # nothing will run: no "Not saving anything" note after the message
         pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
+    if config.mnistbench_full and not hasattr(config, "workerinput") and session.items:
+        _measure_peaks(config)
+
+
+def _measure_peaks(config):
+    """A timed run measures each device's achievable peak before its first test, while nothing else runs, for
+    fp32 (the articles' precision) and each precision the run's variants may use (utilisation figures divide
+    by it); after its data are checked, so that a run that cannot start says so at once (seconds sooner)."""
+    for device in config.mnistbench_devices:
+        for precision in dict.fromkeys(["fp32", *config.mnistbench_variant_choices["precisions"]]):
+            if variants.Variant(precision).unsupported_on(device) is None:
+                peaks.measured_tflops(device, precision, torch.get_num_threads())
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -372,17 +384,6 @@ def _isolate_cases():
         yield
     if torch.cuda.is_available():
         guards.free_accelerator_memory()
-
-
-def pytest_sessionstart(session):
-    """A timed run measures each device's achievable peak first, while nothing else runs, for fp32 (the
-    articles' precision) and each precision the run's variants may use (utilisation figures divide by it)."""
-    config = session.config
-    if config.mnistbench_full and not hasattr(config, "workerinput") and not config.option.collectonly:
-        for device in config.mnistbench_devices:
-            for precision in dict.fromkeys(["fp32", *config.mnistbench_variant_choices["precisions"]]):
-                if variants.Variant(precision).unsupported_on(device) is None:
-                    peaks.measured_tflops(device, precision, torch.get_num_threads())
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

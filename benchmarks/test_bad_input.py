@@ -500,10 +500,12 @@ def run_pytest(*args, tmp_path, plugin=None, cwd=REPO):
 
 
 def test_the_main_job_on_an_empty_data_root_stops_once_before_any_test(tmp_path):
+    """... and before it measures the peaks (seconds of a timed run's start)."""
     empty = tmp_path / "EMPTY"
     empty.mkdir()
+    measuring_fails = "from mnistbench import peaks\npeaks._probe = lambda *args: 1 / 0\n"
     result, lines = run_pytest("benchmarks/test_epoch.py", "--benchmark-only", "--mnist-root", empty, "--devices=cpu",
-                               tmp_path=tmp_path, plugin=OFFLINE_PLUGIN)
+                               tmp_path=tmp_path, plugin=OFFLINE_PLUGIN + measuring_fails)
     assert result.returncode == 4, "\n".join(lines)
     [message] = [line for line in lines if "mnist data not found" in line]
     assert message.startswith(f"! _pytest.outcomes.Exit: mnist data not found: no folder {empty / 'MNIST' / 'raw'}")
@@ -576,7 +578,7 @@ training.TrainingRun.epoch = epoch
 def test_ctrl_c_midway_keeps_the_finished_benchmarks_and_no_partial_one(tmp_path, mnist_root):
     # pytest-benchmark alone would crash on the interrupted benchmark's empty rounds and save nothing.
     result, lines = run_pytest("benchmarks/test_epoch.py", "--benchmark-only", "--devices=cpu", "--models=vgg",
-                               "--epoch-samples=128", "--epoch-rounds=2", "-k", "reference or resident",
+                               "--precisions=fp32", "--epoch-samples=128", "--epoch-rounds=2", "-k", "reference or resident",
                                f"--mnist-root={mnist_root}", f"--benchmark-storage={tmp_path / 'results'}",
                                tmp_path=tmp_path, plugin=INTERRUPT_PLUGIN)
     assert result.returncode == 2, "\n".join(lines)

@@ -247,6 +247,7 @@ def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_re
     one-cycle epochs stay under 50%, so it fails naming the mean accuracy it reached and stores nothing."""
     result = run("-m", "pytest", "benchmarks/test_time_to_accuracy.py::test_time_to_accuracy", "--benchmark-enable",
                  "--devices=cpu", "--models=vgg", "--epoch-samples=1024", "--fast-variant=fp32-contiguous-eager-fused",
+                 "--precisions=fp32",
                  "--target-accuracy=0.55", "--seeds=2", f"--mnist-root={few_test_digits_root}",
                  f"--benchmark-storage={tmp_path}")
     assert result.returncode == 1, result.stdout + result.stderr
