@@ -447,7 +447,8 @@ def suite_hooks(pytestconfig):
 def collected(fixtures_per_test, dataset="mnist", workeroutput=None):
     """A pytest session as the hook sees it: the selected tests (their fixtures) and the options."""
     options = {"dataset": dataset, "mnist_root": "data-root"}
-    config = SimpleNamespace(option=SimpleNamespace(collectonly=False), getoption=options.__getitem__)
+    config = SimpleNamespace(option=SimpleNamespace(collectonly=False), getoption=options.__getitem__,
+                             mnistbench_full=False)  # a smoke run: no peaks to measure
     if workeroutput is not None:
         config.workeroutput = workeroutput  # what pytest-xdist gives a worker
     return SimpleNamespace(config=config, items=[SimpleNamespace(fixturenames=names) for names in fixtures_per_test])
