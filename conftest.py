@@ -76,10 +76,10 @@ def pytest_addoption(parser):
                     help="Adam implementations: default, foreach, fused (default: all three with --benchmark-only, "
                          "default and fused in the quick matrix, else default; the implementations are tested on "
                          "their own)")
-    group.addoption("--convolutions", default=",".join(variants.CONVOLUTIONS),
-                    help="how the convolutions compute: native (the backend's kernels), matmul (those on maps of "
-                         "at most 4 pixels as matrix products; the fast probe tries it on its best eager variant "
-                         "where a model has such maps) (default: both)")
+    group.addoption("--convolutions", default=None,
+                    help="how the convolutions compute: native (the backend's kernels; always with matmul), matmul "
+                         "(those on maps of at most 4 pixels as matrix products; the fast probe tries it on each "
+                         "precision's fastest eager variant where a model has such maps) (default: both)")
     group.addoption("--matrix", default="standard", choices=matrix.MATRICES,
                     help="quick: the headline results of each device in minutes (reference and fast epochs, fp32 "
                          "and fast training and inference steps, the fast recipe's time to accuracy); standard "
@@ -123,8 +123,12 @@ def pytest_configure(config):
                                      variants.COMPILE_MODES, "--compile"),
         "optimizers": _comma_list(config.getoption("optimizers") or ",".join(defaults["optimizers"]),
                                   variants.OPTIMIZERS, "--optimizers"),
-        "convolutions": _comma_list(config.getoption("convolutions"), variants.CONVOLUTIONS, "--convolutions"),
+        "convolutions": _comma_list(config.getoption("convolutions") or ",".join(defaults["convolutions"]),
+                                    variants.CONVOLUTIONS, "--convolutions"),
     }
+    if "native" not in config.mnistbench_variant_choices["convolutions"]:
+        raise pytest.UsageError("--convolutions: matmul is tried on the native variants the probe times: give "
+                                "native,matmul or native")
     try:
         pinned = config.getoption("fast_variant") and Variant.parse(config.getoption("fast_variant"))
     except ValueError as error:
@@ -329,14 +333,18 @@ def pytest_collection_finish(session):
         if benchmark_session := getattr(config, "_benchmarksession", None):
             benchmark_session.disabled = True  # nothing will run: no "Not saving anything" note after the message
         pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
-    if config.mnistbench_full and not hasattr(config, "workerinput") and session.items:
-        _measure_peaks(config)
 
 
-def _measure_peaks(config):
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
     """A timed run measures each device's achievable peak before its first test, while nothing else runs, for
     fp32 (the articles' precision) and each precision the run's variants may use (utilisation figures divide
-    by it); after its data are checked, so that a run that cannot start says so at once (seconds sooner)."""
+    by it); after every check of the collection (data, baselines to compare with), so that a run that cannot
+    start says so at once, seconds sooner."""
+    config = session.config
+    if (not config.mnistbench_full or hasattr(config, "workerinput") or config.option.collectonly
+            or not session.items or session.testsfailed):
+        return
     for device in config.mnistbench_devices:
         for precision in dict.fromkeys(["fp32", *config.mnistbench_variant_choices["precisions"]]):
             if variants.Variant(precision).unsupported_on(device) is None:

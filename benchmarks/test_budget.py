@@ -287,4 +287,17 @@ def test_a_probe_is_priced_by_the_candidates_it_times():
     config = SimpleNamespace(mnistbench_fast_policy=policy)
     priced = {model: budget._with_probe(estimate.Case(f"test_epoch[{model}]", model, "cpu", 64, 10), True, config,
                                         set(), "constant").probe_candidates for model in ("googlenet", "vgg")}
-    assert priced == {"googlenet": (8 + 2, 1), "vgg": (8, 1)}
+    compiled = int(Variant(compile="compile").unsupported_on("cpu") is None)  # a C++ compiler here
+    assert priced == {"googlenet": (8 + 2, compiled), "vgg": (8, compiled)}
+
+
+def test_no_matrix_holds_a_matmul_step_of_a_model_without_small_maps():
+    """VGGNet's ``matmul`` step would time its native kernels under another name; GoogLeNet's is a case."""
+    step = {"batch_size": 512, "device": "cpu", "mode": "train"}
+    for model, held in (("googlenet", True), ("vgg", False)):
+        for variant in ("bf16-channels_last-eager-fused-matmul", "fp32-contiguous-compile-step-default-matmul"):
+            assert matrix.in_matrix("test_step", {**step, "model_name": model, "step_variant": variant},
+                                    "exhaustive") is held
+    assert matrix.in_matrix("test_step", {**step, "model_name": "vgg", "step_variant": "fast"}, "standard")
+    assert matrix.in_matrix("test_step", {**step, "model_name": "vgg", "step_variant": "bf16-channels_last-eager-fused"},
+                            "exhaustive")

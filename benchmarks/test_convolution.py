@@ -1,5 +1,6 @@
 """Convolutions on small maps as matrix products (``mnistbench.convolution``): the same values and gradients
 as the backend's convolutions, eager and compiled, and only where a map is small."""
+import contextlib
 import copy
 
 import pytest
@@ -11,18 +12,35 @@ from mnistbench import convolution, data
 from mnistbench.variants import Variant
 
 
+@contextlib.contextmanager
+def native_convolutions_counted(monkeypatch):
+    """The map size (pixels) of every convolution computed by ``nn.Conv2d``'s own kernels within."""
+    maps, native = [], nn.Conv2d._conv_forward
+
+    def counted(module, images, weight, bias):
+        maps.append(images.shape[-2:].numel())
+        return native(module, images, weight, bias)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(nn.Conv2d, "_conv_forward", counted)
+        yield maps
+
+
 @pytest.mark.parametrize("kernel, stride, padding, side", [
     (3, 1, 1, 2), (1, 1, 0, 2), (1, 1, 0, 1), (3, 1, 1, 1), (5, 1, 2, 2), (3, 2, 1, 2),  # as matrix products
     (3, 1, 1, 3),  # a 9-pixel map: the module's own convolution
 ])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 def test_a_convolution_as_a_matrix_product_computes_what_the_native_one_does(kernel, stride, padding, side,
-                                                                              memory_format):
+                                                                              memory_format, monkeypatch):
     torch.manual_seed(0)
     native = nn.Conv2d(8, 6, kernel, stride=stride, padding=padding)
     product = convolution.as_matrix_products(copy.deepcopy(native))
     images = torch.randn(3, 8, side, side).contiguous(memory_format=memory_format).requires_grad_()
-    expected, found = native(images), product(images)
+    expected = native(images)
+    with native_convolutions_counted(monkeypatch) as maps:
+        found = product(images)
+    assert maps == ([] if side * side <= convolution.MAX_PIXELS else [side * side])
     torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-5)
     upstream = torch.randn_like(expected)
     for got, want in zip(torch.autograd.grad(found, (images, product.weight, product.bias), upstream),
@@ -40,23 +58,35 @@ def test_only_googlenets_convolutions_see_maps_small_enough():
     assert 0 < convolution.small_map_convolutions(googlenet, digit) < every
 
 
-def test_the_model_keeps_its_parameters_and_state_dict_keys():
-    """The optimizer, checkpoints and the articles' scripts see the same model."""
+def test_the_model_keeps_its_parameters_and_state_dict_keys_and_only_small_maps_change(monkeypatch):
+    """The optimizer, checkpoints and the articles' scripts see the same model; its convolutions on maps of
+    more than 4 pixels still run the native kernels."""
     model = models.build("googlenet")
     before = {name: parameter for name, parameter in model.named_parameters()}
     Variant(convolution="matmul").prepare_model(model)
     assert {name: parameter for name, parameter in model.named_parameters()} == before
     assert list(model.state_dict()) == list(models.build("googlenet").state_dict())
+    with native_convolutions_counted(monkeypatch) as maps, torch.no_grad():
+        model(torch.zeros(1, *data.IMAGE_SHAPE))
+    every = sum(isinstance(module, nn.Conv2d) for module in model.modules())
+    assert len(maps) == every - convolution.small_map_convolutions(models.build("googlenet"),
+                                                                  torch.zeros(1, *data.IMAGE_SHAPE))
+    assert min(maps) > convolution.MAX_PIXELS
 
 
-def test_compiled_matrix_products_match_eager():
-    """The compiled modes are tried on top of ``matmul`` in the probe: a small net with 2x2 maps, compiled."""
+@pytest.mark.skipif(bool(Variant(compile="compile").unsupported_on("cpu")),
+                    reason=str(Variant(compile="compile").unsupported_on("cpu")))
+def test_compiled_matrix_products_match_eager(monkeypatch):
+    """The compiled modes are tried on top of ``matmul`` in the probe: a small net with 2x2 maps, compiled,
+    never reaching the native convolution."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Flatten(), nn.Linear(32, 3))
     eager = Variant(convolution="matmul").prepare_model(copy.deepcopy(net))
     compiled = Variant(compile="compile", convolution="matmul").prepare_model(net)
     images = torch.randn(5, 4, 2, 2)
-    torch.testing.assert_close(compiled(images), eager(images), rtol=1e-5, atol=1e-5)
-    compiled(images).sum().backward()
-    eager(images).sum().backward()
+    with native_convolutions_counted(monkeypatch) as maps:
+        torch.testing.assert_close(compiled(images), eager(images), rtol=1e-5, atol=1e-5)
+        compiled(images).sum().backward()
+        eager(images).sum().backward()
+    assert maps == []
     torch.testing.assert_close(net[0].weight.grad, eager[0].weight.grad, rtol=1e-4, atol=1e-4)

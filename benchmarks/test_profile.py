@@ -13,7 +13,8 @@ from stored import report
     ("aten::max_pool2d_with_indices_backward", False, "pooling"),
     ("aten::cat", False, "concatenation"),
     ("aten::_to_copy", False, "casts and copies"),
-    ("aten::addmm", False, "linear layers"),
+    ("aten::addmm", False, "matrix products (linear layers, matmul convolutions)"),
+    ("aten::im2col", False, "patches (matmul convolutions)"),
     ("aten::threshold_backward", False, "element-wise"),
     ("aten::clamp_min_", False, "element-wise"),  # an in-place ReLU
     ("Optimizer.zero_grad#Adam.zero_grad", False, profile.OPTIMIZER),

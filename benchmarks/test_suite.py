@@ -15,7 +15,9 @@ from _pytest.config.argparsing import Parser
 from packaging.requirements import Requirement
 
 import conftest
+import models
 from mnistbench import backends, energy, fast, gate, time_to_accuracy
+from mnistbench.variants import Variant
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA_INFO_FIELDS = {
@@ -77,6 +79,8 @@ class OptionsOnly(SimpleNamespace):
     ("--precisions=fp64", "--precisions: unknown fp64; choose from fp32, tf32, bf16, fp16"),
     ("--compile=jit", "--compile: unknown jit; choose from eager, compile, compile-step, cudagraphs"),
     ("--optimizers=sgd", "--optimizers: unknown sgd; choose from default, foreach, fused"),
+    ("--convolutions=winograd", "--convolutions: unknown winograd; choose from native, matmul"),
+    ("--convolutions=matmul", "--convolutions: matmul is tried on the native variants the probe times"),
     ("--fast-variant=bf16", "--fast-variant: unknown variant 'bf16': write PRECISION-FORMAT-COMPILE-OPTIMIZER"),
     ("--target-accuracy=99", "--target-accuracy must be a fraction in (0, 1], got 99.0"),
 ])
@@ -161,8 +165,7 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
             assert info["energy_source"] == "rapl" and info["joules_per_image"] > 0, info
             assert ("energy_to_target_joules" in info) == (info["kind"] == "time-to-accuracy")
     fast_epoch = next(b["extra_info"] for b in stored["benchmarks"] if b["name"] == "test_epoch[vgg-cpu-fast]")
-    assert fast_epoch["fast_source"] == "probe" and fast_epoch["fast_variant"] == "-".join(
-        fast_epoch[field] for field in ("precision", "memory_format", "compile", "optimizer"))
+    assert fast_epoch["fast_source"] == "probe" and fast_epoch["fast_variant"] == str(Variant.from_info(fast_epoch))
     assert set(fast_epoch["fast_probe_ms"]) == {"fp32-contiguous-eager-default"}  # the candidates named
     epoch = next(b for b in stored["benchmarks"] if b["name"] == "test_epoch[vgg-cpu-reference]")
     assert epoch["stats"]["rounds"] == 2 and epoch["extra_info"]["samples"] == 256
@@ -172,12 +175,13 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
     assert cpu_peaks.keys() == {"method", "fp32"}, "no peak measured for a precision the run cannot use"
     assert "cpu" in (out / "ratio.md").read_text().lower()  # no accelerator ran: it says why there is no table
     # a probe's choice is cached only when the machine was quiet around it (here the test command's other
-    # worker may well have been busy): one probe per batch size (the fast recipe's is larger)
+    # worker may well have been busy): one probe per batch size (the article's and the fast recipe's)
     probes = {b["extra_info"]["fast_probe_batch"]: b["extra_info"]["fast_probe_disturbed_by"]
               for b in stored["benchmarks"] if b["extra_info"].get("fast_source") == "probe"}
     cache = out / "cache" / "fast-variants.json"
     cached = json.loads(cache.read_text()) if cache.is_file() else {}
-    assert len(probes) == 2 and len(cached) == sum(not disturbed_by for disturbed_by in probes.values())
+    assert len(probes) == len({models.recipe("vgg").batch_size, models.recipe("vgg", "fast").batch_size})
+    assert len(cached) == sum(not disturbed_by for disturbed_by in probes.values())
     assert stored["machine_info"]["mnistbench"]["allocator"]["pinned"]
     assert stored["mnistbench"]["machine_check"]["governor"] and stored["mnistbench"]["machine_check"]["canary_ms"] > 0
 
@@ -247,7 +251,6 @@ def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_re
     one-cycle epochs stay under 50%, so it fails naming the mean accuracy it reached and stores nothing."""
     result = run("-m", "pytest", "benchmarks/test_time_to_accuracy.py::test_time_to_accuracy", "--benchmark-enable",
                  "--devices=cpu", "--models=vgg", "--epoch-samples=1024", "--fast-variant=fp32-contiguous-eager-fused",
-                 "--precisions=fp32",
                  "--target-accuracy=0.55", "--seeds=2", f"--mnist-root={few_test_digits_root}",
                  f"--benchmark-storage={tmp_path}")
     assert result.returncode == 1, result.stdout + result.stderr

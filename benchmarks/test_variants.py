@@ -10,7 +10,7 @@ import torch
 import torch._dynamo
 
 import models
-from mnistbench import backends, evaluation, guards, peaks, setups, training, variants
+from mnistbench import backends, convolution, evaluation, guards, peaks, setups, training, variants
 from mnistbench.pipelines import normalized_images
 from mnistbench.variants import Variant
 
@@ -189,14 +189,18 @@ def test_variant_steps_follow_the_fp32_losses(model_name, eager_case, mnist_trai
                                first_losses(model_name, Variant(), mnist_train, device), rtol=allowed, atol=allowed)
 
 
-def test_convolutions_as_matrix_products_follow_the_fp32_losses(device, mnist_train):
+def test_convolutions_as_matrix_products_follow_the_fp32_losses(device, mnist_train, monkeypatch):
     """GoogLeNet, whose late convolutions see 2x2 and 1x1 maps, with those as matrix products."""
+    from test_convolution import native_convolutions_counted
+
     expected = first_losses("googlenet", Variant(), mnist_train, device)
     for variant in (Variant(convolution="matmul"), Variant("bf16", "channels_last", convolution="matmul")):
         if variant.unsupported_on(device) is None:
             allowed = tolerance(variant, device)
-            torch.testing.assert_close(first_losses("googlenet", variant, mnist_train, device), expected,
-                                       rtol=allowed, atol=allowed)
+            with native_convolutions_counted(monkeypatch) as maps:
+                found = first_losses("googlenet", variant, mnist_train, device)
+            assert min(maps) > convolution.MAX_PIXELS, "a small map reached the native convolution"
+            torch.testing.assert_close(found, expected, rtol=allowed, atol=allowed)
 
 
 def test_compiled_step_matches_eager(compiled_case, mnist_train):

@@ -12,8 +12,6 @@ on maps of at most 4 pixels were replaced, and 1.02x when all those up to 7x7 we
 The parameters are the convolutions' own (the optimizer, ``state_dict`` and the articles' checkpoints see
 no difference); only how each forward pass computes changes.
 """
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,12 +19,32 @@ from torch import nn
 MAX_PIXELS = 4  # the largest map (height x width) computed as a matrix product
 
 
+class SmallMapsAsMatmul(nn.Conv2d):
+    """An ``nn.Conv2d`` whose forward pass on a map of at most ``MAX_PIXELS`` pixels is a matrix product (its
+    result laid out NHWC, as the product leaves it), and the module's own convolution on a larger map."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = images.shape
+        if height * width > MAX_PIXELS:
+            return super().forward(images)
+        (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = self.kernel_size, self.stride, self.padding
+        out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1
+        out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1
+        if (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) == (1, 1, 1, 1, 0, 0):
+            patches = images.permute(0, 2, 3, 1).reshape(-1, channels)  # (N*H*W, C): NHWC rows
+        else:  # (N, C*kh*kw, L) -> (N*L, C*kh*kw), L = out_h*out_w positions in row-major order
+            patches = F.unfold(images, self.kernel_size, padding=self.padding, stride=self.stride)
+            patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, -1)
+        weights = self.weight.reshape(self.out_channels, -1).t()  # (C*kh*kw, O), unfold's order (C, kh, kw)
+        rows = patches @ weights if self.bias is None else torch.addmm(self.bias, patches, weights)
+        return rows.view(batch, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
+
+
 def as_matrix_products(model: nn.Module) -> nn.Module:
-    """``model`` with each plain ``nn.Conv2d`` (no groups, no dilation) computing its forward pass as a matrix
-    product whenever its input map has at most ``MAX_PIXELS`` pixels, and as before otherwise; in place, the
-    same parameters."""
+    """``model`` with each plain ``nn.Conv2d`` (no groups, no dilation, zero padding given in pixels) made a
+    ``SmallMapsAsMatmul``; in place, the same parameters."""
     for module in filter(_plain, model.modules()):
-        module.forward = functools.partial(_forward, module)
+        module.__class__ = SmallMapsAsMatmul
     return model
 
 
@@ -49,25 +67,3 @@ def small_map_convolutions(model: nn.Module, images: torch.Tensor) -> int:
 def _plain(module: nn.Module) -> bool:
     return (type(module) is nn.Conv2d and module.groups == 1 and module.dilation == (1, 1)
             and module.padding_mode == "zeros" and isinstance(module.padding, tuple))
-
-
-def _forward(conv: nn.Conv2d, images: torch.Tensor) -> torch.Tensor:
-    """``conv`` on ``images`` (N, C, H, W): a matrix product on a small map, the module's own forward pass
-    otherwise. The result is laid out NHWC (channels_last strides), as a matrix product leaves it."""
-    batch, channels, height, width = images.shape
-    if height * width > MAX_PIXELS:
-        return conv._conv_forward(images, conv.weight, conv.bias)
-    (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = conv.kernel_size, conv.stride, conv.padding
-    out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1
-    out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1
-    if (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) == (1, 1, 1, 1, 0, 0):
-        patches = images.permute(0, 2, 3, 1).reshape(-1, channels)  # (N*H*W, C): NHWC rows
-    else:  # (N, C*kh*kw, L) -> (N*L, C*kh*kw), L = out_h*out_w positions in row-major order
-        patches = F.unfold(images, conv.kernel_size, padding=conv.padding, stride=conv.stride)
-        patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, -1)
-    weights = conv.weight.reshape(conv.out_channels, -1).t()  # (C*kh*kw, O), unfold's order (C, kh, kw)
-    if conv.bias is None:
-        rows = patches @ weights
-    else:
-        rows = torch.addmm(conv.bias, patches, weights)
-    return rows.view(batch, out_h, out_w, conv.out_channels).permute(0, 3, 1, 2)

@@ -17,7 +17,7 @@ before the CPU), so that a run stopped by its time budget still holds whole GPU/
 """
 import models
 
-from . import variants
+from . import fast, variants
 from .variants import Variant
 
 MATRICES = ("quick", "standard", "exhaustive")
@@ -29,7 +29,7 @@ QUICK_EPOCH_SAMPLES = 12_800
 # The quick probe's candidates: bf16 against fp32 (tf32 and fp16 cannot beat bf16 where bf16 is native,
 # fp16 adds GradScaler's work), both memory formats, the default and the fused Adam, eager and, on CUDA,
 # CUDA graphs (the lever for steps bound by kernel launches), and the convolutions as matrix products (one more
-# candidate, on GoogLeNet only). Compiling on a CPU costs a minute a candidate, more than a quick run can pay:
+# candidate per precision, on GoogLeNet only). Compiling on a CPU costs a minute a candidate, more than a quick run can pay:
 # name --compile to add it.
 QUICK_CHOICES = {"precisions": ("fp32", "bf16"), "compile_modes": ("eager", "cudagraphs"),
                  "optimizers": ("default", "fused"), "convolutions": variants.CONVOLUTIONS}
@@ -50,7 +50,7 @@ MODEL_ORDER = ("vgg", "googlenet")  # VGGNet first: the articles' 23x claim is V
 
 def probe_choices(matrix: str, full: bool) -> dict:
     """What the ``fast`` probe chooses from unless the run names its own (``--precisions``, ``--compile``,
-    ``--optimizers``): ``QUICK_CHOICES`` in the quick matrix (one of ``MATRICES``), else every variant in a
+    ``--optimizers``, ``--convolutions``): ``QUICK_CHOICES`` in the quick matrix (one of ``MATRICES``), else every variant in a
     full benchmark (``--benchmark-only``) and ``SMOKE_CHOICES`` in any other run."""
     if matrix == "quick":
         return QUICK_CHOICES
@@ -90,7 +90,13 @@ def headline(test: str, params: dict) -> int | None:
 
 
 def in_matrix(test: str, params: dict, matrix: str) -> bool:
-    """Whether a benchmark case belongs to ``matrix``: the quick matrix holds the headline cases only."""
+    """Whether a benchmark case belongs to ``matrix``: the quick matrix holds the headline cases only; no matrix
+    holds the ``matmul`` step of a model without convolutions on small maps, which would time its native
+    kernels under another name."""
+    variant = params.get("step_variant")
+    if variant not in (None, "fast") and Variant.parse(variant).convolution == "matmul" \
+            and not fast.has_small_maps(params["model_name"]):
+        return False
     return matrix != "quick" or headline(test, params) is not None
 
 

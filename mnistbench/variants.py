@@ -1,4 +1,5 @@
-"""Speed variants of a training or inference step: numeric precision, memory format, compilation, optimizer.
+"""Speed variants of a training or inference step: numeric precision, memory format, compilation, optimizer,
+convolutions.
 
 ``fp32`` is true fp32 (TF32 off); ``tf32`` lets cuDNN and cuBLAS round fp32 inputs to TF32 on tensor
 cores; ``bf16`` and ``fp16`` are autocast, ``fp16`` with a ``GradScaler``. ``channels_last`` stores
