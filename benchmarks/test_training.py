@@ -1,8 +1,11 @@
 """Correctness of the harness around the loop: divergence, devices, FLOP counts."""
 import pytest
 import torch
+import torch.nn.functional as F
 
+import models
 from mnistbench import devices, flops, training
+from mnistbench.pipelines import normalized_images
 
 
 def test_nan_loss_fails_naming_model_and_step(mnist_train):
@@ -52,3 +55,14 @@ def test_googlenet_training_costs_about_three_forward_passes():
     forward, train = flops.per_image("googlenet", False), flops.per_image("googlenet", True)
     assert forward > 10**7
     assert 2.5 * forward < train < 3 * forward
+
+
+def test_a_recipe_with_label_smoothing_trains_on_smoothed_targets(mnist_train):
+    """VGGNet's fast recipe smooths its training loss's targets (cross-entropy's own option); the articles' not."""
+    images, labels = normalized_images(mnist_train.data[:8]), mnist_train.targets[:8]
+    for recipe, smoothing in ((models.recipe("vgg", "fast"), 0.1), (models.recipe("vgg"), 0.0)):
+        run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, recipe=recipe, samples=256)
+        run.model.eval()  # no dropout: the step's forward pass is the one below
+        with torch.no_grad():
+            expected = F.cross_entropy(run.model(images), labels, label_smoothing=smoothing)
+        assert run.step(images, labels).item() == pytest.approx(expected.item(), rel=1e-5)

@@ -60,7 +60,8 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
     how = chosen.choice.source if chosen.choice else "fixed"
     log(f"training {model_name} on {device}, {member}, {recipe_name} recipe ({setup_name}: {chosen.variant}, {how}), "
         f"{epochs} epochs of {images_per_epoch} {dataset} images, batch {recipe.batch_size}, "
-        f"Adam lr {recipe.lr} {recipe.schedule}")
+        f"Adam lr {recipe.lr} {recipe.schedule}" + (f", label smoothing {recipe.label_smoothing}"
+                                                     if recipe.label_smoothing else ""))
     summary = Summary(0, 0.0, 0, 0.0, 0, False)
     try:
         for epoch in range(1, epochs + 1):

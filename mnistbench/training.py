@@ -29,16 +29,18 @@ class NonFiniteLossError(FloatingPointError):
     """Training diverged: a loss became NaN or infinite."""
 
 
-def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: str, variant: Variant = Variant()) -> Step:
-    """Forward, backward and one optimizer step in ``variant``; the step returns the loss, still on the device.
-    Its ``scaler`` attribute is fp16's GradScaler (None otherwise), whose scale says which steps it skipped."""
+def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: str, variant: Variant = Variant(),
+                    label_smoothing: float = 0.0) -> Step:
+    """Forward, backward and one optimizer step in ``variant``; the step returns the loss (cross-entropy with
+    ``label_smoothing``), still on the device. Its ``scaler`` attribute is fp16's GradScaler (None otherwise),
+    whose scale says which steps it skipped."""
     scaler = variant.grad_scaler(device)
     optimizer_step = variant.prepare_optimizer_step(optimizer)
 
     def step(images, labels):
         optimizer.zero_grad()
         with variant.autocast(device):
-            loss = F.cross_entropy(model(variant.prepare_images(images)), labels)
+            loss = F.cross_entropy(model(variant.prepare_images(images)), labels, label_smoothing=label_smoothing)
         if scaler is None:
             loss.backward()
             optimizer_step()
@@ -147,7 +149,8 @@ class TrainingRun:
         initial_state = copy.deepcopy({"optimizer": optimizer.state_dict(),
                                        "schedule": schedule.state_dict() if schedule else None})
         network = variant.prepare_model(model)
-        step = make_train_step(wrap_model(network) if wrap_model else network, optimizer, device, variant)
+        step = make_train_step(wrap_model(network) if wrap_model else network, optimizer, device, variant,
+                               recipe.label_smoothing)
         return cls(model_name, device, model, optimizer, pipeline, variant, recipe, schedule, step, initial_state, seed)
 
     def _train(self, batches, scheduled: bool = True) -> torch.Tensor:
