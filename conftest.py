@@ -77,7 +77,7 @@ def pytest_addoption(parser):
                          "default and fused in the quick matrix, else default; the implementations are tested on "
                          "their own)")
     group.addoption("--convolutions", default=None,
-                    help="how the convolutions compute: native (the backend's kernels; always with matmul), matmul "
+                    help="how the convolutions compute: native (the backend's kernels; always among them), matmul "
                          "(those on maps of at most 4 pixels as matrix products; the fast probe tries it on each "
                          "precision's fastest eager variant where a model has such maps) (default: both)")
     group.addoption("--matrix", default="standard", choices=matrix.MATRICES,

@@ -285,7 +285,8 @@ def parser() -> argparse.ArgumentParser:
                                     "element-wise, casts, Adam...) and by operator, from torch.profiler (a compiled "
                                     "variant's fused kernels count as other)", profile_command)
     profile_parser.add_argument("--variant", default=str(Variant()),
-                                help="precision-memory_format-compile-optimizer[-matmul] (default: fp32-contiguous-eager-default)")
+                                help="precision-memory_format-compile-optimizer[-matmul] "
+                                     "(default: fp32-contiguous-eager-default)")
     profile_parser.add_argument("--batch-size", type=_positive, help="default: the article's")
     profile_parser.add_argument("--steps", type=_positive, default=5, help="steps profiled (default: 5)")
     profile_parser.add_argument("--top", type=_positive, default=12, help="operators listed (default: 12)")

@@ -28,9 +28,9 @@ STEP_BATCH_SIZES = {"quick": ("recipe",), "standard": ("recipe",), "exhaustive":
 QUICK_EPOCH_SAMPLES = 12_800
 # The quick probe's candidates: bf16 against fp32 (tf32 and fp16 cannot beat bf16 where bf16 is native,
 # fp16 adds GradScaler's work), both memory formats, the default and the fused Adam, eager and, on CUDA,
-# CUDA graphs (the lever for steps bound by kernel launches), and the convolutions as matrix products (one more
-# candidate per precision, on GoogLeNet only). Compiling on a CPU costs a minute a candidate, more than a quick run can pay:
-# name --compile to add it.
+# CUDA graphs (the lever for steps bound by kernel launches), and the convolutions as matrix products (one
+# more candidate per precision, on GoogLeNet only). Compiling on a CPU costs a minute a candidate, more than a
+# quick run can pay: name --compile to add it.
 QUICK_CHOICES = {"precisions": ("fp32", "bf16"), "compile_modes": ("eager", "cudagraphs"),
                  "optimizers": ("default", "fused"), "convolutions": variants.CONVOLUTIONS}
 # A smoke run's probe tries precisions, formats and the convolutions as matrix products only: compilation and
@@ -50,8 +50,8 @@ MODEL_ORDER = ("vgg", "googlenet")  # VGGNet first: the articles' 23x claim is V
 
 def probe_choices(matrix: str, full: bool) -> dict:
     """What the ``fast`` probe chooses from unless the run names its own (``--precisions``, ``--compile``,
-    ``--optimizers``, ``--convolutions``): ``QUICK_CHOICES`` in the quick matrix (one of ``MATRICES``), else every variant in a
-    full benchmark (``--benchmark-only``) and ``SMOKE_CHOICES`` in any other run."""
+    ``--optimizers``, ``--convolutions``): ``QUICK_CHOICES`` in the quick matrix (one of ``MATRICES``), else
+    every variant in a full benchmark (``--benchmark-only``) and ``SMOKE_CHOICES`` in any other run."""
     if matrix == "quick":
         return QUICK_CHOICES
     if not full:

@@ -34,7 +34,8 @@ VARIANT_FIELDS = ("precision", "memory_format", "compile", "optimizer", "convolu
 # The JSON type of every stored field the reports read (see ``check``); fields not listed are not read.
 EXTRA_INFO_TYPES = {"kind": str, "model": str, "device": str, "device_name": str, "batch_size": int, "samples": int,
                     "dataset": str, "pipeline": (str, None), "precision": str, "memory_format": str, "compile": str,
-                    "optimizer": str, "convolution": str, "world_size": int, "backend": (str, None), "seeds": int, "threads": (int, None),
+                    "optimizer": str, "convolution": str, "world_size": int, "backend": (str, None), "seeds": int,
+                    "threads": (int, None),
                     "nodes": int, "first_step_seconds": (float, None), "joules_per_image": float,
                     "disturbed": bool, "disturbed_by": [str],
                     "quiet": {"canary_ms": [float], "limits": {"canary_drift": float}},
@@ -170,7 +171,8 @@ class Result:
 
     @property
     def variant(self) -> str:
-        """The speed variant in full, e.g. ``fp32-contiguous-eager-fused`` or ``bf16-channels_last-eager-fused-matmul``."""
+        """The speed variant in full, e.g. ``fp32-contiguous-eager-fused`` or
+        ``bf16-channels_last-eager-fused-matmul``."""
         return str(Variant.from_info(self.extra_info))
 
     @property
