@@ -8,7 +8,7 @@ than the probe's noise. The probe is bounded: each precision and memory format i
 small batch, where an emulated precision shows at a fraction of the cost; at the full batch a candidate
 much slower than the best so far is dropped after its first two timed steps. Convolutions as matrix products
 (``matmul``) are then tried on each precision's fastest eager variant (what they gain depends on the
-precision: on a 2-core Intel Xeon, 0.7-0.9 of GoogLeNet's bf16 step and 0.94-0.99 of its fp32 one), where
+precision: on a 2-core Intel Xeon, 0.66-0.89 of GoogLeNet's bf16 step and 0.89-0.99 of its fp32 one), where
 the model has convolutions on small maps (else they are the same kernels), and compiled modes on top of
 the best eager variant only, since compilation costs seconds to minutes per candidate.
 
