@@ -443,4 +443,5 @@ def pytest_report_header(config):
     else:
         mode = "tests and timed benchmarks (--benchmark-enable)"
     return (f"mnistbench: {mode}; devices {','.join(config.mnistbench_devices)}; "
-            f"models {','.join(config.mnistbench_models)}; {os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')} worker(s)")
+            f"models {','.join(config.mnistbench_models)}; {config.mnistbench_matrix} matrix; "
+            f"{os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')} worker(s)")

@@ -45,6 +45,9 @@ def test_a_profile_accounts_for_the_step_by_kind_and_operator(mnist_train):
     (["--variant", "fp16-contiguous-eager-default", "--dataset", "mnist", "--mnist-root", "/no/such/root"],
      "fp16-contiguous-eager-default cannot run on cpu: "),  # before the data are looked for
     (["--batch-size", "100000"], "a batch of 100000 is more than the 60000 training images"),
+    (["--variant", "fp32-contiguous-eager-default-matmul"],
+     "vgg has no convolution on maps of at most 4 pixels: fp32-contiguous-eager-default-matmul would run "
+     "fp32-contiguous-eager-default's kernels"),
 ])
 def test_the_profile_command_refuses_what_it_cannot_profile_in_one_line(options, message, capsys):
     status, _, err = report(capsys, "profile", "--model", "vgg", "--dataset", "synthetic", *options)

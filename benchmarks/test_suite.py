@@ -99,7 +99,8 @@ def test_the_header_says_whether_the_run_times(options, mode, monkeypatch):
     monkeypatch.setenv(fast.CACHE_ENV, os.environ.get(fast.CACHE_ENV, ""))  # a smoke run's configure replaces it
     config = OptionsOnly("--devices=cpu", "--models=vgg", **options)
     conftest.pytest_configure(config)
-    assert conftest.pytest_report_header(config).startswith(f"mnistbench: {mode}; devices cpu; models vgg; ")
+    assert conftest.pytest_report_header(config).startswith(
+        f"mnistbench: {mode}; devices cpu; models vgg; standard matrix; ")
     # a probe whose choice is timed takes its full turns at the recipe's batch; a smoke run's only checks the path
     policy = config.mnistbench_fast_policy
     assert (policy.turns, policy.probe_batch) == ((fast.SMOKE_TURNS, fast.SMOKE_PROBE_BATCH) if options == {} else

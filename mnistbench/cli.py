@@ -192,7 +192,7 @@ def evaluate_command(args) -> int:
 
 def profile_command(args) -> int:
     variant, device = Variant.parse(args.variant), _device(args.device)
-    profile.check(device, variant, args.steps)
+    profile.check(args.model, device, variant, args.steps)
     train_set = data.load(args.dataset, args.mnist_root, train=True)
     batch_size = args.batch_size or models.recipe(args.model).batch_size
     found = profile.measure(args.model, device, train_set, batch_size, variant, args.steps, args.by_shape)

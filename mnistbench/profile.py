@@ -11,13 +11,13 @@ import contextlib
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from . import devices, fast, training
+from . import convolution, devices, fast, training
 from .variants import Variant
 
 OPTIMIZER = "Adam's update"
@@ -84,13 +84,18 @@ def _shapes(event) -> str:
     return " ".join(str(shape).replace(" ", "") for shape in event.input_shapes if shape)
 
 
-def check(device: str, variant: Variant, steps: int) -> None:
-    """``ValueError`` for what cannot be profiled: a variant the device cannot run, an MPS device (its kernels
-    are not profiled), ``steps`` < 1. Before the data are loaded, so that a wrong option costs nothing."""
+def check(model_name: str, device: str, variant: Variant, steps: int) -> None:
+    """``ValueError`` for what cannot be profiled: a variant the device cannot run, a ``matmul`` variant of a
+    model without convolutions on small maps (it would run the native kernels under another name), an MPS
+    device (its kernels are not profiled), ``steps`` < 1. Before the data are loaded, so that a wrong option
+    costs nothing."""
     if steps < 1:
         raise ValueError(f"steps must be positive, got {steps}")
     if reason := variant.unsupported_on(device):
         raise ValueError(f"{variant} cannot run on {device}: {reason}")
+    if variant.convolution == "matmul" and not fast.has_small_maps(model_name):
+        raise ValueError(f"{model_name} has no convolution on maps of at most {convolution.MAX_PIXELS} pixels: "
+                         f"{variant} would run {replace(variant, convolution='native')}'s kernels")
     if torch.device(device).type == "mps":
         raise ValueError("the profiler does not see MPS kernels, only the CPU's dispatch of them: profile cpu or cuda")
 
@@ -102,7 +107,7 @@ def measure(model_name: str, device: str, train_set, batch_size: int, variant: V
     case takes and as many unprofiled steps, whose median is ``step_ms``; ``by_shape`` lists each operator
     once per shape of its tensor arguments (which of a network's layers cost most). ``ValueError`` for what
     ``check`` refuses or a batch larger than ``train_set``."""
-    check(device, variant, steps)
+    check(model_name, device, variant, steps)
     if batch_size > len(train_set):
         raise ValueError(f"a batch of {batch_size} is more than the {len(train_set)} training images")
     on_gpu = torch.device(device).type == "cuda"
