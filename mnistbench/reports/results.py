@@ -10,6 +10,7 @@ nonsensical field (a hand-edited median of zero, a number where a device name be
 one-line warning naming the file, the field and its value; only when nothing usable is left does ``load``
 raise ``NoResultsError``.
 """
+import dataclasses
 import json
 import math
 import statistics
@@ -29,8 +30,8 @@ CONFIG_FIELDS = ("kind", "model", "device", "device_name", "batch_size", "sample
 # existed), and one seed.
 STORED_DEFAULTS = {"world_size": 1, "backend": None, "optimizer": "default", "convolution": "native", "seeds": 1}
 VERSION_FIELDS = ("torch", "torchvision")
-# The speed variant of a benchmark (``Variant``'s fields).
-VARIANT_FIELDS = ("precision", "memory_format", "compile", "optimizer", "convolution")
+# The speed variant of a benchmark.
+VARIANT_FIELDS = tuple(field.name for field in dataclasses.fields(Variant))
 # The JSON type of every stored field the reports read (see ``check``); fields not listed are not read.
 EXTRA_INFO_TYPES = {"kind": str, "model": str, "device": str, "device_name": str, "batch_size": int, "samples": int,
                     "dataset": str, "pipeline": (str, None), "precision": str, "memory_format": str, "compile": str,
