@@ -24,7 +24,7 @@ import pytest
 
 import models
 
-from . import cases, data, estimate, fast, training
+from . import cases, convolution, data, estimate, training
 from .variants import Variant
 
 # Untimed steps before a case's clock: the first, then the warm-up of each of up to two batch shapes.
@@ -231,7 +231,7 @@ def _with_probe(case: estimate.Case, fast_setup: bool, config, probed: set[tuple
     probed.add(key)
     # the native eager candidates, then the matmul twin of each precision's fastest, where it differs
     eager = sum(variant.compile == "eager" and variant.convolution == "native" for variant in candidates)
-    if fast.has_small_maps(case.model):
+    if convolution.has_small_maps(case.model):
         eager += len({variant.precision for variant in candidates if variant.convolution == "matmul"})
     return dataclasses.replace(case, probe_candidates=(eager, compiled),
                                         compilations=case.compilations + bool(compiled))

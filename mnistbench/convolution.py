@@ -12,9 +12,15 @@ on maps of at most 4 pixels were replaced, and 1.02x when all those up to 7x7 we
 The parameters are the convolutions' own (the optimizer, ``state_dict`` and the articles' checkpoints see
 no difference); only how each forward pass computes changes.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import models
+
+from . import data
 
 MAX_PIXELS = 4  # the largest map (height x width) computed as a matrix product
 
@@ -62,6 +68,13 @@ def small_map_convolutions(model: nn.Module, images: torch.Tensor) -> int:
         for handle in handles:
             handle.remove()
     return sum(pixels <= MAX_PIXELS for pixels in seen)
+
+
+@functools.cache
+def has_small_maps(model_name: str) -> bool:
+    """Whether the registered model ``model_name`` has convolutions that a ``matmul`` variant computes as
+    matrix products on a digit (GoogLeNet does, VGGNet not)."""
+    return small_map_convolutions(models.build(model_name), torch.zeros(1, *data.IMAGE_SHAPE)) > 0
 
 
 def _plain(module: nn.Module) -> bool:

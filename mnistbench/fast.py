@@ -37,7 +37,6 @@ model, batch size and candidates, so that repeated runs skip the probe; a lock k
 probing the same key at once.
 """
 import contextlib
-import functools
 import json
 import math
 import os
@@ -52,7 +51,7 @@ import torchvision
 
 import models
 
-from . import atomic, convolution, data, devices, machine, training, watch
+from . import atomic, convolution, devices, machine, training, watch
 from .pipelines import normalized_images
 from .variants import Variant
 
@@ -232,7 +231,7 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
     baseline = Variant()
     candidates = [baseline] + [c for c in distinct(candidates, device) if c != baseline]
     runner = TrainingSteps(model_name, device, train_set, batch_size)
-    if not has_small_maps(model_name):
+    if not convolution.has_small_maps(model_name):
         candidates = [c for c in candidates if c.convolution == "native"]  # matmul would run the same kernels
     timings: dict[str, float | str] = {}
     screens: dict[tuple, float] = {}
@@ -293,13 +292,6 @@ def _settle(finalists: list[Variant], turns: dict[Variant, list[float]], last: b
         if verdict:
             best = variant
     return best
-
-
-@functools.cache
-def has_small_maps(model_name: str) -> bool:
-    """Whether ``model_name`` has convolutions that a ``matmul`` variant computes as matrix products on a digit
-    (GoogLeNet does, VGGNet not)."""
-    return convolution.small_map_convolutions(models.build(model_name), torch.zeros(1, *data.IMAGE_SHAPE)) > 0
 
 
 def distinct(candidates: list[Variant], device: str) -> list[Variant]:

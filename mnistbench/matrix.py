@@ -17,7 +17,7 @@ before the CPU), so that a run stopped by its time budget still holds whole GPU/
 """
 import models
 
-from . import fast, variants
+from . import convolution, variants
 from .variants import Variant
 
 MATRICES = ("quick", "standard", "exhaustive")
@@ -95,7 +95,7 @@ def in_matrix(test: str, params: dict, matrix: str) -> bool:
     kernels under another name."""
     variant = params.get("step_variant")
     if variant not in (None, "fast") and Variant.parse(variant).convolution == "matmul" \
-            and not fast.has_small_maps(params["model_name"]):
+            and not convolution.has_small_maps(params["model_name"]):
         return False
     return matrix != "quick" or headline(test, params) is not None
 

@@ -93,7 +93,7 @@ def check(model_name: str, device: str, variant: Variant, steps: int) -> None:
         raise ValueError(f"steps must be positive, got {steps}")
     if reason := variant.unsupported_on(device):
         raise ValueError(f"{variant} cannot run on {device}: {reason}")
-    if variant.convolution == "matmul" and not fast.has_small_maps(model_name):
+    if variant.convolution == "matmul" and not convolution.has_small_maps(model_name):
         raise ValueError(f"{model_name} has no convolution on maps of at most {convolution.MAX_PIXELS} pixels: "
                          f"{variant} would run {replace(variant, convolution='native')}'s kernels")
     if torch.device(device).type == "mps":
