@@ -2,6 +2,7 @@
 model of its work; a case that does not fit is not started; at the deadline the running case is stopped as
 Ctrl-C would stop it, what finished is saved and the rest is listed."""
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -277,6 +278,9 @@ def test_a_schedule_is_priced_one_evaluation_per_seed_and_a_target_one_per_epoch
     assert (article.judged_by, fast.judged_by) == ("target", "schedule")
     assert case("article").images_evaluated == 5 * article.epochs * data.TEST_IMAGES
     assert case("fast").images_evaluated == 5 * data.TEST_IMAGES
+    # the steps of the recipe's share of the split: a fractional epoch is priced as the images it trains
+    assert case("fast").steps == 5 * fast.epochs * math.ceil(fast.epoch_samples(data.TRAIN_IMAGES) / fast.batch_size) \
+        + budget.WARM_UP_STEPS
 
 
 def test_a_probe_is_priced_by_the_candidates_it_times():

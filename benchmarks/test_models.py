@@ -24,7 +24,8 @@ def test_registry_holds_the_articles_recipes_and_a_fast_one_per_model():
         recipe, fast = models.recipe(name), models.recipe(name, "fast")
         assert (recipe.optimizer, recipe.lr, recipe.epochs, recipe.schedule) == ("adam", 1e-3, 10, "constant")
         assert (recipe.normalize_mean, recipe.normalize_std) == (0.5, 0.5)
-        assert (fast.optimizer, fast.schedule) == ("adam", "onecycle") and fast.batch_size >= recipe.batch_size
+        assert (fast.optimizer, fast.schedule, fast.judged_by) == ("adam", "onecycle", "schedule")
+        assert recipe.epoch_fraction == 1 and 0 < fast.epoch_fraction <= 1
         assert (fast.normalize_mean, fast.normalize_std) == (0.5, 0.5)
     with pytest.raises(KeyError, match="choose from googlenet, vgg"):
         models.build("resnet")

@@ -52,7 +52,7 @@ def test_train_command_end_to_end_with_the_fast_recipe(tmp_path, few_test_digits
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("training vgg on cpu, a single process (torchrun did not start it: RANK=0 WORLD_SIZE=2 "
                                  f"MASTER_ADDR=127.0.0.1 MASTER_PORT={port} ignored), fast recipe")
-    assert ("fast recipe (fast: fp32-channels_last-eager-fused, pinned), 1 epochs of 512 mnist images, batch 128, "
+    assert ("fast recipe (fast: fp32-channels_last-eager-fused, pinned), 1 epochs of 512 mnist images, batch 64, "
             "Adam lr 0.006 onecycle, label smoothing 0.1\n") in run.stdout
     assert f"saved to {tmp_path}/\\u6a21\\u578b vgg.pth\n" in run.stdout
     assert "Epoch [1/1], Loss: " in run.stdout

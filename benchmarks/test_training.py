@@ -57,6 +57,21 @@ def test_googlenet_training_costs_about_three_forward_passes():
     assert 2.5 * forward < train < 3 * forward
 
 
+def test_a_fractional_epoch_trains_its_share_of_a_fresh_order_unless_the_run_names_its_images(mnist_train):
+    """VGGNet's fast recipe trains 0.7 of an epoch: 42,000 of the 60,000 digits (whole batches of 64: 41,984),
+    each epoch the first of a new random order, so no image is left out for good; ``samples`` overrides it."""
+    recipe = models.recipe("vgg", "fast")
+    assert (recipe.epoch_fraction, recipe.epoch_samples(60_000)) == (0.7, 42_000)
+    run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, recipe=recipe)
+    assert (run.pipeline.samples, len(run.pipeline)) == (41_984, 656)
+    assert sum(len(labels) for _, labels in run.pipeline) == 41_984
+    orders = [torch.cat([labels for _, labels in run.pipeline]) for _ in range(2)]
+    assert not torch.equal(*orders), "each epoch draws a new order"
+    assert training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, recipe=recipe,
+                                       samples=640).pipeline.samples == 640
+    assert training.TrainingRun.create("vgg", "cpu", "resident", mnist_train).pipeline.samples == 60_000
+
+
 def test_a_recipe_with_label_smoothing_trains_on_smoothed_targets(mnist_train):
     """VGGNet's fast recipe smooths its training loss's targets (cross-entropy's own option); the articles' not."""
     images, labels = normalized_images(mnist_train.data[:8]), mnist_train.targets[:8]

@@ -187,7 +187,7 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
         return _with_probe(case, variant == "fast", config, probed, models.recipe(model).schedule)
     if test == "test_time_to_accuracy":
         recipe = models.recipe(model, params["recipe_name"])
-        samples = config.mnistbench_accuracy_epoch_samples or data.TRAIN_IMAGES
+        samples = config.mnistbench_accuracy_epoch_samples or recipe.epoch_samples(data.TRAIN_IMAGES)
         epochs = config.getoption("seeds") * recipe.epochs  # all of them: a seed may need every one
         evaluations = epochs if recipe.judged_by == "target" else config.getoption("seeds")  # a schedule's at its end
         case = estimate.Case(item.nodeid, model, device, recipe.batch_size,

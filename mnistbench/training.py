@@ -133,7 +133,8 @@ class TrainingRun:
                ) -> "TrainingRun":
         """``model_name`` trained with ``recipe`` (by default its article's). Data-parallel training is this same
         run on each rank: ``shard`` picks the rank's slice of every epoch, and ``wrap_model`` wraps the prepared
-        network that the step runs (in ``DistributedDataParallel``); ``model`` stays the unwrapped network."""
+        network that the step runs (in ``DistributedDataParallel``); ``model`` stays the unwrapped network.
+        ``samples``: images per epoch, by default the recipe's share of ``dataset`` (``Recipe.epoch_samples``)."""
         recipe = recipe or models.recipe(model_name)
         if pipelines.uses_pytorch_defaults(pipeline_name):
             backends.use_pytorch_defaults()
@@ -142,6 +143,7 @@ class TrainingRun:
         torch.manual_seed(seed)
         model = models.build(model_name).to(device)
         optimizer = make_optimizer(model, recipe, variant)
+        samples = samples or recipe.epoch_samples(len(dataset))
         pipeline = pipelines.build(pipeline_name, dataset, recipe.batch_size, device, samples=samples, seed=seed,
                                    mean=recipe.normalize_mean, std=recipe.normalize_std, shard=shard,
                                    drop_last=recipe.drop_last)
