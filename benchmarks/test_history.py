@@ -4,7 +4,7 @@ differed are said, never called a regression; a time to accuracy's speed is its 
 result files whose rounds give known verdicts."""
 import pytest
 
-from mnistbench.reports import compare, history, ratio, results, significance
+from mnistbench.reports import compare, history, pairs, ratio, results, significance
 from stored import bench, report, write_run
 
 STEP_ROUNDS = [0.100, 0.101, 0.099, 0.102, 0.098, 0.100, 0.103, 0.097, 0.101, 0.099]  # a step's 10 rounds
@@ -104,6 +104,24 @@ def test_time_to_accuracy_is_epochs_needed_and_time_per_epoch_and_only_the_latte
     status, out, _ = report(capsys, "history", tmp_path, "--format", "csv")
     assert status == 0 and out.splitlines()[0] == ("benchmark,machine,run,time,median_s,epochs,change,noise,p,flag,"
                                                    "note")
+
+
+def test_a_recipe_changed_is_another_benchmark_not_a_speed_change(tmp_path):
+    """VGGNet's fast recipe, 2 epochs at lr 6e-3 as stored before label smoothing and fractions were, then
+    with them: two series, each named by its recipe, and no change between them; a pair of them (``ratio``,
+    ``compare``) is refused naming what differs."""
+    old = dict(lr=0.006, schedule="onecycle", max_epochs=2)
+    write_run(tmp_path, 1, [time_to_accuracy([30.0], [2], **old)])
+    write_run(tmp_path, 2, [time_to_accuracy([11.0], [1], **{**old, "max_epochs": 1, "label_smoothing": 0.1,
+                                                             "epoch_fraction": 0.7})])
+    loaded = results.load([tmp_path])
+    assert [len(series.points) for series in history.build(loaded)] == [1, 1]
+    assert sorted(series.label for series in history.build(loaded)) == [
+        "time-to-accuracy vgg resident b128 (cpu, lr 0.006 onecycle, 1 epochs of 0.7, label smoothing 0.1)",
+        "time-to-accuracy vgg resident b128 (cpu, lr 0.006 onecycle, 2 epochs)"]
+    before, after = loaded
+    assert pairs.mismatch(before, after) == ("max_epochs differs (a 2, b 1); label_smoothing differs (a 0.0, b 0.1); "
+                                               "epoch_fraction differs (a 1.0, b 0.7)")
 
 
 def test_time_per_epoch_from_several_seeds_is_tested_seed_by_seed(tmp_path):

@@ -137,6 +137,7 @@ def _distinctions(result: Result) -> dict[str, str]:
         "dataset": str(result.extra_info["dataset"]),
         "seeds": f"{result.extra_info['seeds']} seed{'s' * (result.extra_info['seeds'] != 1)}",
         "variant": result.variant,
+        "recipe": result.recipe,
         "host": "" if result.device == "cpu" else f"host {result.host}",  # a CPU's identity includes its host
         "test": result.name.rsplit("::", 1)[-1],
     }

@@ -22,13 +22,18 @@ from pathlib import Path
 from .. import machine
 from ..variants import Variant
 
+# A time to accuracy's recipe: a recipe changed is another benchmark, not a faster or slower one.
+RECIPE_FIELDS = ("lr", "schedule", "max_epochs", "label_smoothing", "epoch_fraction")
 # Fields that must agree before two results may be compared; a benchmark lacking one is skipped.
 CONFIG_FIELDS = ("kind", "model", "device", "device_name", "batch_size", "samples", "dataset", "pipeline",
-                 "precision", "memory_format", "compile", "convolution", "world_size", "backend", "seeds")
+                 "precision", "memory_format", "compile", "convolution", "world_size", "backend", "seeds",
+                 *RECIPE_FIELDS)
 # What a result stored before a field existed meant by leaving it out: one process, no process group, the
 # Adam implementation torch.optim.Adam picks and the backend's convolutions (the only ones before the choice
-# existed), and one seed.
-STORED_DEFAULTS = {"world_size": 1, "backend": None, "optimizer": "default", "convolution": "native", "seeds": 1}
+# existed), one seed, no recipe (other kinds than time to accuracy), and neither label smoothing nor a
+# fractional epoch (no recipe had either before these were stored).
+STORED_DEFAULTS = {"world_size": 1, "backend": None, "optimizer": "default", "convolution": "native", "seeds": 1,
+                   "lr": None, "schedule": None, "max_epochs": None, "label_smoothing": 0.0, "epoch_fraction": 1.0}
 VERSION_FIELDS = ("torch", "torchvision")
 # The speed variant of a benchmark.
 VARIANT_FIELDS = tuple(field.name for field in dataclasses.fields(Variant))
@@ -36,7 +41,8 @@ VARIANT_FIELDS = tuple(field.name for field in dataclasses.fields(Variant))
 EXTRA_INFO_TYPES = {"kind": str, "model": str, "device": str, "device_name": str, "batch_size": int, "samples": int,
                     "dataset": str, "pipeline": (str, None), "precision": str, "memory_format": str, "compile": str,
                     "optimizer": str, "convolution": str, "world_size": int, "backend": (str, None), "seeds": int,
-                    "threads": (int, None),
+                    "threads": (int, None), "lr": (float, None), "schedule": (str, None), "max_epochs": (int, None),
+                    "label_smoothing": float, "epoch_fraction": float,
                     "nodes": int, "first_step_seconds": (float, None), "joules_per_image": float,
                     "disturbed": bool, "disturbed_by": [str],
                     "quiet": {"canary_ms": [float], "limits": {"canary_drift": float}},
@@ -192,6 +198,17 @@ class Result:
         """The benchmark as it is paired across devices and machines: its ``label``, less the variant where
         each side runs its own (``fast``)."""
         return self.workload if self.fast else self.label
+
+    @property
+    def recipe(self) -> str:
+        """A time to accuracy's recipe in words, e.g. ``lr 0.006 onecycle, 1 epochs of 0.7, label smoothing
+        0.1``; "" for other kinds."""
+        info = self.extra_info
+        if info["lr"] is None:
+            return ""
+        return (f"lr {info['lr']:g} {info['schedule']}, {info['max_epochs']} epochs"
+                + (f" of {info['epoch_fraction']:g}" if info["epoch_fraction"] != 1 else "")
+                + (f", label smoothing {info['label_smoothing']:g}" if info["label_smoothing"] else ""))
 
     @property
     def images_per_joule(self) -> float | None:
