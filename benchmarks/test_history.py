@@ -67,6 +67,14 @@ def test_a_change_involving_a_disturbed_run_is_never_called_a_regression_without
             "step-train vgg b128 (cpu) on m1") in err
 
 
+def test_a_series_whose_only_run_was_disturbed_says_so(tmp_path):
+    """A first run has no change to flag, but its reader still learns that the machine was busy."""
+    write_run(tmp_path, 1, [step(STEP_ROUNDS, **BUSY)])
+    [series] = history.build(results.load([tmp_path]))
+    assert [(point.flag, point.note) for point in series.points] == [
+        ("", "run 0001 disturbed: other processes used 48.0% of the machine's CPU time (limit 3%)")]
+
+
 def test_a_canary_that_ran_at_another_speed_says_the_machine_differed(tmp_path):
     """Neither run was disturbed within itself, but the VM ran the canary 38% slower in the second."""
     slower_machine = {**QUIET, "quiet": {"canary_ms": [0.179, 0.180, 0.180], "limits": LIMITS}}

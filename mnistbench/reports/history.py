@@ -82,10 +82,14 @@ def _flag(change: float, noise: float, threshold: float) -> str:
     return "regression" if change > 0 else "improvement"
 
 
+def _disturbed(result: Result, names: dict) -> list[str]:
+    """Whether ``result``'s run was disturbed, and why, in a note's words."""
+    return [f"run {names[result.file]} disturbed: {'; '.join(result.disturbed_by)}"] if result.disturbed_by else []
+
+
 def _disturbances(previous: Result, current: Result, names: dict) -> list[str]:
     """Why a change between ``previous`` and ``current`` may be the machine's, not the code's."""
-    found = [f"run {names[result.file]} disturbed: {'; '.join(result.disturbed_by)}"
-             for result in (previous, current) if result.disturbed_by]
+    found = _disturbed(previous, names) + _disturbed(current, names)
     if previous.canary and current.canary:  # judged by the limit the newer run was measured with
         ratio = current.canary[0] / previous.canary[0]
         if abs(ratio - 1) > current.canary[1]:
@@ -163,7 +167,7 @@ def build(results: list[Result], threshold: float = THRESHOLD) -> list[Series]:
     names = run_names([result.file for result in results])
     all_series = []
     for label, runs in zip(_labels([runs[0] for runs in grouped.values()]), grouped.values()):
-        series = Series(label, runs[0].machine, [Point(runs[0])])
+        series = Series(label, runs[0].machine, [Point(runs[0], note="; ".join(_disturbed(runs[0], names)))])
         for previous, current in zip(runs, runs[1:]):
             series.points.append(_point(previous, current, [p.change for p in series.points[1:]], threshold, names))
         all_series.append(series)
