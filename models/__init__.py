@@ -75,8 +75,8 @@ def register(name: str, builder: Callable[..., nn.Module], article: Recipe, fast
 # GoogLeNet's 4 epochs, not the trials' 3: on a 2-core Intel Xeon its 3-epoch schedule ended at 98.96% from seed 0,
 # 4 epochs reached 99.29 and 99.18% from seeds 0 and 1 (docs/measured.md).
 # VGGNet's, the fastest of the speedrun trials whose mean over 5 seeds reached 99% on a 2-core Intel Xeon with every
-# seed at 99% or more: 0.7 of an epoch at batch 64 with label smoothing, 99.10% (lowest 99.02%), 14.2 s a seed against
-# 16.4 s for the whole epoch at batch 128 it replaced (99.15%), in the same minutes (docs/measured.md).
+# seed at 99% or more: 0.7 of an epoch at batch 64 with label smoothing, 99.10% (lowest 99.02%), 11.6 s a seed against
+# 15.5 s for the whole epoch at batch 128 it replaced (99.15%), measured back to back (docs/measured.md).
 # The article's GoogLeNet recipe diverged in every measured run, all on CPUs (docs/measured.md).
 register("googlenet", googlenet,
          Recipe(batch_size=64, known_best=0.9734, known_on="cpu",
