@@ -59,7 +59,7 @@ def test_googlenet_training_costs_about_three_forward_passes():
 
 def test_a_fractional_epoch_trains_its_share_of_a_fresh_order_unless_the_run_names_its_images(mnist_train):
     """VGGNet's fast recipe trains 0.7 of an epoch: 42,000 of the 60,000 digits (whole batches of 64: 41,984),
-    each epoch the first of a new random order, so no image is left out for good; ``samples`` overrides it."""
+    each epoch the first of a new random order, not a fixed subset; ``samples`` overrides it."""
     recipe = models.recipe("vgg", "fast")
     assert (recipe.epoch_fraction, recipe.epoch_samples(60_000)) == (0.7, 42_000)
     run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, recipe=recipe)
