@@ -100,6 +100,9 @@ def test_resident_images_equal_the_articles_per_sample_transform(mnist_train):
     transform = data.article_transform()
     per_sample = torch.stack([transform(mnist_train[i][0]) for i in range(64)])
     assert torch.equal(pipelines.normalized_images(mnist_train.data[:64]), per_sample)
+    pixels = mnist_train.data[:64].float()  # normalised in place, but never in the caller's tensor
+    pipelines.normalized_images(pixels)
+    assert torch.equal(pixels, mnist_train.data[:64].float())
 
 
 def test_both_pipelines_yield_the_same_samples_for_the_same_order(mnist_train):
