@@ -222,8 +222,8 @@ def test_the_quick_probe_tries_what_can_win_on_the_device():
     """The quick matrix's probe on a CPU: fp32 and bf16, both memory formats, the default and the fused Adam,
     each with native convolutions or as matrix products, eager only (CUDA graphs need a GPU; compiling costs a
     CPU a minute a candidate); a smoke run's tries precisions, formats and convolutions with the default Adam;
-    any other full benchmark every variant."""
-    quick = setups.FastPolicy(**matrix.probe_choices("quick", full=True)).candidates("cpu", "onecycle")
+    any other full benchmark every variant. (GoogLeNet's: VGGNet's hold no matrix products, ``test_fast``.)"""
+    quick = setups.FastPolicy(**matrix.probe_choices("quick", full=True)).candidates("cpu", "onecycle", "googlenet")
     assert {str(variant) for variant in quick} == {f"{precision}-{memory_format}-eager-{optimizer}{convolution}"
                                                    for precision in ("fp32", "bf16")
                                                    for memory_format in ("contiguous", "channels_last")
@@ -232,7 +232,7 @@ def test_the_quick_probe_tries_what_can_win_on_the_device():
     assert "cudagraphs" in matrix.probe_choices("quick", full=True)["compile_modes"]
     assert matrix.probe_choices("quick", full=False) == matrix.QUICK_CHOICES  # --matrix quick without --benchmark-only
     for name in ("standard", "exhaustive"):
-        smoke = setups.FastPolicy(**matrix.probe_choices(name, full=False)).candidates("cpu", "onecycle")
+        smoke = setups.FastPolicy(**matrix.probe_choices(name, full=False)).candidates("cpu", "onecycle", "googlenet")
         assert {str(variant) for variant in smoke} == {f"{precision}-{memory_format}-eager-default{convolution}"
                                                        for precision in ("fp32", "bf16")
                                                        for memory_format in ("contiguous", "channels_last")

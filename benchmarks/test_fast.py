@@ -73,7 +73,7 @@ def test_convolutions_as_matrix_products_are_tried_on_each_precisions_fastest_wh
         fake_timings):
     """GoogLeNet's late convolutions see 2x2 and 1x1 maps: ``matmul`` is timed on each precision's fastest
     eager variant (its gain depends on the precision), and compiled modes on top of the best of all; VGGNet has
-    no such map, so its ``matmul`` candidates would run the same kernels and are not timed at all."""
+    no such map, so its ``matmul`` variants would run the same kernels and are never its candidates."""
     table, calls = fake_timings
     fused, bf16 = Variant(optimizer="fused"), Variant("bf16")
     on_fused, on_baseline = Variant(optimizer="fused", convolution="matmul"), Variant(convolution="matmul")
@@ -87,10 +87,9 @@ def test_convolutions_as_matrix_products_are_tried_on_each_precisions_fastest_wh
     assert best == on_bf16 and timings[str(on_bf16)] == 50.0 and str(on_baseline) not in timings
     assert [name for name, batch in calls if batch == 64] == [str(BASELINE), str(fused), str(bf16), str(on_fused),
                                                               str(on_bf16), str(compiled)]
-    calls.clear()
-    best, timings = fast.probe("vgg", "cpu", None, 64, candidates)
-    assert best == fused and set(timings) == {str(BASELINE), str(fused), str(bf16)}
-    assert [name for name, batch in calls if batch == 64] == [str(BASELINE), str(fused), str(bf16)]
+    policy = setups.FastPolicy(optimizers=("default", "fused"))
+    assert {variant.convolution for variant in policy.candidates("cpu", "onecycle", "googlenet")} == {"native", "matmul"}
+    assert {variant.convolution for variant in policy.candidates("cpu", "onecycle", "vgg")} == {"native"}
 
 
 def test_a_candidate_slower_than_the_best_at_full_batch_is_dropped_and_fp32_wins_ties(fake_timings):

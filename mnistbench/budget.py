@@ -24,7 +24,7 @@ import pytest
 
 import models
 
-from . import cases, convolution, data, estimate, training
+from . import cases, data, estimate, training
 from .variants import Variant
 
 # Untimed steps before a case's clock: the first, then the warm-up of each of up to two batch shapes.
@@ -224,15 +224,14 @@ def _with_probe(case: estimate.Case, fast_setup: bool, config, probed: set[tuple
     key = (case.model, case.device, case.batch_size)
     if not fast_setup or policy.pinned is not None:
         return case
-    candidates = policy.candidates(case.device, schedule)
+    candidates = policy.candidates(case.device, schedule, case.model)
     compiled = len({variant.compile for variant in candidates if variant.compile != "eager"})
     if key in probed:
         return dataclasses.replace(case, compilations=case.compilations + bool(compiled))
     probed.add(key)
-    # the native eager candidates, then the matmul twin of each precision's fastest, where it differs
+    # the native eager candidates, then the matmul twin of each precision's fastest (where the model has one)
     eager = sum(variant.compile == "eager" and variant.convolution == "native" for variant in candidates)
-    if convolution.has_small_maps(case.model):
-        eager += len({variant.precision for variant in candidates if variant.convolution == "matmul"})
+    eager += len({variant.precision for variant in candidates if variant.convolution == "matmul"})
     return dataclasses.replace(case, probe_candidates=(eager, compiled),
                                         compilations=case.compilations + bool(compiled))
 

@@ -9,8 +9,9 @@ small batch, where an emulated precision shows at a fraction of the cost; at the
 much slower than the best so far is dropped after its first two timed steps. Convolutions as matrix products
 (``matmul``) are then tried on each precision's fastest eager variant (what they gain depends on the
 precision: on a 2-core Intel Xeon, 0.66-0.89 of GoogLeNet's bf16 step and 0.89-0.99 of its fp32 one), where
-the model has convolutions on small maps (else they are the same kernels), and compiled modes on top of
-the best eager variant only, since compilation costs seconds to minutes per candidate.
+the model has convolutions on small maps (``setups.FastPolicy.candidates``; elsewhere they are the same
+kernels), and compiled modes on top of the best eager variant only, since compilation costs seconds to
+minutes per candidate.
 
 The candidates left within ``FINALIST_FACTOR`` of the best, the finalists, are then timed in alternation,
 A B A B ... for ``Turns.first`` turns on the models they have warmed up, and each is judged by the median of its
@@ -51,7 +52,7 @@ import torchvision
 
 import models
 
-from . import atomic, convolution, devices, machine, training, watch
+from . import atomic, devices, machine, training, watch
 from .pipelines import normalized_images
 from .variants import Variant
 
@@ -231,8 +232,6 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
     baseline = Variant()
     candidates = [baseline] + [c for c in distinct(candidates, device) if c != baseline]
     runner = TrainingSteps(model_name, device, train_set, batch_size)
-    if not convolution.has_small_maps(model_name):
-        candidates = [c for c in candidates if c.convolution == "native"]  # matmul would run the same kernels
     timings: dict[str, float | str] = {}
     screens: dict[tuple, float] = {}
     timed: dict[Variant, float] = {}  # the candidates timed at the full batch, by their first timing

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import models
 
-from . import fast, matrix, variants
+from . import convolution, fast, matrix, variants
 from .variants import Variant
 
 SETUPS = ("reference", "resident", "fast")
@@ -35,9 +35,13 @@ class FastPolicy:
     turns: fast.Turns = fast.Turns()
     probe_batch: int | None = None
 
-    def candidates(self, device: str, schedule: str) -> list[Variant]:
+    def candidates(self, device: str, schedule: str, model_name: str) -> list[Variant]:
+        """The variants the probe may choose from for ``model_name`` on ``device`` under a learning-rate
+        ``schedule``: the ``matmul`` convolutions only where the model has convolutions on small maps (elsewhere
+        they run the same kernels as the native ones)."""
+        convolutions = self.convolutions if convolution.has_small_maps(model_name) else ("native",)
         every = variants.matrix(device, self.precisions, self.memory_formats, self.compile_modes, self.optimizers,
-                                self.convolutions)
+                                convolutions)
         return [variant for variant in every if variant.unsupported_with(schedule) is None]
 
 
@@ -70,7 +74,7 @@ def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, trai
         if reason:
             raise ValueError(f"--fast-variant {policy.pinned} cannot run on {device}: {reason}")
     batch_size = policy.probe_batch or recipe.batch_size
-    choice = fast.choose(model_name, device, train_set, batch_size, policy.candidates(device, recipe.schedule),
+    choice = fast.choose(model_name, device, train_set, batch_size, policy.candidates(device, recipe.schedule, model_name),
                          pinned=policy.pinned, use_cache=policy.use_cache, save=policy.save_cache,
                          save_disturbed=policy.save_disturbed, turns=policy.turns)
     return Setup(name, "resident", choice.variant, choice)
