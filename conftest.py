@@ -242,6 +242,15 @@ def mnist_root(pytestconfig):
     return data.resolve_root(pytestconfig.getoption("mnist_root"))
 
 
+def command_env(extra: dict | None = None) -> dict:
+    """The environment of a command a test starts, plus ``extra``: this worker's share of the cores
+    (``OMP_NUM_THREADS``; torch in a fresh process takes every core, and beside the other pytest-xdist
+    workers its threads would wait on each other's cores) and none of pytest-xdist's worker variables (the
+    command is not a worker)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
+    return {**env, "OMP_NUM_THREADS": str(torch.get_num_threads()), **(extra or {})}
+
+
 def mnist_root_with(folder: Path, good: Path, changes: dict) -> Path:
     """A data root under ``folder`` whose MNIST files link to the sound ones in ``good`` (a ``MNIST/raw``
     folder), but for ``changes``: a file name mapped to the bytes written there (a function of ``good``),

@@ -27,7 +27,7 @@ from torchvision import datasets
 
 import conftest
 import models
-from conftest import mnist_root_with
+from conftest import command_env, mnist_root_with
 from mnistbench import checkpoints, cli, data, distributed, gate, launcher, storage
 from mnistbench.reports import ratio
 from test_suite import OptionsOnly
@@ -489,8 +489,7 @@ def test_a_worker_hands_its_data_problem_to_the_controller_which_stops_the_run(s
 def run_pytest(*args, tmp_path, plugin=None, cwd=REPO):
     """``python -m pytest ARGS`` started in ``cwd`` (the repository), with ``plugin`` (module source) loaded if
     given."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
-    env["PYTHONPATH"], extra = str(REPO), []
+    env, extra = command_env({"PYTHONPATH": str(REPO)}), []
     if plugin:
         write(tmp_path / "plugins" / "bad_input_plugin.py", plugin)
         env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "plugins"), str(REPO)])

@@ -4,7 +4,6 @@ counters are read by the timed runs of a machine that has them (``test_suite``'s
 CPU's counter gave, or why there is none)."""
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 

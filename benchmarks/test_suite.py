@@ -30,11 +30,7 @@ EXTRA_INFO_FIELDS = {
 def run_env() -> dict:
     """The environment of a user's command, with this worker's share of the cores, not all of them, and a
     cache of fast choices of its own (so its fast cases probe)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(torch.get_num_threads()),
-           fast.CACHE_ENV: tempfile.mkdtemp(prefix="mnistbench-cache-")}
-    env.pop("PYTEST_XDIST_WORKER", None)
-    env.pop("PYTEST_XDIST_WORKER_COUNT", None)
-    return env
+    return conftest.command_env({"PYTHONPATH": str(REPO), fast.CACHE_ENV: tempfile.mkdtemp(prefix="mnistbench-cache-")})
 
 
 def run(*args, cwd=REPO):

@@ -1,5 +1,4 @@
 """The articles' job as a command, end to end at smoke size: train, save, reload, evaluate, interrupt."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ import torch
 from mnistbench import checkpoints, launcher, train_job, training
 
 from articles import article_model_class
-from conftest import FEW_TEST_DIGITS
+from conftest import FEW_TEST_DIGITS, command_env
 from stored import report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def mnistbench(*args, root, env=None):
     """``python -m mnistbench ARGS`` with ``env`` added to this process's environment."""
     return subprocess.run([sys.executable, "-m", "mnistbench", *map(str, args), "--mnist-root", str(root)],
-                          cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, env=command_env(env), capture_output=True, text=True, timeout=300)
 
 
 # A console that cannot encode the model path (a redirected Windows console), in a shell that a torchrun or
