@@ -29,9 +29,11 @@ pytest_plugins = ("mnistbench.storage", "mnistbench.gate", "mnistbench.budget", 
 SMOKE_EPOCH_SAMPLES = 256
 # At smoke size the time-to-accuracy benchmark proves its machinery on a target that no model stuck on
 # one class can reach (the most frequent digit is 11.7% of the smoke test images), on epochs long enough
-# for both networks to pass it within their recipes' epochs.
+# for both networks to pass it within their recipes' epochs: GoogLeNet's fast recipe (2 epochs at batch 64,
+# without batch norm) stays near chance through its first epoch, and reached 13.4% (fp32) and 14.9% (bf16)
+# after two of 2,048 images, 20.6% and 18.9% after two of 3,072 (seed 0, on the Intel Xeon).
 SMOKE_TARGET_ACCURACY = 0.15
-SMOKE_ACCURACY_TRAIN_SAMPLES = 2048
+SMOKE_ACCURACY_TRAIN_SAMPLES = 3072
 SMOKE_TEST_SAMPLES = 2000
 FEW_TEST_DIGITS = 1000
 # The data each data fixture reads: --dataset's for train_set and test_set, real MNIST for the rest.
