@@ -71,6 +71,17 @@ def test_only_this_machine_identitys_stored_runs_estimate_its_cases(tmp_path):
     assert estimate.newest_stored(tmp_path / "nothing", ["case"], {"case": "cpu"}) == {}
 
 
+def test_a_stored_run_of_another_size_does_not_estimate_a_case(tmp_path):
+    """A quick run's fifth of an epoch does not price a whole one: the stored fields must hold ``Case.agrees``."""
+    stored_run(tmp_path / "here", torch.get_num_threads())  # an epoch of 256 images
+
+    def estimates(agrees):
+        return estimate.newest_stored(tmp_path / "here", ["case"], {"case": "cpu"}, {"case": agrees})
+
+    assert estimates((("samples", 256),)) == {"case": 42.0} == estimates(())
+    assert estimates((("samples", 12_800),)) == {} == estimates((("samples", 256), ("seeds", 5)))
+
+
 def item_of(run: budget.Budget, node_id: str, benchmark=None) -> SimpleNamespace:
     """A collected test as the budget's hooks read it, in a run under ``run``."""
     return SimpleNamespace(nodeid=node_id, name=node_id, config=SimpleNamespace(stash={budget._BUDGET: run}),
@@ -293,6 +304,25 @@ def test_a_probe_is_priced_by_the_candidates_it_times():
                                         set(), "constant").probe_candidates for model in ("googlenet", "vgg")}
     compiled = int(Variant(compile="compile").unsupported_on("cpu") is None)  # a C++ compiler here
     assert priced == {"googlenet": (8 + 2, compiled), "vgg": (8, compiled)}
+
+
+def test_a_probe_is_priced_once_per_key_of_the_probe_itself():
+    """Cases share a probe only when ``fast.choose`` would: the same model, device, batch and candidates.
+    GoogLeNet's fast epoch (a constant rate) and its fast recipe (one-cycle, which ``compile-step`` cannot
+    follow) both train at batch 64 but probe different candidates where this CPU compiles: each pays its own."""
+    policy = setups.FastPolicy()
+    config, probed = SimpleNamespace(mnistbench_fast_policy=policy), set()
+
+    def priced(schedule, batch_size=64):
+        case = estimate.Case("test_epoch[googlenet]", "googlenet", "cpu", batch_size, 10)
+        return budget._with_probe(case, True, config, probed, schedule).probe_candidates != (0, 0)
+
+    compiles = Variant(compile="compile-step").unsupported_on("cpu") is None  # a C++ compiler here
+    assert set(policy.candidates("cpu", "constant", "googlenet")) != set(
+        policy.candidates("cpu", "onecycle", "googlenet")) or not compiles
+    assert priced("constant") and not priced("constant")  # the second case reuses the first's probe
+    assert priced("onecycle") == compiles and not priced("onecycle")
+    assert priced("onecycle", batch_size=128)
 
 
 def test_no_matrix_holds_a_matmul_step_of_a_model_without_small_maps():

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 
 import conftest
 import models
-from mnistbench import backends, energy, fast, gate, time_to_accuracy
+from mnistbench import backends, budget, energy, fast, gate, setups, time_to_accuracy
 from mnistbench.variants import Variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,6 +268,13 @@ def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_re
     assert info["accuracy_stdev"] == pytest.approx(statistics.stdev(finals))
     assert info["images_per_second"] == pytest.approx(1024 * sum(info["epochs"]) / bench["stats"]["total"])
     assert (info["judged_by"], info["definition"]) == ("target", time_to_accuracy.DEFINITIONS["target"])
+    # the same command again is estimated from this run: what the budget asks of a stored run, it holds
+    config = SimpleNamespace(getoption={"seeds": 2}.get, mnistbench_fast_policy=setups.FastPolicy(),
+                             mnistbench_accuracy_epoch_samples=1024, mnistbench_test_samples=None)
+    item = SimpleNamespace(nodeid=bench["name"], name=bench["name"], originalname="test_time_to_accuracy",
+                           callspec=SimpleNamespace(params={"model_name": "vgg", "device": "cpu", "recipe_name": "article"}))
+    agrees = budget.case_of(item, config, set()).agrees
+    assert agrees and all(info[name] == value for name, value in agrees), (agrees, info)
 
 
 def test_a_smoke_run_starts_the_long_tests_first_keeping_the_rest_in_order():

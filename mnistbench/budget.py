@@ -143,12 +143,14 @@ def pytest_report_collectionfinish(config, items):
     budget.benchmarks = [item.nodeid for item in timed]
     storage = str(config.getoption("benchmark_storage")).removeprefix("file://")
     devices_by_id = {item.nodeid: cases.params(item).get("device", "cpu") for item in timed}
-    budget.estimates = estimate.newest_stored(storage, list(devices_by_id), devices_by_id)
-    from_stored = len(budget.estimates)
     probed: set[tuple] = set()
+    modelled = {item.nodeid: case_of(item, config, probed) for item in timed}
+    budget.estimates = estimate.newest_stored(storage, list(devices_by_id), devices_by_id,
+                                              {node_id: case.agrees for node_id, case in modelled.items() if case})
+    from_stored = len(budget.estimates)
     for item in timed:
-        case = None if item.nodeid in budget.estimates else case_of(item, config, probed)
-        if case is not None:
+        case = modelled[item.nodeid]
+        if case is not None and item.nodeid not in budget.estimates:
             budget.estimates[item.nodeid] = estimate.modelled(case, budget.speeds)
             if key := learning_key(item):
                 budget.learning[item.nodeid] = key
@@ -170,8 +172,8 @@ MODELLED_TESTS = ("test_epoch", "test_step", "test_time_to_accuracy", "test_dist
 
 def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
     """What the benchmark ``item`` will do, for the model of its cost, or None for a test the model does not
-    know. ``probed`` holds the (model, device, batch) keys whose fast probe an earlier case of the run pays
-    (one probe serves them all)."""
+    know. ``probed`` holds the keys of the fast probes an earlier case of the run pays (model, device, batch
+    and candidates, as ``fast.choose`` keys them: one probe serves every case with the same key)."""
     params, test = cases.params(item), cases.test(item)
     if test not in MODELLED_TESTS or "model_name" not in params:
         return None
@@ -193,7 +195,11 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
         case = estimate.Case(item.nodeid, model, device, recipe.batch_size,
                              epochs * math.ceil(samples / recipe.batch_size) + WARM_UP_STEPS,
                              images_decoded=epochs * samples if params["recipe_name"] == "article" else 0,
-                             images_evaluated=evaluations * (config.mnistbench_test_samples or data.TEST_IMAGES))
+                             images_evaluated=evaluations * (config.mnistbench_test_samples or data.TEST_IMAGES),
+                             agrees=(("samples", samples), ("seeds", config.getoption("seeds")),
+                                     ("batch_size", recipe.batch_size), ("lr", recipe.lr), ("schedule", recipe.schedule),
+                                     ("max_epochs", recipe.epochs), ("label_smoothing", recipe.label_smoothing),
+                                     ("epoch_fraction", recipe.epoch_fraction)))
         return _with_probe(case, params["recipe_name"] == "fast", config, probed, recipe.schedule)
     recipe = models.recipe(model)
     samples = config.mnistbench_epoch_samples or data.TRAIN_IMAGES
@@ -202,7 +208,8 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
         return estimate.Case(item.nodeid, model, device, recipe.batch_size, per_epoch + WARM_UP_STEPS, launches=1)
     rounds = config.getoption("epoch_rounds")
     case = estimate.Case(item.nodeid, model, device, recipe.batch_size, rounds * per_epoch + WARM_UP_STEPS,
-                         images_decoded=rounds * samples if params.get("setup") == "reference" else 0)
+                         images_decoded=rounds * samples if params.get("setup") == "reference" else 0,
+                         agrees=(("samples", samples),))
     return _with_probe(case, params.get("setup") == "fast", config, probed, recipe.schedule)
 
 
@@ -221,15 +228,16 @@ def _with_probe(case: estimate.Case, fast_setup: bool, config, probed: set[tuple
     """``case`` plus the fast probe it pays, if it is the first of the run at its key and nothing pins the
     variant, and one compilation of the variant the probe may choose."""
     policy = config.mnistbench_fast_policy
-    key = (case.model, case.device, case.batch_size)
     if not fast_setup or policy.pinned is not None:
         return case
-    candidates = policy.candidates(case.device, schedule, case.model)
+    candidates = policy.candidates(case.device, schedule, case.model)  # the schedule's: compile-step needs a constant rate
+    key = (case.model, case.device, policy.probe_batch or case.batch_size, frozenset(map(str, candidates)))
     compiled = len({variant.compile for variant in candidates if variant.compile != "eager"})
     if key in probed:
         return dataclasses.replace(case, compilations=case.compilations + bool(compiled))
     probed.add(key)
-    # the native eager candidates, then the matmul twin of each precision's fastest (where the model has one)
+    # the native eager candidates, then the matmul twin of each precision's fastest (none for a model without
+    # small maps: FastPolicy.candidates)
     eager = sum(variant.compile == "eager" and variant.convolution == "native" for variant in candidates)
     eager += len({variant.precision for variant in candidates if variant.convolution == "matmul"})
     return dataclasses.replace(case, probe_candidates=(eager, compiled),

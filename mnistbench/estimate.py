@@ -32,7 +32,9 @@ class Case:
     of ``model`` on ``device`` (warm-up included), seconds of timing that do not depend on the step
     (pytest-benchmark calibrates a step benchmark for its ``--benchmark-max-time``), images decoded by the
     reference pipeline, images run forward only (test images evaluated, an inference step's), fast-probe
-    candidates (eager, compiled) and torch.compile compilations, torchrun launches."""
+    candidates (eager, compiled) and torch.compile compilations, torchrun launches; and the fields a stored run
+    of it must hold for its cost to stand for this one (``agrees``: an epoch's images, a time to accuracy's
+    images, seeds and recipe; a step's cost and a data-parallel run's size are set by what its id names)."""
 
     node_id: str
     model: str
@@ -45,6 +47,7 @@ class Case:
     probe_candidates: tuple[int, int] = (0, 0)
     compilations: int = 0
     launches: int = 0
+    agrees: tuple[tuple[str, object], ...] = ()
 
 
 class StepSpeeds:
@@ -108,9 +111,12 @@ def stored(result: results.Result) -> float:
     return result.rounds * result.median + (result.extra_info.get("first_step_seconds") or 0)
 
 
-def newest_stored(storage, node_ids: list[str], devices_by_id: dict[str, str]) -> dict[str, float]:
+def newest_stored(storage, node_ids: list[str], devices_by_id: dict[str, str],
+                  agrees: dict[str, tuple] | None = None) -> dict[str, float]:
     """Seconds of each of ``node_ids`` (pytest node ids, run on ``devices_by_id[node_id]``) in the newest run
-    stored under ``storage`` on this machine identity; ids never stored here are left out."""
+    stored under ``storage`` on this machine identity whose fields hold ``agrees[node_id]`` (``Case.agrees``:
+    a quick run's fifth of an epoch does not price a whole one, nor an old recipe a new one); ids never stored
+    here so are left out."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", results.ResultWarning)
         try:
@@ -118,13 +124,13 @@ def newest_stored(storage, node_ids: list[str], devices_by_id: dict[str, str]) -
         except results.NoResultsError:
             return {}
     here = {device: machine.identity_here(device) for device in set(devices_by_id.values())}
-    newest = {(result.name, result.machine): result for result in found}  # oldest first, so the newest wins
-    seconds = {}
-    for node_id in node_ids:
-        result = newest.get((node_id, here.get(devices_by_id.get(node_id))))
-        if result is not None:
-            seconds[node_id] = stored(result)
-    return seconds
+    agrees = agrees or {}
+    newest = {}
+    for result in found:  # oldest first, so the newest that agrees wins
+        if result.machine == here.get(devices_by_id.get(result.name)) and all(
+                result.extra_info.get(name) == value for name, value in agrees.get(result.name, ())):
+            newest[result.name] = result
+    return {node_id: stored(newest[node_id]) for node_id in node_ids if node_id in newest}
 
 
 @dataclass(frozen=True)
