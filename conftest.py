@@ -244,12 +244,15 @@ def mnist_root(pytestconfig):
     return data.resolve_root(pytestconfig.getoption("mnist_root"))
 
 
+XDIST_WORKER_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
 def command_env(extra: dict | None = None) -> dict:
     """The environment of a command a test starts, plus ``extra``: this worker's share of the cores
     (``OMP_NUM_THREADS``; torch in a fresh process takes every core, and beside the other pytest-xdist
-    workers its threads would wait on each other's cores) and none of pytest-xdist's worker variables (the
-    command is not a worker)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
+    workers its threads would wait on each other's cores) and none of pytest-xdist's variables naming a worker
+    (the command is not one)."""
+    env = {key: value for key, value in os.environ.items() if key not in XDIST_WORKER_VARIABLES}
     return {**env, "OMP_NUM_THREADS": str(torch.get_num_threads()), **(extra or {})}
 
 

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def mnistbench(*args, root, env=None):
-    """``python -m mnistbench ARGS`` with ``env`` added to this process's environment."""
+    """``python -m mnistbench ARGS`` with ``env`` added to ``conftest.command_env()`` (this worker's share of
+    the cores, no pytest-xdist variables)."""
     return subprocess.run([sys.executable, "-m", "mnistbench", *map(str, args), "--mnist-root", str(root)],
                           cwd=REPO, env=command_env(env), capture_output=True, text=True, timeout=300)
 
