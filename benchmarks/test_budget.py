@@ -72,14 +72,16 @@ def test_only_this_machine_identitys_stored_runs_estimate_its_cases(tmp_path):
 
 
 def test_a_stored_run_of_another_size_does_not_estimate_a_case(tmp_path):
-    """A quick run's fifth of an epoch does not price a whole one: the stored fields must hold ``Case.agrees``."""
-    stored_run(tmp_path / "here", torch.get_num_threads())  # an epoch of 256 images
+    """A quick run's fifth of an epoch does not price a whole one, nor two rounds three: the stored fields
+    must hold ``Case.agrees``."""
+    stored_run(tmp_path / "here", torch.get_num_threads())  # an epoch of 256 images, 2 rounds
 
     def estimates(agrees):
         return estimate.newest_stored(tmp_path / "here", ["case"], {"case": "cpu"}, {"case": agrees})
 
-    assert estimates((("samples", 256),)) == {"case": 42.0} == estimates(())
+    assert estimates((("samples", 256), ("rounds", 2))) == {"case": 42.0} == estimates(())
     assert estimates((("samples", 12_800),)) == {} == estimates((("samples", 256), ("seeds", 5)))
+    assert estimates((("samples", 256), ("rounds", 3))) == {}
 
 
 def item_of(run: budget.Budget, node_id: str, benchmark=None) -> SimpleNamespace:

@@ -209,7 +209,7 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
     rounds = config.getoption("epoch_rounds")
     case = estimate.Case(item.nodeid, model, device, recipe.batch_size, rounds * per_epoch + WARM_UP_STEPS,
                          images_decoded=rounds * samples if params.get("setup") == "reference" else 0,
-                         agrees=(("samples", samples),))
+                         agrees=(("samples", samples), ("rounds", rounds)))
     return _with_probe(case, params.get("setup") == "fast", config, probed, recipe.schedule)
 
 

@@ -33,8 +33,9 @@ class Case:
     (pytest-benchmark calibrates a step benchmark for its ``--benchmark-max-time``), images decoded by the
     reference pipeline, images run forward only (test images evaluated, an inference step's), fast-probe
     candidates (eager, compiled) and torch.compile compilations, torchrun launches; and the fields a stored run
-    of it must hold for its cost to stand for this one (``agrees``: an epoch's images, a time to accuracy's
-    images, seeds and recipe; a step's cost and a data-parallel run's size are set by what its id names)."""
+    of it must hold for its cost to stand for this one (``agrees``, its ``extra_info`` and ``rounds``: an
+    epoch's images and rounds, a time to accuracy's images, seeds and recipe; a step's cost and a data-parallel
+    run's size are set by what its id names)."""
 
     node_id: str
     model: str
@@ -127,8 +128,9 @@ def newest_stored(storage, node_ids: list[str], devices_by_id: dict[str, str],
     agrees = agrees or {}
     newest = {}
     for result in found:  # oldest first, so the newest that agrees wins
+        fields = {**result.extra_info, "rounds": result.rounds}
         if result.machine == here.get(devices_by_id.get(result.name)) and all(
-                result.extra_info.get(name) == value for name, value in agrees.get(result.name, ())):
+                fields.get(name) == value for name, value in agrees.get(result.name, ())):
             newest[result.name] = result
     return {node_id: stored(newest[node_id]) for node_id in node_ids if node_id in newest}
 
