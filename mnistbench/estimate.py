@@ -129,7 +129,7 @@ def newest_stored(storage, node_ids: list[str], devices_by_id: dict[str, str],
     newest = {}
     for result in found:  # oldest first, so the newest that agrees wins
         fields = {**result.extra_info, "rounds": result.rounds}
-        if result.machine == here.get(devices_by_id.get(result.name)) and all(
+        if result.name in devices_by_id and result.machine == here[devices_by_id[result.name]] and all(
                 fields.get(name) == value for name, value in agrees.get(result.name, ())):
             newest[result.name] = result
     return {node_id: stored(newest[node_id]) for node_id in node_ids if node_id in newest}
