@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 import models
 from mnistbench import backends, training
+from mnistbench.reports import results
 from mnistbench.pipelines import normalized_images
 
 from articles import article_model_class
@@ -27,6 +28,8 @@ def test_registry_holds_the_articles_recipes_and_a_fast_one_per_model():
         assert (fast.optimizer, fast.schedule, fast.judged_by) == ("adam", "onecycle", "schedule")
         assert recipe.epoch_fraction == 1 and 0 < fast.epoch_fraction <= 1
         assert (fast.normalize_mean, fast.normalize_std) == (0.5, 0.5)
+        assert tuple(fast.stored_fields()) == results.RECIPE_FIELDS  # what the reports read as the recipe
+        assert fast.stored_fields()["max_epochs"] == fast.epochs
     with pytest.raises(KeyError, match="choose from googlenet, vgg"):
         models.build("resnet")
     with pytest.raises(KeyError, match="unknown recipe 'slow'; choose from article, fast"):

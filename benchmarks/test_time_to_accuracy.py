@@ -70,8 +70,7 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
         watched=watched.info))
     benchmark.extra_info.update(
         recipe=recipe_name, judged_by=recipe.judged_by, definition=time_to_accuracy.DEFINITIONS[recipe.judged_by],
-        lr=recipe.lr, schedule=recipe.schedule, max_epochs=recipe.epochs, epoch_fraction=recipe.epoch_fraction,
-        label_smoothing=recipe.label_smoothing,
+        **recipe.stored_fields(),
         target_accuracy=target_accuracy, seeds=len(outcomes), epochs=[outcome.epochs for outcome in outcomes],
         accuracies=[outcome.accuracies for outcome in outcomes], accuracy=statistics.mean(accuracies),
         accuracy_stdev=statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)

@@ -197,9 +197,7 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
                              images_decoded=epochs * samples if params["recipe_name"] == "article" else 0,
                              images_evaluated=evaluations * (config.mnistbench_test_samples or data.TEST_IMAGES),
                              agrees=(("samples", samples), ("seeds", config.getoption("seeds")),
-                                     ("batch_size", recipe.batch_size), ("lr", recipe.lr), ("schedule", recipe.schedule),
-                                     ("max_epochs", recipe.epochs), ("label_smoothing", recipe.label_smoothing),
-                                     ("epoch_fraction", recipe.epoch_fraction)))
+                                     ("batch_size", recipe.batch_size), *recipe.stored_fields().items()))
         return _with_probe(case, params["recipe_name"] == "fast", config, probed, recipe.schedule)
     recipe = models.recipe(model)
     samples = config.mnistbench_epoch_samples or data.TRAIN_IMAGES

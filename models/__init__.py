@@ -49,6 +49,12 @@ class Recipe:
         """Images an epoch trains from a split of ``split_size`` (``epoch_fraction`` of it, at least one)."""
         return max(1, round(self.epoch_fraction * split_size))
 
+    def stored_fields(self) -> dict:
+        """What a time to accuracy stores of its recipe (``reports.results.RECIPE_FIELDS``): a recipe changed is
+        another benchmark, and a stored run prices a rerun only of the same recipe."""
+        return {"lr": self.lr, "schedule": self.schedule, "max_epochs": self.epochs,
+                "label_smoothing": self.label_smoothing, "epoch_fraction": self.epoch_fraction}
+
     def expected_miss(self, target: float) -> str | None:
         """Why training to ``target`` is known to fail with this recipe, or None."""
         if self.known_best is None or target <= self.known_best:
