@@ -45,6 +45,18 @@ def test_a_compilation_measured_in_the_run_replaces_the_allowance():
     assert speeds.compile_seconds == 12.0  # the longest seen, however short next to the allowance
 
 
+def test_a_modelled_case_is_priced_again_with_the_compilation_the_run_measured_before_it():
+    """On the first GPU run (an H200) the allowance priced each compiled inference step at 92 s after the fast
+    cases had compiled in about a second, and the budget skipped both: the estimates were made once, before the
+    run measured any compilation."""
+    case = estimate.Case("forward", "vgg", "cuda:0", 128, steps=0, images_evaluated=1280, compilations=1)
+    run = budget.Budget(100.0, speeds=FixedSpeeds(), modelled={"forward": case},
+                        estimates={"forward": estimate.modelled(case, FixedSpeeds())})
+    assert run.needed("forward") > estimate.COMPILE_ALLOWANCE_SECONDS
+    run.speeds.observe_compilation(1.0)
+    assert run.needed("forward") == pytest.approx(estimate.SAFETY * 1280 / 128 * 0.01 / 3 + 1.0)
+
+
 def test_a_stored_case_costs_its_whole_test_or_in_older_files_its_rounds_and_first_step():
     newer = SimpleNamespace(extra_info={"case_seconds": 42.0, "first_step_seconds": 3.0}, rounds=2, median=10.0)
     older = SimpleNamespace(extra_info={"first_step_seconds": 3.0}, rounds=2, median=10.0)

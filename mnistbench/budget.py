@@ -39,6 +39,9 @@ class Budget:
     seconds: float | None  # None: no budget, only the estimates and each case's recorded cost
     started: float = field(default_factory=time.monotonic)
     estimates: dict[str, float] = field(default_factory=dict)  # node id -> seconds
+    # The modelled cases (node id -> what the model prices), priced again as each is about to start: a
+    # compilation measured since then replaces the allowance (``estimate.StepSpeeds.observe_compilation``).
+    modelled: dict[str, estimate.Case] = field(default_factory=dict)
     # The model learns from the cases that finished: node id -> what its modelled cost is corrected by, and
     # that key -> the actual over the modelled cost of the last finished case with it (``learn``).
     learning: dict[str, tuple] = field(default_factory=dict)
@@ -77,10 +80,12 @@ class Budget:
             self.timer.cancel()
 
     def needed(self, node_id: str) -> float | None:
-        """The estimate of a case as it is about to start: stored, or modelled and corrected by what the
-        cases before it in the run cost against their model."""
+        """The estimate of a case as it is about to start: stored, or modelled with what the run has measured
+        so far and corrected by what the cases before it cost against their model."""
         if node_id not in self.estimates:
             return None
+        if node_id in self.modelled:
+            self.estimates[node_id] = estimate.modelled(self.modelled[node_id], self.speeds)
         return self.estimates[node_id] * self.corrections.get(self.learning.get(node_id), 1.0)
 
     def learn(self, node_id: str, seconds: float) -> None:
@@ -151,6 +156,7 @@ def pytest_report_collectionfinish(config, items):
     for item in timed:
         case = modelled[item.nodeid]
         if case is not None and item.nodeid not in budget.estimates:
+            budget.modelled[item.nodeid] = case
             budget.estimates[item.nodeid] = estimate.modelled(case, budget.speeds)
             if key := learning_key(item):
                 budget.learning[item.nodeid] = key
