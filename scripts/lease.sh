@@ -29,9 +29,10 @@ if [ -d data/seeds ] && [ -z "${MNISTBENCH_SEEDS:-}" ]; then
 fi
 start=$SECONDS
 
-# 1. The test command's GPU cases: every case on an accelerator and every test marked gpu.
+# 1. The test command's GPU cases: every case on an accelerator and every test marked gpu, each named in the
+# log as it finishes (the summary of a run stopped at its share may not be printed), the slowest listed.
 # shellcheck disable=SC2086  # the extra arguments are words
-timeout -s INT "$((budget / 5))" "$python" -m pytest -q -p no:cacheprovider -m gpu --devices "$devices" \
+timeout -s INT "$((budget / 5))" "$python" -m pytest -v --durations=20 -p no:cacheprovider -m gpu --devices "$devices" \
     ${LEASE_TEST_ARGS:-} 2>&1 | tee "$out/tests.log"
 tests=${PIPESTATUS[0]}
 
