@@ -157,6 +157,18 @@ def test_restart_trains_as_if_the_warm_up_never_happened(mnist_train):
     assert torch.equal(fresh_weight, restarted_weight)
 
 
+def test_restart_zeroes_the_optimizers_state_in_place_for_a_captured_step_to_replay(mnist_train):
+    """A CUDA graph (``cudagraphs-step``) replays Adam's update on the state tensors of its capture: a restart
+    that replaced them would leave the graph updating orphans, and the run would not start afresh."""
+    run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, samples=256)
+    run.epoch()
+    held = [value for state in run.optimizer.state.values() for value in state.values()]
+    run.restart()
+    kept = [value for state in run.optimizer.state.values() for value in state.values()]
+    assert len(held) == 3 * len(list(run.model.parameters())) and all(a is b for a, b in zip(held, kept, strict=True))
+    assert all(not value.any() for value in kept)
+
+
 def test_restart_from_another_seed_trains_as_a_run_created_with_it(mnist_train):
     def losses(run):
         return torch.cat([run.epoch() for _ in range(2)])

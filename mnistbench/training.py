@@ -198,8 +198,23 @@ class TrainingRun:
         self.seed = self.seed if seed is None else seed
         torch.manual_seed(self.seed)  # the CPU's and every device's stream, then the weights drawn from it
         self.model.load_state_dict(models.build(self.model_name).state_dict())
-        self.optimizer.load_state_dict(self.initial_state["optimizer"])
+        self._reset_optimizer()
         if self.schedule is not None:
             self.schedule.load_state_dict(self.initial_state["schedule"])
         self.pipeline.generator.manual_seed(self.seed)
         self.steps_done = 0
+
+    def _reset_optimizer(self) -> None:
+        """The optimizer as ``create`` made it, its state tensors zeroed in place rather than replaced (Adam's
+        state as its first step creates it: a step count and two moments of zeros), so that a step that
+        holds them (a CUDA graph's replay, a compiled step's guards) goes on using them."""
+        initial = self.initial_state["optimizer"]
+        if initial["state"]:
+            raise ValueError("restart resets an optimizer whose state its first step creates; this one had state "
+                             "when created")
+        for state in self.optimizer.state.values():
+            for value in state.values():
+                if torch.is_tensor(value):
+                    value.zero_()
+        for group, created in zip(self.optimizer.param_groups, initial["param_groups"], strict=True):
+            group.update({name: value for name, value in created.items() if name != "params"})
