@@ -71,9 +71,10 @@ def pytest_addoption(parser):
     group.addoption("--memory-formats", default=",".join(variants.MEMORY_FORMATS),
                     help="step benchmark memory formats: contiguous, channels_last (default: both)")
     group.addoption("--compile", default=None,
-                    help="step benchmark compile modes: eager, compile, compile-step, cudagraphs (CUDA) "
-                         "(default: all with --benchmark-only, eager and cudagraphs in the quick matrix, else eager; "
-                         "compilation is tested on its own)")
+                    help="step benchmark compile modes: eager, compile, compile-step, cudagraphs (CUDA), "
+                         "cudagraphs-step (CUDA: the whole step captured) (default: all with --benchmark-only, "
+                         "eager, cudagraphs and cudagraphs-step in the quick matrix, else eager; compilation is tested "
+                         "on its own)")
     group.addoption("--optimizers", default=None,
                     help="Adam implementations: default, foreach, fused (default: all three with --benchmark-only, "
                          "default and fused in the quick matrix, else default; the implementations are tested on "

@@ -92,6 +92,25 @@ def test_convolutions_as_matrix_products_are_tried_on_each_precisions_fastest_wh
     assert {variant.convolution for variant in policy.candidates("cpu", "onecycle", "vgg")} == {"native"}
 
 
+def test_the_step_captured_whole_is_tried_on_every_eager_variant_timed_and_compiled_modes_on_the_best(fake_timings):
+    """Capturing compiles nothing, and a captured step's speed is its arithmetic, where eager steps bound by
+    kernel launches differ little (on an H200 VGGNet's eager fp32 step beat bf16 channels_last, captured the
+    other way round): ``cudagraphs-step`` is timed on top of each eager variant that was timed, not the
+    dropped ones; ``cudagraphs`` compiles, on top of the best eager variant only."""
+    table, calls = fake_timings
+    bf16_cl, dropped = Variant("bf16", "channels_last"), Variant(optimizer="fused")
+    captured = [Variant(compile="cudagraphs-step"), Variant("bf16", "channels_last", "cudagraphs-step"),
+                Variant(compile="cudagraphs-step", optimizer="fused")]
+    compiled = [Variant(compile="cudagraphs"), Variant("bf16", "channels_last", "cudagraphs")]
+    table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 128): 0.0030, (str(bf16_cl), 4): 0.01,
+                  (str(bf16_cl), 128): 0.0032, (str(dropped), 128): 0.0050,
+                  (str(captured[0]), 128): 0.0011, (str(captured[1]), 128): 0.0007, (str(compiled[0]), 128): 0.0015})
+    best, timings = fast.probe("vgg", "cuda:0", None, 128, [bf16_cl, dropped, *captured, *compiled])
+    assert best == captured[1] and timings[str(captured[1])] == 0.7
+    assert [name for name, batch in calls if batch == 128] == [
+        str(BASELINE), str(bf16_cl), str(dropped), str(captured[0]), str(captured[1]), str(compiled[0])]
+
+
 def test_a_candidate_slower_than_the_best_at_full_batch_is_dropped_and_fp32_wins_ties(fake_timings):
     table, _ = fake_timings
     table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 64): 0.05, (str(CANDIDATES[0]), 64): 0.09})

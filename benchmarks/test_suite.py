@@ -73,7 +73,7 @@ class OptionsOnly(SimpleNamespace):
     ("--models=vgg,resnet", "--models: unknown resnet; choose from googlenet, vgg"),
     ("--epoch-samples=0", "--epoch-samples must be a positive integer"),
     ("--precisions=fp64", "--precisions: unknown fp64; choose from fp32, tf32, bf16, fp16"),
-    ("--compile=jit", "--compile: unknown jit; choose from eager, compile, compile-step, cudagraphs"),
+    ("--compile=jit", "--compile: unknown jit; choose from eager, compile, compile-step, cudagraphs, cudagraphs-step"),
     ("--optimizers=sgd", "--optimizers: unknown sgd; choose from default, foreach, fused"),
     ("--convolutions=winograd", "--convolutions: unknown winograd; choose from native, matmul"),
     ("--convolutions=matmul", "--convolutions: matmul is tried on the native variants the probe times"),

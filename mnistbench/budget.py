@@ -187,7 +187,7 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
     if test == "test_step":
         batch, variant = params["batch_size"], params["step_variant"]
         steps = config.getoption("benchmark_min_rounds") + WARM_UP_STEPS
-        compiled = variant != "fast" and Variant.parse(variant).compile != "eager"
+        compiled = variant != "fast" and Variant.parse(variant).compiles
         forward = params.get("mode") == "forward"  # inference: its images priced as evaluated ones
         case = estimate.Case(item.nodeid, model, device, batch, 0 if forward else steps,
                              images_evaluated=steps * batch if forward else 0, compilations=int(compiled),
@@ -236,14 +236,15 @@ def _with_probe(case: estimate.Case, fast_setup: bool, config, probed: set[tuple
         return case
     candidates = policy.candidates(case.device, schedule, case.model)  # the schedule's: compile-step needs a constant rate
     key = (case.model, case.device, policy.probe_batch or case.batch_size, frozenset(map(str, candidates)))
-    compiled = len({variant.compile for variant in candidates if variant.compile != "eager"})
+    compiled = len({variant.compile for variant in candidates if variant.compiles})
     if key in probed:
         return dataclasses.replace(case, compilations=case.compilations + bool(compiled))
     probed.add(key)
     # the native eager candidates, then the matmul twin of each precision's fastest (none for a model without
-    # small maps: FastPolicy.candidates)
+    # small maps: FastPolicy.candidates), and the captured step on each of them (it compiles nothing)
     eager = sum(variant.compile == "eager" and variant.convolution == "native" for variant in candidates)
     eager += len({variant.precision for variant in candidates if variant.convolution == "matmul"})
+    eager *= 2 if any(variant.compile != "eager" and not variant.compiles for variant in candidates) else 1
     return dataclasses.replace(case, probe_candidates=(eager, compiled),
                                         compilations=case.compilations + bool(compiled))
 
@@ -284,7 +285,7 @@ def pytest_runtest_call(item):
         if (needed := budget.needed(item.nodeid)) is not None:
             benchmark.extra_info["estimated_seconds"] = needed  # as it was when the case started
         budget.learn(item.nodeid, seconds)
-        if benchmark.extra_info.get("compile", "eager") != "eager" and benchmark.extra_info.get("first_step_seconds"):
+        if Variant.from_info(benchmark.extra_info).compiles and benchmark.extra_info.get("first_step_seconds"):
             budget.speeds.observe_compilation(benchmark.extra_info["first_step_seconds"])
     return result
 

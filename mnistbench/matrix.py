@@ -28,10 +28,11 @@ STEP_BATCH_SIZES = {"quick": ("recipe",), "standard": ("recipe",), "exhaustive":
 QUICK_EPOCH_SAMPLES = 12_800
 # The quick probe's candidates: bf16 against fp32 (tf32 and fp16 cannot beat bf16 where bf16 is native,
 # fp16 adds GradScaler's work), both memory formats, the default and the fused Adam, eager and, on CUDA,
-# CUDA graphs (the lever for steps bound by kernel launches), and the convolutions as matrix products (one
-# more candidate per precision, on GoogLeNet only). Compiling on a CPU costs a minute a candidate, more than a
-# quick run can pay: name --compile to add it.
-QUICK_CHOICES = {"precisions": ("fp32", "bf16"), "compile_modes": ("eager", "cudagraphs"),
+# CUDA graphs of the model and of the whole step (the levers for steps bound by kernel launches: on an H200
+# the step captured whole ran 3.4-9x as fast as eager, docs/measured.md), and the convolutions as matrix
+# products (one more candidate per precision, on GoogLeNet only). Compiling on a CPU costs a minute a
+# candidate, more than a quick run can pay: name --compile to add it.
+QUICK_CHOICES = {"precisions": ("fp32", "bf16"), "compile_modes": ("eager", "cudagraphs", "cudagraphs-step"),
                  "optimizers": ("default", "fused"), "convolutions": variants.CONVOLUTIONS}
 # A smoke run's probe tries precisions, formats and the convolutions as matrix products only: compilation and
 # Adam's implementations have tests of their own, and every candidate costs the probe seconds on a slow CPU.

@@ -42,7 +42,7 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
         "convolution": variant.convolution,
         "first_step_seconds": first_step_seconds,
         "warm_up_seconds": warm_up_seconds,
-        **({"compile_cache": _compile_cache(variant, setup)} if variant.compile != "eager" else {}),
+        **({"compile_cache": _compile_cache(variant, setup)} if variant.compiles else {}),
         "backends": backends.describe(device),
         "threads": torch.get_num_threads(),
         "final_loss": final_loss,

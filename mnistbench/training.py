@@ -29,11 +29,51 @@ class NonFiniteLossError(FloatingPointError):
     """Training diverged: a loss became NaN or infinite."""
 
 
+class CapturedStep:
+    """A step captured whole as one CUDA graph and replayed (``cudagraphs-step``), after PyTorch's recipe for
+    capturing a whole network: its first ``WARM_UP_STEPS`` calls run eagerly on a side stream (cuDNN's
+    autotuning and every allocation happen there), the next one records the step on the batch it is given
+    and replays it, and every later call copies its batch into the recorded inputs and replays. Each call
+    trains on its own batch exactly once. A batch of another shape (a partial last batch) runs eagerly: one
+    graph replays one shape. Returns a copy of the loss, which the next replay overwrites.
+
+    Adam must keep its step count on the device (``capturable=True``, ``Variant.optimizer_options``) and the
+    learning rate must stay constant: the graph replays the values it recorded (``Variant.unsupported_with``).
+    """
+
+    def __init__(self, step: Step):
+        self.step, self.calls = step, 0
+        self.graph = self.images = self.labels = self.loss = None
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.graph is not None and images.shape != self.images.shape:
+            return self.step(images, labels)
+        if self.graph is None and self.calls < WARM_UP_STEPS:
+            self.calls += 1
+            side = torch.cuda.Stream(images.device)
+            side.wait_stream(torch.cuda.current_stream(images.device))
+            with torch.cuda.stream(side):
+                loss = self.step(images, labels)
+            torch.cuda.current_stream(images.device).wait_stream(side)
+            return loss
+        if self.graph is None:
+            self.images, self.labels = images.clone(), labels.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.loss = self.step(self.images, self.labels)
+        else:
+            self.images.copy_(images)
+            self.labels.copy_(labels)
+        self.graph.replay()
+        return self.loss.clone()
+
+
 def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: str, variant: Variant = Variant(),
                     label_smoothing: float = 0.0) -> Step:
     """Forward, backward and one optimizer step in ``variant``; the step returns the loss (cross-entropy with
     ``label_smoothing``), still on the device. Its ``scaler`` attribute is fp16's GradScaler (None otherwise),
-    whose scale says which steps it skipped."""
+    whose scale says which steps it skipped. ``cudagraphs-step`` replays the whole step as a CUDA graph
+    (``CapturedStep``)."""
     scaler = variant.grad_scaler(device)
     optimizer_step = variant.prepare_optimizer_step(optimizer)
 
@@ -50,19 +90,22 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: 
             scaler.update()
         return loss.detach()
 
+    if variant.compile == "cudagraphs-step":
+        step = CapturedStep(step)
     step.scaler = scaler
     return step
 
 
 def make_forward_step(model: nn.Module, device: str, variant: Variant = Variant()) -> Step:
-    """Inference only: the loss of one batch, without autograd."""
+    """Inference only: the loss of one batch, without autograd; replayed as a CUDA graph under
+    ``cudagraphs-step``."""
 
     @torch.inference_mode()
     def step(images, labels):
         with variant.autocast(device):
             return F.cross_entropy(model(variant.prepare_images(images)), labels)
 
-    return step
+    return CapturedStep(step) if variant.compile == "cudagraphs-step" else step
 
 
 def train_epoch(step: Step, batches, *, item_every_step: bool, after_step: Callable[[], None] | None = None) -> torch.Tensor:

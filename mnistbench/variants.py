@@ -5,7 +5,9 @@ convolutions.
 cores; ``bf16`` and ``fp16`` are autocast, ``fp16`` with a ``GradScaler``. ``channels_last`` stores
 weights and activations NHWC. ``compile`` is ``torch.compile`` of the model; ``compile-step`` also compiles
 Adam's update, so forward, backward and optimizer all run compiled code; ``cudagraphs`` is the model's
-``reduce-overhead`` mode, which replays its kernels as CUDA graphs. ``matmul`` computes the convolutions on
+``reduce-overhead`` mode, which replays its kernels as CUDA graphs; ``cudagraphs-step`` compiles nothing and
+captures the whole eager step instead, forward, backward and a capturable Adam, as one CUDA graph that each
+step replays (``training.CapturedStep``). ``matmul`` computes the convolutions on
 maps of a few pixels as matrix products (``mnistbench.convolution``); ``native`` leaves every convolution
 to the backend's kernels, and is left out of the name. The optimizer is always Adam, the same
 algorithm in each implementation: ``default`` is whatever ``torch.optim.Adam`` picks (the articles' choice:
@@ -30,10 +32,10 @@ from . import backends, convolution
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
-COMPILE_MODES = ("eager", "compile", "compile-step", "cudagraphs")
+COMPILE_MODES = ("eager", "compile", "compile-step", "cudagraphs", "cudagraphs-step")
 OPTIMIZERS = ("default", "foreach", "fused")
 CONVOLUTIONS = ("native", "matmul")
-CUDA_ONLY = frozenset({"tf32", "fp16", "cudagraphs"})
+CUDA_ONLY = frozenset({"tf32", "fp16", "cudagraphs", "cudagraphs-step"})
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _COMPILE_KWARGS = {"compile": {}, "compile-step": {}, "cudagraphs": {"mode": "reduce-overhead"}}
 # fp16's GradScaler starts at a loss scale of 65,536 and halves it, skipping Adam's update, on every step
@@ -65,9 +67,9 @@ class Variant:
         """The variant written as ``str(variant)``, e.g. ``bf16-channels_last-eager-fused`` or
         ``bf16-channels_last-eager-fused-matmul``."""
         parts = text.strip().split("-")
-        # compile-step holds a dash of its own
-        if len(parts) >= 5 and parts[2:4] == ["compile", "step"]:
-            parts[2:4] = ["compile-step"]
+        # compile-step and cudagraphs-step hold a dash of their own
+        if len(parts) >= 5 and parts[3] == "step" and f"{parts[2]}-step" in COMPILE_MODES:
+            parts[2:4] = [f"{parts[2]}-step"]
         matmul = parts[4:] == ["matmul"]  # the one convolution written out
         if matmul:
             parts = parts[:4]
@@ -92,7 +94,9 @@ class Variant:
             return f"{', '.join(cuda_only)} needs a CUDA device"
         if self.compile == "compile-step" and self.precision == "fp16":
             return "compile-step cannot compile GradScaler's unscale-and-step, which fp16 needs"
-        if self.compile != "eager" and (missing := compiler_missing(kind)):
+        if self.compile == "cudagraphs-step" and self.precision == "fp16":
+            return "cudagraphs-step cannot capture GradScaler's step, which reads the gradients' overflow on the host"
+        if self.compiles and (missing := compiler_missing(kind)):
             return missing
         if self.precision == "bf16" and kind == "cuda" and not _native_bf16(device):
             return f"{torch.cuda.get_device_name(device)} has no native bf16"
@@ -102,10 +106,16 @@ class Variant:
 
     def unsupported_with(self, schedule: str) -> str | None:
         """Why this variant cannot train with the learning-rate ``schedule``, or None: a schedule changes
-        Adam's rate and momentum every step, which a compiled optimizer step would recompile each time."""
-        if self.compile == "compile-step" and schedule != "constant":
-            return f"compile-step needs a constant learning rate, not the {schedule} schedule"
+        Adam's rate and momentum every step, which a compiled optimizer step would recompile each time and a
+        captured step would replay as they were at its capture."""
+        if self.compile in ("compile-step", "cudagraphs-step") and schedule != "constant":
+            return f"{self.compile} needs a constant learning rate, not the {schedule} schedule"
         return None
+
+    @property
+    def compiles(self) -> bool:
+        """Whether this variant runs ``torch.compile``d code (``cudagraphs-step`` captures eager kernels)."""
+        return self.compile in _COMPILE_KWARGS
 
     def configure_backends(self, device: str) -> None:
         """The suite's backend settings for a case on ``device`` (``backends.tune``): cuDNN autotuning, TF32
@@ -118,18 +128,23 @@ class Variant:
         return max(minimum, FP16_WARM_UP_STEPS) if self.precision == "fp16" else minimum
 
     def autocast(self, device: str):
+        """Autocast to this variant's precision; without its cache of cast weights under ``cudagraphs-step``,
+        as PyTorch's CUDA graph notes require of a captured region."""
         dtype = _AUTOCAST_DTYPES.get(self.precision)
         if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(torch.device(device).type, dtype=dtype)
+        return torch.autocast(torch.device(device).type, dtype=dtype,
+                              cache_enabled=self.compile != "cudagraphs-step")
 
     def grad_scaler(self, device: str):
         """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none."""
         return torch.amp.GradScaler(torch.device(device).type) if self.precision == "fp16" else None
 
     def optimizer_options(self) -> dict:
-        """Keyword arguments that select this variant's implementation of Adam."""
-        return {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[self.optimizer]
+        """Keyword arguments that select this variant's implementation of Adam, which keeps its step count on
+        the device where a CUDA graph replays it (``capturable``)."""
+        options = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[self.optimizer]
+        return {**options, "capturable": True} if self.compile == "cudagraphs-step" else options
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model in this variant's memory format and convolutions, compiled if asked (parameters are
