@@ -38,11 +38,13 @@ def test_the_model_prices_every_part_of_a_case():
     assert estimate.modelled(case, FixedSpeeds()) == pytest.approx(estimate.SAFETY * work + allowances)
 
 
-def test_a_compilation_measured_in_the_run_replaces_the_allowance():
+def test_a_compilation_measured_in_the_run_replaces_the_allowance_for_its_model_and_device():
     speeds = FixedSpeeds()
-    speeds.observe_compilation(12.0)
-    speeds.observe_compilation(8.0)
-    assert speeds.compile_seconds == 12.0  # the longest seen, however short next to the allowance
+    speeds.observe_compilation("vgg", "cuda:0", 12.0)
+    speeds.observe_compilation("vgg", "cuda:0", 8.0)
+    assert speeds.compile_seconds("vgg", "cuda:0") == 12.0  # the longest seen, however short next to the allowance
+    assert speeds.compile_seconds("googlenet", "cuda:0") == speeds.compile_seconds("vgg", "cpu") == (
+        estimate.COMPILE_ALLOWANCE_SECONDS)
 
 
 def test_a_modelled_case_is_priced_again_with_the_compilation_the_run_measured_before_it():
@@ -53,7 +55,7 @@ def test_a_modelled_case_is_priced_again_with_the_compilation_the_run_measured_b
     run = budget.Budget(100.0, speeds=FixedSpeeds(), modelled={"forward": case},
                         estimates={"forward": estimate.modelled(case, FixedSpeeds())})
     assert run.needed("forward") > estimate.COMPILE_ALLOWANCE_SECONDS
-    run.speeds.observe_compilation(1.0)
+    run.speeds.observe_compilation("vgg", "cuda:0", 1.0)
     assert run.needed("forward") == pytest.approx(estimate.SAFETY * 1280 / 128 * 0.01 / 3 + 1.0)
 
 

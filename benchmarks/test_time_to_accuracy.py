@@ -19,6 +19,7 @@ import models
 from conftest import SMOKE_TARGET_ACCURACY, SMOKE_TEST_SAMPLES
 from mnistbench import allocator, data, devices, guards, metrics, setups, time_to_accuracy, training, watch
 from mnistbench.time_to_accuracy import Outcome, TargetNotReached, TrainingClock, train_to_accuracy
+from mnistbench.variants import Variant
 
 CLOCK = TrainingClock()
 
@@ -157,16 +158,21 @@ def test_restart_trains_as_if_the_warm_up_never_happened(mnist_train):
     assert torch.equal(fresh_weight, restarted_weight)
 
 
-def test_restart_zeroes_the_optimizers_state_in_place_for_a_captured_step_to_replay(mnist_train):
+@pytest.mark.parametrize("optimizer", ["default", "foreach", "fused"])
+def test_restart_zeroes_the_optimizers_state_in_place_for_a_captured_step_to_replay(mnist_train, optimizer):
     """A CUDA graph (``cudagraphs-step``) replays Adam's update on the state tensors of its capture: a restart
-    that replaced them would leave the graph updating orphans, and the run would not start afresh."""
-    run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, samples=256)
+    that replaced them would leave the graph updating orphans, and the run would not start afresh; in place, it
+    trains as a fresh run does, in each implementation of Adam."""
+    variant = Variant(optimizer=optimizer)
+    fresh = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, variant=variant, samples=256).epoch()
+    run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, variant=variant, samples=256)
     run.epoch()
     held = [value for state in run.optimizer.state.values() for value in state.values()]
     run.restart()
     kept = [value for state in run.optimizer.state.values() for value in state.values()]
     assert len(held) == 3 * len(list(run.model.parameters())) and all(a is b for a, b in zip(held, kept, strict=True))
     assert all(not value.any() for value in kept)
+    assert torch.equal(run.epoch(), fresh)
 
 
 def test_restart_from_another_seed_trains_as_a_run_created_with_it(mnist_train):

@@ -58,6 +58,8 @@ def test_a_captured_step_is_refused_where_a_replay_would_repeat_what_the_host_de
     assert step.unsupported_on("cpu") == "cudagraphs-step needs a CUDA device"
     assert step.optimizer_options() == {"capturable": True} and not step.compiles
     assert Variant(compile="cudagraphs").compiles and "capturable" not in Variant(optimizer="fused").optimizer_options()
+    with pytest.raises(ValueError, match="cannot train vgg with its recipe: cudagraphs-step needs a constant learning"):
+        training.TrainingRun.create("vgg", "cpu", "resident", None, variant=step, recipe=models.recipe("vgg", "fast"))
 
 
 def test_each_emulated_cpu_capability_compiles_into_its_own_inductor_cache(monkeypatch, tmp_path):
@@ -275,6 +277,7 @@ def test_a_step_captured_whole_trains_as_the_eager_step_and_restarts_afresh(mnis
         run = training.TrainingRun.create("vgg", "cuda:0", "resident", mnist_train, variant=variant, samples=256)
         step = run.step
         first = torch.stack([step(x, y) for x, y in batches]).float().cpu()
+        assert (compile_mode == "eager") == (getattr(step, "graph", None) is None), "the step must be replayed"
         run.restart()
         again = torch.stack([step(x, y) for x, y in batches]).float().cpu()
         trained[compile_mode] = first, again, run.model.classifier[-1].weight.detach().clone()

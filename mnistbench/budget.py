@@ -285,8 +285,9 @@ def pytest_runtest_call(item):
         if (needed := budget.needed(item.nodeid)) is not None:
             benchmark.extra_info["estimated_seconds"] = needed  # as it was when the case started
         budget.learn(item.nodeid, seconds)
-        if Variant.from_info(benchmark.extra_info).compiles and benchmark.extra_info.get("first_step_seconds"):
-            budget.speeds.observe_compilation(benchmark.extra_info["first_step_seconds"])
+        info = benchmark.extra_info
+        if Variant.from_info(info).compiles and info.get("first_step_seconds"):
+            budget.speeds.observe_compilation(info["model"], info["device"], info["first_step_seconds"])
     return result
 
 

@@ -58,8 +58,7 @@ class StepSpeeds:
     def __init__(self):
         self._steps: dict[tuple, float] = {}
         self._decode: float | None = None
-        self.compile_seconds = COMPILE_ALLOWANCE_SECONDS  # raised by ``observe_compilation``
-        self._compile_measured = False
+        self._compilations: dict[tuple, float] = {}  # (model, device) -> the longest compilation measured
 
     def step(self, model: str, device: str, batch_size: int) -> float:
         """Seconds of one fp32 eager training step of ``model`` on ``device`` at ``batch_size``, measured at its
@@ -87,10 +86,16 @@ class StepSpeeds:
             self._decode = (time.perf_counter() - start) / images
         return self._decode
 
-    def observe_compilation(self, seconds: float) -> None:
-        """A compilation measured in this run: later estimates use the longest seen instead of the allowance."""
-        self.compile_seconds = seconds if not self._compile_measured else max(self.compile_seconds, seconds)
-        self._compile_measured = True
+    def observe_compilation(self, model: str, device: str, seconds: float) -> None:
+        """A compilation of ``model`` on ``device`` measured in this run: later estimates of the same model and
+        device use the longest seen instead of the allowance. One network's compilation, or one Inductor
+        found in its caches, says little of another's."""
+        key = (model, device)
+        self._compilations[key] = max(self._compilations.get(key, 0.0), seconds)
+
+    def compile_seconds(self, model: str, device: str) -> float:
+        """Seconds one compilation of ``model`` on ``device`` is expected to take: measured, else the allowance."""
+        return self._compilations.get((model, device), COMPILE_ALLOWANCE_SECONDS)
 
 
 def modelled(case: Case, speeds: StepSpeeds) -> float:
@@ -100,7 +105,7 @@ def modelled(case: Case, speeds: StepSpeeds) -> float:
     work = (case.steps + PROBE_STEPS_PER_CANDIDATE * (eager + compiled)) * step
     work += case.images_evaluated * FORWARD_FRACTION * step / case.batch_size
     work += case.images_decoded * speeds.decode() if case.images_decoded else 0.0
-    return (SAFETY * (work + case.timed_seconds) + (case.compilations + compiled) * speeds.compile_seconds
+    return (SAFETY * (work + case.timed_seconds) + (case.compilations + compiled) * speeds.compile_seconds(case.model, case.device)
             + case.launches * LAUNCH_ALLOWANCE_SECONDS)
 
 

@@ -5,6 +5,7 @@ variant; its ``epoch`` is what the epoch benchmark times, synchronisation includ
 """
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,10 @@ from .variants import Variant
 # warm-up run and the recording of each shape all happen within the first three calls (fp16 takes more:
 # ``Variant.warm_up_steps``).
 WARM_UP_STEPS = 3
+# What a restart leaves as it is in an optimizer's parameter groups: the parameters, and how the update is
+# computed rather than with which values (Dynamo sets ``capturable`` on the groups of an Adam step it compiles
+# for CUDA, and the compiled step's guards expect it).
+RESTART_KEEPS = frozenset({"params", "capturable", "foreach", "fused", "differentiable"})
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -31,9 +36,10 @@ class NonFiniteLossError(FloatingPointError):
 
 class CapturedStep:
     """A step captured whole as one CUDA graph and replayed (``cudagraphs-step``), after PyTorch's recipe for
-    capturing a whole network: its first ``WARM_UP_STEPS`` calls run eagerly on a side stream (cuDNN's
-    autotuning and every allocation happen there), the next one records the step on the batch it is given
-    and replays it, and every later call copies its batch into the recorded inputs and replays. Each call
+    capturing a whole network: its first ``WARM_UP_STEPS - 1`` calls run eagerly on a side stream (cuDNN's
+    autotuning and Adam's state happen there), the next one records the step on the batch it is given and
+    replays it, within the warm-up every benchmark and the probe give a variant, and every later call copies
+    its batch into the recorded inputs and replays. Each call
     trains on its own batch exactly once. A batch of another shape (a partial last batch) runs eagerly: one
     graph replays one shape. Returns a copy of the loss, which the next replay overwrites.
 
@@ -47,13 +53,13 @@ class CapturedStep:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.graph is not None and images.shape != self.images.shape:
-            return self.step(images, labels)
-        if self.graph is None and self.calls < WARM_UP_STEPS:
+            return self._eager(images, labels)
+        if self.graph is None and self.calls < WARM_UP_STEPS - 1:
             self.calls += 1
             side = torch.cuda.Stream(images.device)
             side.wait_stream(torch.cuda.current_stream(images.device))
             with torch.cuda.stream(side):
-                loss = self.step(images, labels)
+                loss = self._eager(images, labels)
             torch.cuda.current_stream(images.device).wait_stream(side)
             return loss
         if self.graph is None:
@@ -67,6 +73,12 @@ class CapturedStep:
         self.graph.replay()
         return self.loss.clone()
 
+    def _eager(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The step run eagerly, without the warning that Adam built to be captured gives when it is not."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")
+            return self.step(images, labels)
+
 
 def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: str, variant: Variant = Variant(),
                     label_smoothing: float = 0.0) -> Step:
@@ -74,6 +86,9 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, device: 
     ``label_smoothing``), still on the device. Its ``scaler`` attribute is fp16's GradScaler (None otherwise),
     whose scale says which steps it skipped. ``cudagraphs-step`` replays the whole step as a CUDA graph
     (``CapturedStep``)."""
+    if variant.compile == "cudagraphs-step" and isinstance(model, nn.parallel.DistributedDataParallel):
+        raise ValueError("cudagraphs-step captures one process's step, and DistributedDataParallel's all-reduce "
+                         "needs its own preparation before it can be captured: pin another variant under torchrun")
     scaler = variant.grad_scaler(device)
     optimizer_step = variant.prepare_optimizer_step(optimizer)
 
@@ -179,6 +194,8 @@ class TrainingRun:
         network that the step runs (in ``DistributedDataParallel``); ``model`` stays the unwrapped network.
         ``samples``: images per epoch, by default the recipe's share of ``dataset`` (``Recipe.epoch_samples``)."""
         recipe = recipe or models.recipe(model_name)
+        if reason := variant.unsupported_with(recipe.schedule):
+            raise ValueError(f"{variant} cannot train {model_name} with its recipe: {reason}")
         if pipelines.uses_pytorch_defaults(pipeline_name):
             backends.use_pytorch_defaults()
         else:
@@ -260,4 +277,4 @@ class TrainingRun:
                 if torch.is_tensor(value):
                     value.zero_()
         for group, created in zip(self.optimizer.param_groups, initial["param_groups"], strict=True):
-            group.update({name: value for name, value in created.items() if name != "params"})
+            group.update({name: value for name, value in created.items() if name not in RESTART_KEEPS})
