@@ -1,13 +1,15 @@
 """How quiet the machine was, and the allocator's state: on fake counters, clocks, /proc trees and NVML, so
 that every verdict is tested without loading the machine or timing anything."""
 import itertools
+import json
 import platform
 import sys
 from types import SimpleNamespace
 
 import pytest
+import torch
 
-from mnistbench import allocator, nvml, quiet, watch
+from mnistbench import allocator, machine, nvml, quiet, watch
 
 TICKS = 100
 
@@ -52,7 +54,7 @@ def test_a_quiet_window_is_not_disturbed_and_says_what_it_measured():
     assert (found["involuntary_switches"], found["cores"], found["others_cpu_seconds"]) == (40, 2, 0.2)
     assert (found["others_share"], found["steal_share"], found["canary_drift"]) == (0.01, 0.0, 0.0)
     assert found["limits"] == {"others_share": 0.03, "steal_share": 0.03, "canary_drift": 0.50,
-                               "gpu_clock_events": list(quiet.GPU_SLOWDOWNS)}
+                               "canary_over_stored": 0.50, "gpu_clock_events": list(quiet.GPU_SLOWDOWNS)}
 
 
 def test_other_processes_and_steal_beyond_their_limits_disturb_a_case():
@@ -96,6 +98,48 @@ def test_a_canary_within_its_quiet_spread_does_not_disturb_a_case():
     watcher.start()
     info = watcher.stop()
     assert info["quiet"]["canary_drift"] == 0.45 and not info["disturbed"]
+
+
+@pytest.mark.parametrize(("stored", "canary", "disturbed"), [(None, 0.0031, False), (0.002, 0.0025, False),
+                                                              (0.002, 0.0031, True)])
+def test_a_whole_case_on_a_machine_slower_than_its_stored_runs_is_disturbed(monkeypatch, stored, canary, disturbed):
+    """Readings that agree with each other (no drift) but sit 55% above this machine's stored canary: the
+    machine is slower than when it stored its runs (as the second run on a lent H200's host was, at 700
+    times); 25% above is within the limit, and with nothing stored nothing is judged."""
+    monkeypatch.setattr(quiet, "stored_canary", stored)
+    readers = fake_readers([(0.0, 0.0, 0.0, 0, proc_stat()), (10.0, 20.0, 0.0, 0, proc_stat(user=2000))],
+                           canary=(canary,))
+    watcher = quiet.Watcher("cpu", readers)
+    watcher.start()
+    info = watcher.stop()
+    assert info["quiet"]["canary_drift"] == 0.0 and info["disturbed"] == disturbed
+    assert info["quiet"].get("canary_over_stored") == (None if stored is None else round(canary / stored - 1, 4))
+    if disturbed:
+        assert info["disturbed_by"] == ["the canary's best reading was 55.0% slower than in this machine's stored "
+                                        "runs (limit 50%): the machine was slower than then"]
+
+
+def stored_canaries(folder, threads: int, readings: list[list[float]], device: str = "cpu") -> None:
+    """A stored run of this machine (identified with ``threads`` threads) whose cases on ``device`` read the
+    canary ``readings`` (ms), one list per case."""
+    benchmarks = [{"fullname": f"case{n}", "params": {}, "stats": {"median": 1.0, "iqr": 0.1, "rounds": 2},
+                   "extra_info": {"kind": "epoch", "model": "vgg", "device": device, "device_name": device,
+                                  "batch_size": 128, "samples": 256, "dataset": "mnist", "pipeline": "reference",
+                                  "precision": "fp32", "memory_format": "contiguous", "compile": "eager",
+                                  "threads": threads, "quiet": {"canary_ms": canary}}}
+                  for n, canary in enumerate(readings)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"000{len(list(folder.iterdir())) + 1}_run.json").write_text(json.dumps(
+        {"datetime": "2026-11-30T10:00:00+00:00", "machine_info": machine._this_machine_info(),
+         "benchmarks": benchmarks}))
+
+
+def test_the_stored_canary_is_the_median_of_this_machines_cpu_cases_best_readings(tmp_path):
+    threads = torch.get_num_threads()
+    stored_canaries(tmp_path, threads, [[0.2, 0.1], [0.3], [0.25]])
+    stored_canaries(tmp_path, threads + 1, [[0.01]])  # the same CPU with other threads: another identity
+    assert quiet.stored_canary_seconds(tmp_path) == pytest.approx(0.25e-3)
+    assert quiet.stored_canary_seconds(tmp_path / "nothing") is None
 
 
 def test_a_gpu_slowed_by_heat_disturbs_a_case_and_one_at_its_power_cap_does_not():
@@ -201,8 +245,20 @@ def test_the_look_names_the_busiest_other_processes_the_governor_and_whether_the
                         "52.0% of its CPU time (limit 3%), steal 0.0% (limit 3%)")
     assert lines[1] == "mnistbench: busiest other processes: hog (pid 10) 100% of a core, ssh (sshd) (pid 11) 4% of a core"
     assert lines[2].startswith("mnistbench: CPU frequency governor: performance; canary 1.25 ms")
+    assert "of repeats; none stored by this machine); " in lines[2]
     assert lines[3].startswith("mnistbench: the machine is not quiet (other processes used 52.0%")
     assert found.as_dict()["busiest"] == found.busiest
+
+
+def test_the_look_holds_the_canary_against_this_machines_stored_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(quiet, "stored_canary", 0.0005)
+    readers = fake_readers([(0.0, 0.0, 0.0, 0, proc_stat()), (0.5, 0.0, 0.0, 0, proc_stat())], canary=(0.00125,))
+    found = quiet.look(readers, tmp_path / "proc", tmp_path / "cpu", sleep=lambda seconds: None)
+    assert found.figures["canary_over_stored"] == 1.5 and "of repeats; 2.50x this machine's stored runs); " in (
+        found.lines()[2])
+    assert found.lines()[3] == ("mnistbench: the machine is not quiet (the canary's best reading was 150.0% slower "
+                                "than in this machine's stored runs (limit 50%): the machine was slower than then): "
+                                "benchmarks run like this are flagged disturbed")
 
 
 def test_governors_are_counted_and_their_absence_explained(tmp_path):

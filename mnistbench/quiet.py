@@ -10,7 +10,8 @@ alone). So every timed case records, over its rounds (``Watcher``, registered in
 - on an NVIDIA GPU its SM clock and the reasons NVML gives for holding it down, where readable;
 - a canary: a fixed small matrix product timed before, between and after the rounds. A VM's own speed can
   drift where no counter shows it (the same step took 57-60 ms in one process and 88-99 ms in the next,
-  with almost no steal time), and the canary's best time drifts with it.
+  with almost no steal time), and the canary's best time drifts with it. A whole run on a slower machine
+  drifts nowhere, so the canary is also held against this machine identity's stored runs.
 A case beyond any limit (``OTHERS_LIMIT``, ``STEAL_LIMIT``, ``CANARY_DRIFT_LIMIT``, ``GPU_SLOWDOWNS``) is
 ``disturbed``; ``disturbed_by`` says by what, ``quiet`` holds the figures and the limits.
 
@@ -23,7 +24,9 @@ import functools
 import math
 import os
 import resource
+import statistics
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,7 +34,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import allocator, cases, nvml, watch
+from . import allocator, cases, machine, nvml, watch
+from .reports import results
 
 # The limits. A disturbance costs a result about its share of the machine's CPU time when the case's threads
 # use every core, as the suite's CPU cases do. 3% is under half the 7% that ``mnistbench history`` calls a
@@ -55,6 +59,11 @@ CANARY_SIZE = 256  # about 0.11 ms on 2 cores with AVX-512: some thousand repeat
 CANARY_SECONDS = 0.1  # per reading: 3 or more readings per case cost under half a second
 SMOKE_CANARY_SECONDS = 0.002  # per reading in an untimed run, where the readings judge nothing
 canary_window = CANARY_SECONDS  # seconds per reading now: the plugin shortens it for an untimed run
+# The canary of this machine identity's stored runs (``stored_canary_seconds``), which a timed run's readings
+# must not exceed by more than ``CANARY_DRIFT_LIMIT`` either: the second run on a lent H200's host read 28.8
+# ms before and during its cases where the first had read 0.04 ms, its readings agreeing with each other, and
+# GoogLeNet's reference epoch took 2.2 times as long; nothing flagged it. Set by the plugin for a timed run.
+stored_canary: float | None = None
 # NVML's reasons for a lower clock that mean the GPU was slowed (heat, an external power brake, a hardware
 # slowdown); a GPU at its own power cap (``sw_power_cap``), idle, or at set clocks runs as designed, and its
 # result is that GPU's speed: recorded, not flagged.
@@ -226,6 +235,30 @@ def drift(canary: list[float]) -> float:
     return max(canary) / min(canary) - 1 if len(canary) > 1 and min(canary) > 0 else 0.0
 
 
+def stored_canary_seconds(storage) -> float | None:
+    """The median of the best canary reading of each CPU case stored under ``storage`` by this machine identity
+    (``machine.identity_here("cpu")``: the same processor and threads), in seconds; None where none is."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", results.ResultWarning)
+        try:
+            found = results.load([storage])
+        except results.NoResultsError:
+            return None
+    here = machine.identity_here("cpu")
+    best = [min(readings) / 1e3 for result in found
+            if result.machine == here and result.extra_info.get("device") == "cpu"
+            and isinstance(watched := result.extra_info.get("quiet"), dict)
+            and isinstance(readings := watched.get("canary_ms"), list) and readings
+            and all(isinstance(value, (int, float)) and value > 0 for value in readings)]
+    return statistics.median(best) if best else None
+
+
+def over_stored(seconds: float) -> dict:
+    """How far a canary reading of ``seconds`` is above the stored runs' (``stored_canary``), relative to theirs,
+    as the figure ``judge`` reads; nothing where no run is stored."""
+    return {"canary_over_stored": round(seconds / stored_canary - 1, 4)} if stored_canary else {}
+
+
 def judge(found: dict) -> list[str]:
     """The reasons a case with the figures ``found`` (``figures``, and the canary's and GPU's) was disturbed,
     one per limit passed, each with its figure and the limit; none when it ran quiet."""
@@ -238,6 +271,9 @@ def judge(found: dict) -> list[str]:
     if found.get("canary_drift", 0.0) > CANARY_DRIFT_LIMIT:
         reasons.append(f"the canary drifted {found['canary_drift']:.1%} between its readings (limit "
                        f"{CANARY_DRIFT_LIMIT:.0%}): the machine's speed changed")
+    if found.get("canary_over_stored", 0.0) > CANARY_DRIFT_LIMIT:
+        reasons.append(f"the canary's best reading was {found['canary_over_stored']:.1%} slower than in this "
+                       f"machine's stored runs (limit {CANARY_DRIFT_LIMIT:.0%}): the machine was slower than then")
     slowed = [event for event in found.get("gpu_clock_events", []) if event in GPU_SLOWDOWNS]
     if slowed:
         reasons.append(f"the GPU was slowed: {', '.join(slowed)}")
@@ -245,7 +281,7 @@ def judge(found: dict) -> list[str]:
 
 
 LIMITS = {"others_share": OTHERS_LIMIT, "steal_share": STEAL_LIMIT, "canary_drift": CANARY_DRIFT_LIMIT,
-          "gpu_clock_events": list(GPU_SLOWDOWNS)}
+          "canary_over_stored": CANARY_DRIFT_LIMIT, "gpu_clock_events": list(GPU_SLOWDOWNS)}
 
 
 class Watcher:
@@ -297,7 +333,7 @@ class Watcher:
         self.canary.append(self.readers.canary())
         found = figures(self.total)
         found.update(canary_ms=[round(seconds * 1e3, 3) for seconds in self.canary],
-                     canary_drift=round(drift(self.canary), 4))
+                     canary_drift=round(drift(self.canary), 4), **over_stored(min(self.canary)))
         if isinstance(self.gpu, str):
             found["gpu"] = f"not read: {self.gpu}"
         if self.clocks:
@@ -371,6 +407,11 @@ class Look:
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def _stored(self) -> str:
+        if "canary_over_stored" not in self.figures:
+            return "; none stored by this machine"
+        return f"; {1 + self.figures['canary_over_stored']:.2f}x this machine's stored runs"
+
     def lines(self) -> list[str]:
         """The look as printed before the first case; a last line only when the machine is not quiet."""
         load = " ".join(f"{value:.2f}" for value in self.load) if self.load else "not readable"
@@ -382,8 +423,8 @@ class Look:
         lines = [f"mnistbench: the machine over {LOOK_SECONDS:g} s: load {load} on {self.cores} CPUs; {machine}",
                  f"mnistbench: busiest other processes: {', '.join(self.busiest) or 'none used the CPU'}",
                  f"mnistbench: CPU frequency governor: {self.governor}; canary {self.canary_ms:.3g} ms (a "
-                 f"{CANARY_SIZE}x{CANARY_SIZE} fp32 matrix product, the best of {CANARY_SECONDS:g} s of repeats); "
-                 f"{self.allocator.get('malloc', 'malloc')} {pinned}"]
+                 f"{CANARY_SIZE}x{CANARY_SIZE} fp32 matrix product, the best of {CANARY_SECONDS:g} s of repeats"
+                 f"{self._stored()}); {self.allocator.get('malloc', 'malloc')} {pinned}"]
         if self.disturbed_by:
             lines.append(f"mnistbench: the machine is not quiet ({'; '.join(self.disturbed_by)}): benchmarks run "
                          f"like this are flagged disturbed")
@@ -402,9 +443,10 @@ def look(readers: Readers = Readers(), proc: Path = PROC, cpufreq: Path = CPUFRE
     processes, counters = process_times(proc), Counters.read(readers)
     sleep(LOOK_SECONDS)
     span = Counters.read(readers) - counters
-    found = figures(span)
+    canary = readers.canary()
+    found = {**figures(span), **over_stored(canary)}
     return Look(load, span.cores, busiest(processes, process_times(proc), span.seconds, {os.getpid()}),
-                governors(cpufreq), readers.canary() * 1e3, found, judge(found), allocator.state())
+                governors(cpufreq), canary * 1e3, found, judge(found), allocator.state())
 
 
 def disturbed(benchmarks) -> list[str]:
@@ -419,9 +461,11 @@ _LOOK = pytest.StashKey[Look]()
 
 def pytest_configure(config):
     """An untimed run (the test command's smoke run) reads the canary for ``SMOKE_CANARY_SECONDS``: its
-    readings judge nothing there, and a tenth of a second each would add seconds to every case."""
-    global canary_window
+    readings judge nothing there, and a tenth of a second each would add seconds to every case. No stored
+    canary is held until a timed run's collection reads one (``pytest_report_collectionfinish``)."""
+    global canary_window, stored_canary
     canary_window = CANARY_SECONDS if cases.timed(config) else SMOKE_CANARY_SECONDS
+    stored_canary = None  # until a timed run's collection reads the stored runs
 
 
 def pytest_report_collectionfinish(config, items):
@@ -429,6 +473,8 @@ def pytest_report_collectionfinish(config, items):
     first of them."""
     if not cases.timed(config) or config.option.collectonly or not any(map(cases.is_benchmark, items)):
         return None
+    global stored_canary
+    stored_canary = stored_canary_seconds(str(config.getoption("benchmark_storage")).removeprefix("file://"))
     config.stash[_LOOK] = found = look()
     return found.lines()
 
