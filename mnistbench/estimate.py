@@ -105,8 +105,8 @@ def modelled(case: Case, speeds: StepSpeeds) -> float:
     work = (case.steps + PROBE_STEPS_PER_CANDIDATE * (eager + compiled)) * step
     work += case.images_evaluated * FORWARD_FRACTION * step / case.batch_size
     work += case.images_decoded * speeds.decode() if case.images_decoded else 0.0
-    return (SAFETY * (work + case.timed_seconds) + (case.compilations + compiled) * speeds.compile_seconds(case.model, case.device)
-            + case.launches * LAUNCH_ALLOWANCE_SECONDS)
+    compiling = (case.compilations + compiled) * speeds.compile_seconds(case.model, case.device)
+    return SAFETY * (work + case.timed_seconds) + compiling + case.launches * LAUNCH_ALLOWANCE_SECONDS
 
 
 def stored(result: results.Result) -> float:

@@ -37,11 +37,11 @@ class NonFiniteLossError(FloatingPointError):
 class CapturedStep:
     """A step captured whole as one CUDA graph and replayed (``cudagraphs-step``), after PyTorch's recipe for
     capturing a whole network: its first ``WARM_UP_STEPS - 1`` calls run eagerly on a side stream (cuDNN's
-    autotuning and Adam's state happen there), the next one records the step on the batch it is given and
-    replays it, within the warm-up every benchmark and the probe give a variant, and every later call copies
-    its batch into the recorded inputs and replays. Each call
-    trains on its own batch exactly once. A batch of another shape (a partial last batch) runs eagerly: one
-    graph replays one shape. Returns a copy of the loss, which the next replay overwrites.
+    autotuning and Adam's state happen there), the next records the step on its batch and replays it (so the
+    capture falls within the warm-up that the benchmarks and the probe give every variant), and every later
+    call copies its batch into the recorded inputs and replays. Each call trains on its own batch exactly
+    once. A batch of another shape (a partial last batch) runs eagerly: one graph replays one shape. Returns
+    a copy of the loss, which the next replay overwrites.
 
     Adam must keep its step count on the device (``capturable=True``, ``Variant.optimizer_options``) and the
     learning rate must stay constant: the graph replays the values it recorded (``Variant.unsupported_with``).
