@@ -24,7 +24,7 @@ import pytest
 
 import models
 
-from . import cases, data, estimate, training
+from . import cases, data, estimate, storage, training
 from .variants import Variant
 
 # Untimed steps before a case's clock: the first, then the warm-up of each of up to two batch shapes.
@@ -146,11 +146,11 @@ def pytest_report_collectionfinish(config, items):
         return None
     timed = _benchmarks(items)
     budget.benchmarks = [item.nodeid for item in timed]
-    storage = str(config.getoption("benchmark_storage")).removeprefix("file://")
+    folder = storage.folder(config)
     devices_by_id = {item.nodeid: cases.params(item).get("device", "cpu") for item in timed}
     probed: set[tuple] = set()
     modelled = {item.nodeid: case_of(item, config, probed) for item in timed}
-    budget.estimates = estimate.newest_stored(storage, list(devices_by_id), devices_by_id,
+    budget.estimates = estimate.newest_stored(folder, list(devices_by_id), devices_by_id,
                                               {node_id: case.agrees for node_id, case in modelled.items() if case})
     from_stored = len(budget.estimates)
     for item in timed:
@@ -235,7 +235,7 @@ def _with_probe(case: estimate.Case, fast_setup: bool, config, probed: set[tuple
     if not fast_setup or policy.pinned is not None:
         return case
     candidates = policy.candidates(case.device, schedule, case.model)  # the schedule's: compile-step needs a constant rate
-    key = (case.model, case.device, policy.probe_batch or case.batch_size, frozenset(map(str, candidates)))
+    key = (case.model, case.device, policy.probe_batch_for(case.batch_size), frozenset(map(str, candidates)))
     compiled = len({variant.compile for variant in candidates if variant.compiles})
     if key in probed:
         return dataclasses.replace(case, compilations=case.compilations + bool(compiled))

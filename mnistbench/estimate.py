@@ -13,7 +13,6 @@ launch, replaced by the longest compilation the run has measured once it has one
 """
 import math
 import time
-import warnings
 from dataclasses import dataclass
 
 from . import machine
@@ -123,16 +122,10 @@ def newest_stored(storage, node_ids: list[str], devices_by_id: dict[str, str],
     stored under ``storage`` on this machine identity whose fields hold ``agrees[node_id]`` (``Case.agrees``:
     a quick run's fifth of an epoch does not price a whole one, nor an old recipe a new one); ids never stored
     here so are left out."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", results.ResultWarning)
-        try:
-            found = results.load([storage])
-        except results.NoResultsError:
-            return {}
     here = {device: machine.identity_here(device) for device in set(devices_by_id.values())}
     agrees = agrees or {}
     newest = {}
-    for result in found:  # oldest first, so the newest that agrees wins
+    for result in results.load_quietly(storage):  # oldest first, so the newest that agrees wins
         fields = {**result.extra_info, "rounds": result.rounds}
         if result.name in devices_by_id and result.machine == here[devices_by_id[result.name]] and all(
                 fields.get(name) == value for name, value in agrees.get(result.name, ())):

@@ -26,7 +26,6 @@ import os
 import resource
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import allocator, cases, machine, nvml, watch
+from . import allocator, cases, machine, nvml, storage, watch
 from .reports import results
 
 # The limits. A disturbance costs a result about its share of the machine's CPU time when the case's threads
@@ -235,17 +234,11 @@ def drift(canary: list[float]) -> float:
     return max(canary) / min(canary) - 1 if len(canary) > 1 and min(canary) > 0 else 0.0
 
 
-def stored_canary_seconds(storage) -> float | None:
-    """The median of the best canary reading of each CPU case stored under ``storage`` by this machine identity
+def stored_canary_seconds(folder) -> float | None:
+    """The median of the best canary reading of each CPU case stored under ``folder`` by this machine identity
     (``machine.identity_here("cpu")``: the same processor and threads), in seconds; None where none is."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", results.ResultWarning)
-        try:
-            found = results.load([storage])
-        except results.NoResultsError:
-            return None
     here = machine.identity_here("cpu")
-    best = [min(readings) / 1e3 for result in found
+    best = [min(readings) / 1e3 for result in results.load_quietly(folder)
             if result.machine == here and result.extra_info.get("device") == "cpu"
             and isinstance(watched := result.extra_info.get("quiet"), dict)
             and isinstance(readings := watched.get("canary_ms"), list) and readings
@@ -474,7 +467,7 @@ def pytest_report_collectionfinish(config, items):
     if not cases.timed(config) or config.option.collectonly or not any(map(cases.is_benchmark, items)):
         return None
     global stored_canary
-    stored_canary = stored_canary_seconds(str(config.getoption("benchmark_storage")).removeprefix("file://"))
+    stored_canary = stored_canary_seconds(storage.folder(config))
     config.stash[_LOOK] = found = look()
     return found.lines()
 

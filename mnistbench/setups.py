@@ -35,6 +35,11 @@ class FastPolicy:
     turns: fast.Turns = fast.Turns()
     probe_batch: int | None = None
 
+    def probe_batch_for(self, batch_size: int) -> int:
+        """The batch the probe times for a recipe of ``batch_size``: ``probe_batch`` where one is set (a smoke run's
+        small one), else the recipe's own."""
+        return self.probe_batch or batch_size
+
     def candidates(self, device: str, schedule: str, model_name: str) -> list[Variant]:
         """The variants the probe may choose from for ``model_name`` on ``device`` under a learning-rate
         ``schedule``: the ``matmul`` convolutions only where the model has convolutions on small maps (elsewhere
@@ -73,8 +78,8 @@ def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, trai
         reason = policy.pinned.unsupported_on(device) or policy.pinned.unsupported_with(recipe.schedule)
         if reason:
             raise ValueError(f"--fast-variant {policy.pinned} cannot run on {device}: {reason}")
-    batch_size = policy.probe_batch or recipe.batch_size
-    choice = fast.choose(model_name, device, train_set, batch_size, policy.candidates(device, recipe.schedule, model_name),
+    candidates = policy.candidates(device, recipe.schedule, model_name)
+    choice = fast.choose(model_name, device, train_set, policy.probe_batch_for(recipe.batch_size), candidates,
                          pinned=policy.pinned, use_cache=policy.use_cache, save=policy.save_cache,
                          save_disturbed=policy.save_disturbed, turns=policy.turns)
     return Setup(name, "resident", choice.variant, choice)

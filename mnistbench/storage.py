@@ -73,6 +73,11 @@ def in_checkout(config) -> str:
     return str(config.rootpath / folder)
 
 
+def folder(config) -> str:
+    """The folder the run stores its results in (``--benchmark-storage``, after ``pytest_configure``), as a path."""
+    return str(config.getoption("benchmark_storage")).removeprefix("file://")
+
+
 # pytest hooks: conftest.py loads this module as a plugin.
 _PASSED = pytest.StashKey[set]()
 

@@ -363,3 +363,14 @@ def load(paths) -> list[Result]:
     if not results:
         raise NoResultsError(f"no usable pytest-benchmark results in {', '.join(map(str, paths))}")
     return sorted(results, key=lambda result: result.run_time)
+
+
+def load_quietly(storage) -> list[Result]:
+    """``load`` of one ``storage`` folder for a run's own use (its estimates, its canary's baseline): none where
+    there is none, and no warning for what is unusable, which the reports say when they read it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResultWarning)
+        try:
+            return load([storage])
+        except NoResultsError:
+            return []
