@@ -190,7 +190,12 @@ class Meter:
 def meter(monkeypatch) -> Meter:
     """The meter every watched case reads; ``events`` shows each device synchronisation before its reading."""
     found = Meter()
-    monkeypatch.setattr(watch, "WATCHERS", [lambda device: energy.EnergyWatcher(device, found, clock=lambda: found.now)])
+
+    def make(device):
+        return energy.EnergyWatcher(device, found, clock=lambda: found.now)
+
+    monkeypatch.setattr(watch, "WATCHERS", [make])
+    monkeypatch.setattr(energy, "watcher", make)  # a window of its own (energy.own_window) reads it too
     monkeypatch.setattr(energy.devices, "synchronize", lambda device: found.events.append(f"synchronize {device}"))
     return found
 
@@ -258,6 +263,55 @@ def test_a_window_too_short_for_the_counter_is_left_out_with_the_reason(meter):
                                        "than 10%")
     assert info["energy_window_joules"] == [pytest.approx(150)], "the reading itself is kept"
     assert energy.figures(info, round_seconds=0.5, images_per_second=1000.0, to_target=False) == {}
+
+
+def test_rounds_too_short_for_the_counter_are_measured_again_in_a_window_of_their_own(meter):
+    """Two fast epochs of 60 ms at 300 W, restarted untimed at 20 W, against a counter updated every 100 ms: too
+    short, so the epochs run again back to back, each restarted (1 ms at 20 W) within the window, for 20
+    updates (2 s); the window's power times the timed median is the energy of an epoch."""
+    meter.update = 0.1
+    with watch.watching("cuda:0") as watched:
+        for _ in range(2):
+            with watched.paused():
+                meter.run(0.5, 20)
+                watched.lap()
+            meter.run(0.06, 300)
+    timed = {**watched.info, "quiet_load": 0.5}  # another watcher's field
+    restarts = []
+
+    def restart():
+        restarts.append(meter.now)
+        meter.run(0.001, 20)
+
+    info = energy.own_window(timed, "cuda:0", lambda: meter.run(0.06, 300), between=restart, round_seconds=0.06,
+                             what="epochs")
+    assert len(restarts) == 34 == -(-20 * 0.1 // 0.06), "20 updates of 100 ms over 60 ms epochs"
+    assert info["energy_window_seconds"] == [pytest.approx(34 * 0.061)], "one window, restarts included"
+    assert info["energy_power_watts"] == pytest.approx((0.06 * 300 + 0.001 * 20) / 0.061)
+    assert info["energy_error_bound"] == pytest.approx(0.1 / (34 * 0.061)), "one unbroken stretch"
+    assert info["energy_own_window"] == ("34 more epochs after the timed rounds, untimed, back to back, each "
+                                         "restarted within the window")
+    assert info["energy_timed_left_out"] == timed["energy_left_out"] and "energy_left_out" not in info
+    assert info["quiet_load"] == 0.5
+    assert energy.figures(info, round_seconds=0.06, images_per_second=12800 / 0.06, to_target=False)[
+        "energy_joules"] == pytest.approx(0.06 * info["energy_power_watts"])
+
+
+def test_rounds_the_counter_could_time_and_untimed_or_unmeasured_rounds_keep_their_fields(meter):
+    def never():
+        raise AssertionError("no window of its own")
+
+    meter.update = 0.01
+    with watch.watching("cuda:0") as watched:
+        meter.run(2.0, 100)
+    assert energy.own_window(watched.info, "cuda:0", never, round_seconds=1.0, what="epochs") is watched.info
+    meter.update = 0.1
+    with watch.watching("cuda:0") as watched:
+        meter.run(0.2, 100)
+    assert energy.own_window(watched.info, "cuda:0", never, round_seconds=None, what="epochs") is watched.info, (
+        "pytest-benchmark disabled: nothing was timed")
+    unavailable = energy.unavailable("no counter")
+    assert energy.own_window(unavailable, "cpu", never, round_seconds=0.01, what="steps") is unavailable
 
 
 def test_a_counter_that_does_not_advance_or_fails_during_the_rounds_is_unavailable(meter):

@@ -7,7 +7,7 @@ algorithm and batch.
 import pytest
 
 import models
-from mnistbench import allocator, devices, guards, metrics, setups, watch
+from mnistbench import allocator, devices, energy, guards, metrics, setups, watch
 from mnistbench.training import TrainingRun
 
 
@@ -31,11 +31,14 @@ def test_epoch(benchmark, model_name, device, setup, train_set, dataset_name, ep
                     watched.lap()
 
             losses = benchmark.pedantic(run.epoch, setup=next_round, rounds=epoch_rounds, iterations=1)
-    benchmark.extra_info.update(watched.info)
-    benchmark.extra_info.update(allocator.faults_per(watched.info, "epoch", epoch_rounds))
+        faults = allocator.faults_per(watched.info, "epoch", epoch_rounds)
+        watched_info = energy.own_window(watched.info, device, run.epoch, between=run.restart, what="epochs",
+                                         round_seconds=metrics.median_seconds(benchmark))
+    benchmark.extra_info.update(watched_info)
+    benchmark.extra_info.update(faults)
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind="epoch", model_name=model_name, device=device, batch_size=run.pipeline.batch_size,
         samples=run.pipeline.samples, dataset=dataset_name, pipeline=chosen.pipeline, train=True,
         final_loss=losses.mean().item(), variant=chosen.variant, first_step_seconds=run.first_step_seconds,
-        warm_up_seconds=run.warm_up_seconds, setup=chosen, watched=watched.info))
+        warm_up_seconds=run.warm_up_seconds, setup=chosen, watched=watched_info))
     assert len(losses) == len(run.pipeline)

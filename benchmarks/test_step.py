@@ -10,7 +10,7 @@ import time
 import torch
 
 import models
-from mnistbench import allocator, devices, guards, metrics, setups, training, watch
+from mnistbench import allocator, devices, energy, guards, metrics, setups, training, watch
 from mnistbench.pipelines import normalized_images
 from mnistbench.variants import Variant
 
@@ -55,11 +55,14 @@ def test_step(benchmark, model_name, batch_size, device, step_variant, mode, tra
         with watch.watching(device) as watched:  # steps are short: one window over all rounds
             steps_before = steps_taken  # pytest-benchmark's calibration and last call run in the window too
             loss = benchmark(synchronized_step)
+        faults = allocator.faults_per(watched.info, "step", steps_taken - steps_before)
+        watched_info = energy.own_window(watched.info, device, synchronized_step, what="steps",
+                                         round_seconds=metrics.median_seconds(benchmark))
     training.check_finite(loss.reshape(1).float().cpu(), model_name)
-    benchmark.extra_info.update(watched.info)
-    benchmark.extra_info.update(allocator.faults_per(watched.info, "step", steps_taken - steps_before))
+    benchmark.extra_info.update(watched_info)
+    benchmark.extra_info.update(faults)
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind=f"step-{mode}", model_name=model_name, device=device, batch_size=batch_size,
         samples=batch_size, dataset=dataset_name, pipeline=None, train=mode == "train", final_loss=loss.item(),
         variant=variant, first_step_seconds=first_step_seconds, warm_up_seconds=warm_up_seconds,
-        setup=setup, watched=watched.info))
+        setup=setup, watched=watched_info))

@@ -17,7 +17,7 @@ import torch
 
 import models
 from conftest import SMOKE_TARGET_ACCURACY, SMOKE_TEST_SAMPLES
-from mnistbench import allocator, data, devices, guards, metrics, setups, time_to_accuracy, training, watch
+from mnistbench import allocator, data, devices, energy, guards, metrics, setups, time_to_accuracy, training, watch
 from mnistbench.time_to_accuracy import Outcome, TargetNotReached, TrainingClock, train_to_accuracy
 from mnistbench.variants import Variant
 
@@ -60,15 +60,20 @@ def test_time_to_accuracy(benchmark, pytestconfig, model_name, device, recipe_na
             if expected_miss:
                 pytest.xfail(f"{miss} (expected: {expected_miss})")
             raise
+        # a run's training, without its evaluations, for as many epochs as the median run took
+        epochs = round(statistics.median(outcome.epochs for outcome in outcomes))
+        watched_info = energy.own_window(watched.info, device, lambda: [run.epoch() for _ in range(epochs)],
+                                         between=lambda: run.restart(seed=0), what="runs of the first seed",
+                                         round_seconds=metrics.median_seconds(benchmark))
     accuracies = [outcome.accuracies[-1] for outcome in outcomes]
-    benchmark.extra_info.update(watched.info)
+    benchmark.extra_info.update(watched_info)
     benchmark.extra_info.update(allocator.faults_per(watched.info, "epoch", sum(o.epochs for o in outcomes)))
     benchmark.extra_info.update(metrics.extra_info(
         benchmark, kind="time-to-accuracy", model_name=model_name, device=device, batch_size=recipe.batch_size,
         samples=run.pipeline.samples, dataset=dataset_name, pipeline=setup.pipeline, train=True, final_loss=None,
         variant=setup.variant, first_step_seconds=run.first_step_seconds, warm_up_seconds=run.warm_up_seconds,
         images_timed=run.pipeline.samples * sum(outcome.epochs for outcome in outcomes), setup=setup,
-        watched=watched.info))
+        watched=watched_info))
     benchmark.extra_info.update(
         recipe=recipe_name, judged_by=recipe.judged_by, definition=time_to_accuracy.DEFINITIONS[recipe.judged_by],
         **recipe.stored_fields(),
@@ -185,6 +190,18 @@ def test_restart_from_another_seed_trains_as_a_run_created_with_it(mnist_train):
     reseeded.restart(seed=1)
     assert reseeded.seed == 1 and torch.equal(losses(reseeded), created)
     assert not torch.equal(first_seed, created)
+
+
+def test_restart_draws_each_seeds_weights_once(mnist_train, monkeypatch):
+    """A restart within an energy window (``energy.own_window``) must be a few copies, not GoogLeNet's 33 ms of
+    drawing weights again; the tests above show the copies train exactly as freshly drawn weights."""
+    run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, samples=256)
+    drawn = []
+    build = models.build
+    monkeypatch.setattr(training.models, "build", lambda name: drawn.append(name) or build(name))
+    for seed in (0, 1, 0, 1, 0):
+        run.restart(seed=seed)
+    assert drawn == ["vgg", "vgg"]
 
 
 def test_one_cycle_warms_up_to_the_recipe_rate_and_anneals_to_nearly_zero(mnist_train):

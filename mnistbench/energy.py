@@ -19,7 +19,13 @@ are left out with the reason (``energy_left_out``). The figures per round and pe
 over the counted stretches times pytest-benchmark's own times (``figures``): a step benchmark's rounds are one
 window, in which pytest-benchmark also calibrates and runs untimed iterations, so its energy divided by the
 timed images would over-count.
+
+Rounds too short for the counter (a GPU's fast epoch of 60 ms against NVML's 100 ms) are measured again in a
+window of their own (``own_window``): the same work repeated back to back after the timed rounds, untimed,
+until the window lasts ``OWN_WINDOW_UPDATES`` of the counter's updates, as MLPerf Power measures over a
+window long enough for its meter rather than over one short run.
 """
+import math
 import re
 import threading
 import time
@@ -40,6 +46,8 @@ RAPL_UPDATE_SECONDS = 0.001
 RAPL_POLL_SECONDS = 10.0
 # NVML's energy counter refreshes every 20 to 100 ms; the longest stands where the period cannot be measured.
 NVML_UPDATE_SECONDS = 0.1
+# A window of its own lasts this many of the counter's updates: over one unbroken stretch, a bound of 5%.
+OWN_WINDOW_UPDATES = 20
 # Changes of NVML's counter timed to measure its update period, within at most this many seconds.
 UPDATE_CHANGES, UPDATE_LIMIT_SECONDS = 3, 1.0
 
@@ -340,6 +348,36 @@ def figures(watched: dict, *, round_seconds: float, images_per_second: float, to
     per_round = power * round_seconds
     return {"energy_joules": per_round, "joules_per_image": power / images_per_second,
             **({"energy_to_target_joules": per_round} if to_target else {})}
+
+
+def own_window(timed: dict, device: str, repeat: Callable[[], object], *, round_seconds: float | None, what: str,
+               between: Callable[[], object] | None = None) -> dict:
+    """A case's watched fields (``timed``, over its timed rounds) with the energy of a window of its own where the
+    rounds were too short for the counter (their error bound over ``MAX_ERROR_BOUND``, ``measured``); ``timed``
+    itself otherwise, or where nothing was timed (``round_seconds`` None: pytest-benchmark disabled).
+
+    ``repeat`` does the work of one round (``round_seconds``, the timed median, long), ``what`` names it (plural,
+    for the record). It runs back to back after the timed rounds until the window lasts ``OWN_WINDOW_UPDATES``
+    updates of the counter; ``between`` (the restart a round needs) runs before each repeat, inside the window:
+    each pause would add an update's worth of error, and a restart that reloads the weights it drew once
+    (``TrainingRun.restart``) takes a few copies on the device. The energy fields are then the window's (``measured``; the figures its average power times the timed median,
+    ``figures``), ``energy_own_window`` says what it held and ``energy_timed_left_out`` why the rounds' own
+    reading was not used; the other watchers' fields are kept."""
+    bound = timed.get("energy_error_bound")
+    if round_seconds is None or round_seconds <= 0 or bound is None or bound <= MAX_ERROR_BOUND:
+        return timed
+    repeats = math.ceil(OWN_WINDOW_UPDATES * timed["energy_update_seconds"] / round_seconds)
+    own = watcher(device)
+    own.start()
+    for _ in range(repeats):
+        if between:
+            between()
+        repeat()
+    others = {name: value for name, value in timed.items() if not name.startswith("energy_")}
+    return {**others, **own.stop(),
+            "energy_own_window": f"{repeats} more {what} after the timed rounds, untimed, back to back"
+                                 + (", each restarted within the window" if between else ""),
+            "energy_timed_left_out": timed["energy_left_out"]}
 
 
 def watcher(device: str) -> EnergyWatcher:

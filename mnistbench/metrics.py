@@ -71,6 +71,12 @@ def extra_info(benchmark, *, kind: str, model_name: str, device: str, batch_size
     return info
 
 
+def median_seconds(benchmark) -> float | None:
+    """A timed benchmark's median round in seconds; None where pytest-benchmark timed nothing (disabled)."""
+    stats = getattr(benchmark, "stats", None)
+    return stats.stats.median if stats is not None else None
+
+
 def _compile_cache(variant: Variant, setup) -> str:
     """What ``first_step_seconds`` of a compiled case measured: Dynamo's cache is emptied for every case,
     but a variant the fast probe has just compiled finds Inductor's caches warm."""
