@@ -360,9 +360,10 @@ def own_window(timed: dict, device: str, repeat: Callable[[], object], *, round_
     for the record). It runs back to back after the timed rounds until the window lasts ``OWN_WINDOW_UPDATES``
     updates of the counter; ``between`` (the restart a round needs) runs before each repeat, inside the window:
     each pause would add an update's worth of error, and a restart that reloads the weights it drew once
-    (``TrainingRun.restart``) takes a few copies on the device. The energy fields are then the window's (``measured``; the figures its average power times the timed median,
-    ``figures``), ``energy_own_window`` says what it held and ``energy_timed_left_out`` why the rounds' own
-    reading was not used; the other watchers' fields are kept."""
+    (``TrainingRun.restart``) is a few copies to the device. The energy fields are then the window's
+    (``measured``; the figures its average power times the timed median, ``figures``), ``energy_own_window``
+    says what it held and ``energy_timed_left_out`` why the rounds' own reading was not used; the other
+    watchers' fields are kept."""
     bound = timed.get("energy_error_bound")
     if round_seconds is None or round_seconds <= 0 or bound is None or bound <= MAX_ERROR_BOUND:
         return timed

@@ -183,7 +183,8 @@ class TrainingRun:
     steps_done: int = 0
     first_step_seconds: float | None = None  # the first step's wall time: compilation, when compiled
     warm_up_seconds: float | None = None  # the whole untimed warm-up, first step included
-    # per seed, the initial weights on the device and the CPU's random state after drawing them (``restart``)
+    # per seed, the initial weights (held on the CPU, out of the device's peak memory) and the CPU's random
+    # state after drawing them (``restart``)
     initial_weights: dict[int, tuple[dict, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -260,8 +261,7 @@ class TrainingRun:
         self.seed = self.seed if seed is None else seed
         torch.manual_seed(self.seed)  # the CPU's and every device's stream, then the weights drawn from it
         if self.seed not in self.initial_weights:  # drawn once per seed (GoogLeNet's: 33 ms on a CPU), then copied
-            weights = {name: value.to(self.device) for name, value in models.build(self.model_name).state_dict().items()}
-            self.initial_weights[self.seed] = weights, torch.get_rng_state()
+            self.initial_weights[self.seed] = models.build(self.model_name).state_dict(), torch.get_rng_state()
         weights, drawn = self.initial_weights[self.seed]
         torch.set_rng_state(drawn)  # the CPU's stream where drawing the weights left it (dropout on a CPU draws next)
         self.model.load_state_dict(weights)
