@@ -10,6 +10,7 @@ known to fall short of that target (the article's GoogLeNet recipe diverges): th
 outcome, reported with the accuracy reached, and the standard matrix leaves the run out on the kind of
 device where the miss was measured.
 """
+import copy
 import statistics
 
 import pytest
@@ -202,6 +203,44 @@ def test_restart_draws_each_seeds_weights_once(mnist_train, monkeypatch):
     for seed in (0, 1, 0, 1, 0):
         run.restart(seed=seed)
     assert drawn == ["vgg", "vgg"]
+
+
+def test_a_one_cycle_held_on_the_device_sets_the_same_values_in_the_same_tensors_and_restarts_in_place(mnist_train):
+    """What a captured step (``cudagraphs-step``, CUDA only) needs of the fast recipe's schedule, shown on the CPU
+    with Adam's single-tensor form: the rate and betas stay the tensors the capture recorded, hold at every
+    step the values ``OneCycleLR`` sets as numbers, and return to their first values in place at a restart;
+    the run trains as the one with numbers does."""
+    recipe = models.recipe("vgg", "fast")
+
+    def train(on_device):  # one run after the other: dropout draws from the process's random stream
+        run = training.TrainingRun.create("vgg", "cpu", "resident", mnist_train, recipe=recipe,
+                                          samples=6 * recipe.batch_size)
+        if on_device:  # as create makes it for cudagraphs-step, which a CPU cannot run
+            run.schedule = training.make_schedule(run.optimizer, recipe, len(run.pipeline), on_device=True)
+            run.initial_state = copy.deepcopy({"optimizer": run.optimizer.state_dict(),
+                                               "schedule": run.schedule.state_dict()})
+        group, values, step = run.optimizer.param_groups[0], [], run.step
+
+        def recording_step(images, labels):
+            values.append((float(group["lr"]), float(group["betas"][0]), float(group["betas"][1])))
+            return step(images, labels)
+
+        run.step = recording_step
+        held = group["lr"], *group["betas"]
+        losses = torch.cat([run.epoch() for _ in range(recipe.epochs)])
+        return run, held, values, losses
+
+    _, _, expected, plain_losses = train(on_device=False)
+    run, held, values, losses = train(on_device=True)
+    group = run.optimizer.param_groups[0]
+    assert isinstance(run.schedule, training.OneCycleOnDevice) and all(map(torch.is_tensor, held))
+    assert all(now is then for now, then in zip((group["lr"], *group["betas"]), held, strict=True))
+    assert torch.allclose(torch.tensor(values), torch.tensor(expected)) and len({beta for _, beta, _ in values}) > 1
+    assert torch.allclose(losses, plain_losses, rtol=1e-4, atol=1e-5)
+    run.restart()
+    assert all(now is then for now, then in zip((group["lr"], *group["betas"]), held, strict=True))
+    assert torch.allclose(torch.stack(held), torch.tensor(expected[0]))
+    assert "device_betas" not in run.schedule.state_dict()
 
 
 def test_one_cycle_warms_up_to_the_recipe_rate_and_anneals_to_nearly_zero(mnist_train):

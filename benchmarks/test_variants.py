@@ -49,17 +49,23 @@ def test_a_compiled_optimizer_step_is_refused_with_a_learning_rate_schedule():
 
 
 def test_a_captured_step_is_refused_where_a_replay_would_repeat_what_the_host_decides_each_step():
-    """A CUDA graph replays its capture: fp16's GradScaler decides on the host whether to step, a one-cycle
-    schedule sets the rate and momentum from the host, and a CPU has no CUDA graphs."""
+    """A CUDA graph replays its capture: fp16's GradScaler decides on the host whether to step, the fused Adam
+    kernel takes a one-cycle schedule's beta1 as a number, and a CPU has no CUDA graphs."""
     step = Variant(compile="cudagraphs-step")
     assert Variant("fp16", compile="cudagraphs-step").unsupported_on("cuda:0") == (
         "cudagraphs-step cannot capture GradScaler's step, which reads the gradients' overflow on the host")
-    assert step.unsupported_with("onecycle") == "cudagraphs-step needs a constant learning rate, not the onecycle schedule"
+    assert step.unsupported_with("onecycle") is None and Variant(compile="cudagraphs-step", optimizer="foreach"
+                                                                 ).unsupported_with("onecycle") is None
+    assert Variant(compile="cudagraphs-step", optimizer="fused").unsupported_with("onecycle") == (
+        "the onecycle schedule changes Adam's beta1 every step, which a captured step must read from the device, "
+        "and the fused Adam kernel takes its betas as numbers: use the default or foreach Adam")
+    assert Variant(compile="cudagraphs-step", optimizer="fused").unsupported_with("constant") is None
     assert step.unsupported_on("cpu") == "cudagraphs-step needs a CUDA device"
     assert step.optimizer_options() == {"capturable": True} and not step.compiles
     assert Variant(compile="cudagraphs").compiles and "capturable" not in Variant(optimizer="fused").optimizer_options()
-    with pytest.raises(ValueError, match="cannot train vgg with its recipe: cudagraphs-step needs a constant learning"):
-        training.TrainingRun.create("vgg", "cpu", "resident", None, variant=step, recipe=models.recipe("vgg", "fast"))
+    with pytest.raises(ValueError, match="cannot train vgg with its recipe: the onecycle schedule changes Adam's beta1"):
+        training.TrainingRun.create("vgg", "cpu", "resident", None, variant=dataclasses.replace(step, optimizer="fused"),
+                                    recipe=models.recipe("vgg", "fast"))
 
 
 def test_each_emulated_cpu_capability_compiles_into_its_own_inductor_cache(monkeypatch, tmp_path):
@@ -286,6 +292,28 @@ def test_a_step_captured_whole_trains_as_the_eager_step_and_restarts_afresh(mnis
     assert torch.allclose(captured, eager, atol=tolerance), (captured, eager)
     assert torch.allclose(captured_again, captured, atol=tolerance), "a restart must train as from scratch"
     assert torch.allclose(captured_weight, eager_weight, atol=tolerance)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_a_step_captured_whole_follows_the_one_cycle_schedule_it_reads_from_the_device(mnist_train):
+    """The fast recipe's one-cycle schedule sets Adam's rate and beta1 every step; a captured step reads them
+    from tensors on the device (``training.OneCycleOnDevice``), so over the whole schedule, and again after a
+    restart, it trains as the eager step does. Were they numbers, every replay would use those of its capture."""
+    recipe = models.recipe("vgg", "fast")
+    trained = {}
+    for compile_mode in ("eager", "cudagraphs-step"):
+        run = training.TrainingRun.create("vgg", "cuda:0", "resident", mnist_train, recipe=recipe,
+                                          variant=Variant(compile=compile_mode), samples=8 * recipe.batch_size)
+        run.warm_up()  # the capture, on the rate and betas the schedule starts from
+        run.restart()
+        first = torch.cat([run.epoch() for _ in range(recipe.epochs)])
+        run.restart()
+        trained[compile_mode] = first, torch.cat([run.epoch() for _ in range(recipe.epochs)])
+    (eager, _), (captured, captured_again) = trained.values()
+    assert isinstance(run.schedule, training.OneCycleOnDevice) and run.step.graph is not None
+    assert torch.allclose(captured, eager, atol=1e-4), (captured, eager)
+    assert torch.allclose(captured_again, captured, atol=1e-4), "a restart must train as from scratch"
 
 
 def test_fast_variant_reaches_fp32_accuracy_at_small_scale(device, mnist_train, mnist_test):

@@ -43,8 +43,9 @@ class CapturedStep:
     once. A batch of another shape (a partial last batch) runs eagerly: one graph replays one shape. Returns
     a copy of the loss, which the next replay overwrites.
 
-    Adam must keep its step count on the device (``capturable=True``, ``Variant.optimizer_options``) and the
-    learning rate must stay constant: the graph replays the values it recorded (``Variant.unsupported_with``).
+    Adam must keep its step count on the device (``capturable=True``, ``Variant.optimizer_options``), and a
+    schedule's rate and betas must live there too (``OneCycleOnDevice``): the graph replays the numbers it
+    recorded, but reads tensors anew at every replay.
     """
 
     def __init__(self, step: Step):
@@ -154,14 +155,42 @@ def make_optimizer(model: nn.Module, recipe: models.Recipe, variant: Variant = V
     return torch.optim.Adam(model.parameters(), lr=recipe.lr, **variant.optimizer_options())
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, recipe: models.Recipe,
-                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """The recipe's learning-rate schedule, stepped once per batch; None for a constant rate."""
+class OneCycleOnDevice(torch.optim.lr_scheduler.OneCycleLR):
+    """``OneCycleLR`` with Adam's rate and betas held in tensors on the parameters' device, for a step captured as
+    a CUDA graph (``cudagraphs-step``), which reads tensors anew at every replay where numbers would stay as it
+    recorded them. ``OneCycleLR`` fills a tensor rate in place but sets beta1 as a number: each step copies that
+    number into the held tensor and puts the tensor back. Capturable Adam in its ``foreach`` or single-tensor
+    form reads tensor betas; the fused kernel takes numbers (``Variant.unsupported_with``)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, **options):
+        self.device_betas = []
+        for group in optimizer.param_groups:
+            device = group["params"][0].device
+            group["lr"] = torch.tensor(group["lr"], device=device)
+            group["betas"] = tuple(torch.tensor(beta, device=device) for beta in group["betas"])
+            self.device_betas.append(group["betas"])
+        super().__init__(optimizer, **options)  # whose first step sets beta1 as a number
+
+    def step(self, epoch: int | None = None) -> None:
+        super().step(epoch)
+        for group, (beta1, beta2) in zip(self.optimizer.param_groups, self.device_betas, strict=True):
+            beta1.fill_(group["betas"][0])
+            group["betas"] = beta1, beta2
+
+    def state_dict(self) -> dict:
+        """``OneCycleLR``'s state without the held tensors, which a restart must leave where the graph reads them."""
+        return {name: value for name, value in super().state_dict().items() if name != "device_betas"}
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, recipe: models.Recipe, steps_per_epoch: int,
+                  on_device: bool = False) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The recipe's learning-rate schedule, stepped once per batch, its values held in tensors on the device
+    where a captured step reads them (``on_device``, ``OneCycleOnDevice``); None for a constant rate."""
     if recipe.schedule == "constant":
         return None
     if recipe.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
-                                                   total_steps=recipe.epochs * steps_per_epoch)
+        one_cycle = OneCycleOnDevice if on_device else torch.optim.lr_scheduler.OneCycleLR
+        return one_cycle(optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
     raise ValueError(f"unsupported schedule {recipe.schedule!r}")
 
 
@@ -210,7 +239,7 @@ class TrainingRun:
         pipeline = pipelines.build(pipeline_name, dataset, recipe.batch_size, device, samples=samples, seed=seed,
                                    mean=recipe.normalize_mean, std=recipe.normalize_std, shard=shard,
                                    drop_last=recipe.drop_last)
-        schedule = make_schedule(optimizer, recipe, len(pipeline))
+        schedule = make_schedule(optimizer, recipe, len(pipeline), on_device=variant.compile == "cudagraphs-step")
         initial_state = copy.deepcopy({"optimizer": optimizer.state_dict(),
                                        "schedule": schedule.state_dict() if schedule else None})
         network = variant.prepare_model(model)
@@ -284,4 +313,13 @@ class TrainingRun:
                 if torch.is_tensor(value):
                     value.zero_()
         for group, created in zip(self.optimizer.param_groups, initial["param_groups"], strict=True):
-            group.update({name: value for name, value in created.items() if name not in RESTART_KEEPS})
+            for name, value in created.items():
+                if name in RESTART_KEEPS:
+                    continue
+                if torch.is_tensor(group[name]):  # a schedule's value that a captured step reads (OneCycleOnDevice)
+                    group[name].copy_(value)
+                elif isinstance(group[name], tuple) and any(map(torch.is_tensor, group[name])):
+                    for held, initial_value in zip(group[name], value, strict=True):
+                        held.copy_(initial_value)
+                else:
+                    group[name] = value

@@ -106,10 +106,17 @@ class Variant:
 
     def unsupported_with(self, schedule: str) -> str | None:
         """Why this variant cannot train with the learning-rate ``schedule``, or None: a schedule changes
-        Adam's rate and momentum every step, which a compiled optimizer step would recompile each time and a
-        captured step would replay as they were at its capture."""
-        if self.compile in ("compile-step", "cudagraphs-step") and schedule != "constant":
-            return f"{self.compile} needs a constant learning rate, not the {schedule} schedule"
+        Adam's rate and momentum every step, which a compiled optimizer step would recompile each time. A
+        captured step reads them from tensors on the device (``training.OneCycleOnDevice``), which the fused
+        Adam kernel does not take for its betas."""
+        if schedule == "constant":
+            return None
+        if self.compile == "compile-step":
+            return f"compile-step needs a constant learning rate, not the {schedule} schedule"
+        if self.compile == "cudagraphs-step" and self.optimizer == "fused":
+            return (f"the {schedule} schedule changes Adam's beta1 every step, which a captured step must read "
+                    f"from the device, and the fused Adam kernel takes its betas as numbers: use the default or "
+                    f"foreach Adam")
         return None
 
     @property
