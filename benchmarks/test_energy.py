@@ -314,6 +314,21 @@ def test_rounds_the_counter_could_time_and_untimed_or_unmeasured_rounds_keep_the
     assert energy.own_window(unavailable, "cpu", never, round_seconds=0.01, what="steps") is unavailable
 
 
+def test_a_window_of_its_own_whose_training_diverges_leaves_the_timed_rounds_as_they_were(meter):
+    meter.update = 0.1
+    with watch.watching("cuda:0") as watched:
+        meter.run(0.2, 100)
+    events = len(meter.events)
+
+    def diverges():
+        meter.run(0.05, 100)
+        raise FloatingPointError("vgg: loss became nan at step 12")
+
+    info = energy.own_window(watched.info, "cuda:0", diverges, round_seconds=0.1, what="epochs")
+    assert info == {**watched.info, "energy_own_window_failed": "FloatingPointError: vgg: loss became nan at step 12"}
+    assert meter.events[events:] == ["synchronize cuda:0", "read"] * 2, "the window was started and stopped"
+
+
 def test_a_counter_that_does_not_advance_or_fails_during_the_rounds_is_unavailable(meter):
     with watch.watching("cpu") as watched:
         meter.run(5.0, 0)

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from mnistbench import fast, setups, variants, watch
+from mnistbench import data, fast, setups, variants, watch
 from mnistbench.variants import Variant
 
 import models
@@ -225,10 +225,24 @@ def test_running_out_of_memory_drops_a_candidate_without_breaking_the_run(fake_t
 
 def test_a_gpus_cached_choice_is_keyed_to_its_host_cpu_too(monkeypatch):
     monkeypatch.setattr(fast.machine, "identity_here", lambda device: f"identity of {device}")
-    gpu = json.loads(fast._cache_key("vgg", "cuda:0", 128, []))
-    cpu = json.loads(fast._cache_key("vgg", "cpu", 128, []))
+    gpu = json.loads(fast._cache_key("vgg", "cuda:0", 128, [], "constant"))
+    cpu = json.loads(fast._cache_key("vgg", "cpu", 128, [], "constant"))
     assert (gpu["machine"], gpu["host"]) == ("identity of cuda:0", "identity of cpu")
     assert (cpu["machine"], cpu["host"]) == ("identity of cpu", None)
+
+
+def test_a_schedule_changes_the_key_and_the_steps_where_it_changes_the_adam_a_candidate_builds(monkeypatch):
+    """A captured step under a schedule runs Adam's single-tensor form (``Variant.optimizer_options``): the probe
+    times that form, and its choice is not the one a constant rate's probe made; elsewhere one choice serves both."""
+    monkeypatch.setattr(fast.machine, "identity_here", lambda device: f"identity of {device}")
+    captured, eager = Variant(compile="cudagraphs-step"), Variant(optimizer="fused")
+    assert fast._cache_key("vgg", "cuda:0", 64, [captured], "onecycle") != fast._cache_key(
+        "vgg", "cuda:0", 64, [captured], "constant")
+    assert fast._cache_key("vgg", "cuda:0", 64, [eager], "onecycle") == fast._cache_key(
+        "vgg", "cuda:0", 64, [eager], "constant")
+    assert fast.TrainingSteps("vgg", "cpu", data.SyntheticMNIST(), 8, "onecycle").recipe.schedule == "onecycle"
+    assert captured.optimizer_options("onecycle") == {"capturable": True, "foreach": False}
+    assert captured.optimizer_options() == {"capturable": True}
 
 
 def test_two_processes_sharing_the_cache_probe_a_key_once(fake_timings, monkeypatch):

@@ -363,17 +363,22 @@ def own_window(timed: dict, device: str, repeat: Callable[[], object], *, round_
     (``TrainingRun.restart``) is a few copies to the device. The energy fields are then the window's
     (``measured``; the figures its average power times the timed median, ``figures``), ``energy_own_window``
     says what it held and ``energy_timed_left_out`` why the rounds' own reading was not used; the other
-    watchers' fields are kept."""
+    watchers' fields are kept. A window whose training diverges or runs out of memory leaves ``timed`` as it
+    was, its figures left out, and says why (``energy_own_window_failed``): the timed rounds stand."""
     bound = timed.get("energy_error_bound")
     if round_seconds is None or round_seconds <= 0 or bound is None or bound <= MAX_ERROR_BOUND:
         return timed
     repeats = math.ceil(OWN_WINDOW_UPDATES * timed["energy_update_seconds"] / round_seconds)
     own = watcher(device)
     own.start()
-    for _ in range(repeats):
-        if between:
-            between()
-        repeat()
+    try:
+        for _ in range(repeats):
+            if between:
+                between()
+            repeat()
+    except (FloatingPointError, torch.OutOfMemoryError) as error:  # training diverged, or the device is full
+        own.stop()  # and its background reading with it
+        return {**timed, "energy_own_window_failed": f"{type(error).__name__}: {error}"}
     others = {name: value for name, value in timed.items() if not name.startswith("energy_")}
     return {**others, **own.stop(),
             "energy_own_window": f"{repeats} more {what} after the timed rounds, untimed, back to back"

@@ -113,13 +113,15 @@ def cache_path() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mnistbench") / "fast-variants.json"
 
 
-def _cache_key(model_name: str, device: str, batch_size: int, candidates: list[Variant]) -> str:
-    """A GPU's launch-bound steps also depend on the CPU that launches them: its host is part of the key."""
+def _cache_key(model_name: str, device: str, batch_size: int, candidates: list[Variant], schedule: str) -> str:
+    """A GPU's launch-bound steps also depend on the CPU that launches them: its host is part of the key. Each
+    candidate is keyed with the Adam it builds under the recipe's ``schedule`` (``Variant.optimizer_options``)."""
     host = machine.identity_here("cpu") if device != "cpu" else None
     return json.dumps({"machine": machine.identity_here(device), "host": host, "torch": torch.__version__,
                        "torchvision": torchvision.__version__, "threads": torch.get_num_threads(),
                        "model": model_name, "batch_size": batch_size,
-                       "candidates": sorted(map(str, candidates))}, sort_keys=True)
+                       "candidates": sorted(f"{candidate} {sorted(candidate.optimizer_options(schedule).items())}"
+                                            for candidate in candidates)}, sort_keys=True)
 
 
 def _read_cache() -> dict:
@@ -166,9 +168,11 @@ class TrainingSteps:
     """Times training steps of one model on one device on a batch of digits, in any variant: the probe's
     candidates, the budget's fp32 step (``mnistbench.estimate``) and the profiled steps (``mnistbench.profile``)."""
 
-    def __init__(self, model_name: str, device: str, train_set, batch_size: int):
+    def __init__(self, model_name: str, device: str, train_set, batch_size: int, schedule: str = "constant"):
         self.model_name, self.device = model_name, device
-        recipe = models.recipe(model_name)
+        # the article's rate, for steps timed without a schedule; the schedule the case trains under can change
+        # Adam's implementation (``Variant.optimizer_options``), which the steps must time
+        recipe = replace(models.recipe(model_name), schedule=schedule)
         self.recipe = recipe
         self.images = normalized_images(train_set.data[:batch_size], recipe.normalize_mean, recipe.normalize_std)
         self.labels = train_set.targets[:batch_size]
@@ -229,12 +233,13 @@ class TrainingSteps:
 
 
 def probe(model_name: str, device: str, train_set, batch_size: int, candidates: list[Variant],
-          turns: Turns = Turns()) -> tuple[Variant, dict]:
-    """The fastest of ``candidates`` (plus the fp32 baseline) and every candidate's ms per step (a finalist's
-    from its alternated turns, another's from its first timing) or fate (``failed: ...`` for one that raised)."""
+          turns: Turns = Turns(), schedule: str = "constant") -> tuple[Variant, dict]:
+    """The fastest of ``candidates`` (plus the fp32 baseline) for a recipe with the learning-rate ``schedule``,
+    and every candidate's ms per step (a finalist's from its alternated turns, another's from its first timing)
+    or fate (``failed: ...`` for one that raised)."""
     baseline = Variant()
     candidates = [baseline] + [c for c in distinct(candidates, device) if c != baseline]
-    runner = TrainingSteps(model_name, device, train_set, batch_size)
+    runner = TrainingSteps(model_name, device, train_set, batch_size, schedule)
     timings: dict[str, float | str] = {}
     screens: dict[tuple, float] = {}
     timed: dict[Variant, float] = {}  # the candidates timed at the full batch, by their first timing
@@ -366,14 +371,15 @@ _BROKEN: list[str] = []
 
 def choose(model_name: str, device: str, train_set, batch_size: int, candidates: list[Variant], *,
            pinned: Variant | None = None, use_cache: bool = True, save: bool = True, save_disturbed: bool = False,
-           turns: Turns = Turns()) -> Choice:
-    """The fast variant of ``model_name`` on ``device`` at ``batch_size``: ``pinned``, else a cached
+           turns: Turns = Turns(), schedule: str = "constant") -> Choice:
+    """The fast variant of ``model_name`` on ``device`` at ``batch_size`` for a recipe with the learning-rate
+    ``schedule`` (its candidates are the schedule's, ``setups.FastPolicy.candidates``): ``pinned``, else a cached
     measurement, else a probe (saved to the cache when ``save``, i.e. when the probe had the machine to
     itself, when no candidate was broken, and when the machine was quiet around it, unless
     ``save_disturbed``). One choice per process and key."""
     if pinned is not None:
         return Choice(pinned, "pinned", batch_size)
-    key = _cache_key(model_name, device, batch_size, candidates)
+    key = _cache_key(model_name, device, batch_size, candidates, schedule)
     if key in _CHOSEN:
         return _CHOSEN[key]
     with _cache_lock():
@@ -382,7 +388,7 @@ def choose(model_name: str, device: str, train_set, batch_size: int, candidates:
             choice = Choice(Variant.parse(cached["variant"]), "cache", batch_size, cached.get("timings", {}))
         else:
             with watch.watching(device) as watched:  # the quiet check (mnistbench.quiet) among them
-                variant, timings = probe(model_name, device, train_set, batch_size, candidates, turns)
+                variant, timings = probe(model_name, device, train_set, batch_size, candidates, turns, schedule)
             choice = Choice(variant, "probe", batch_size, timings, tuple(watched.info.get("disturbed_by", ())))
             failed = [f"{model_name} on {device}, batch {batch_size}: {name} {fate}"
                       for name, fate in timings.items() if isinstance(fate, str) and fate.startswith("failed:")]

@@ -81,5 +81,5 @@ def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, trai
     candidates = policy.candidates(device, recipe.schedule, model_name)
     choice = fast.choose(model_name, device, train_set, policy.probe_batch_for(recipe.batch_size), candidates,
                          pinned=policy.pinned, use_cache=policy.use_cache, save=policy.save_cache,
-                         save_disturbed=policy.save_disturbed, turns=policy.turns)
+                         save_disturbed=policy.save_disturbed, turns=policy.turns, schedule=recipe.schedule)
     return Setup(name, "resident", choice.variant, choice)

@@ -149,37 +149,40 @@ def check_finite(losses: torch.Tensor, model_name: str, first_step: int = 0) -> 
 
 
 def make_optimizer(model: nn.Module, recipe: models.Recipe, variant: Variant = Variant()) -> torch.optim.Optimizer:
-    """The recipe's optimizer in the variant's implementation of it."""
+    """The recipe's optimizer in the variant's implementation of it under the recipe's schedule
+    (``Variant.optimizer_options``)."""
     if recipe.optimizer != "adam":
         raise ValueError(f"unsupported optimizer {recipe.optimizer!r}")
-    return torch.optim.Adam(model.parameters(), lr=recipe.lr, **variant.optimizer_options())
+    return torch.optim.Adam(model.parameters(), lr=recipe.lr, **variant.optimizer_options(recipe.schedule))
 
 
 class OneCycleOnDevice(torch.optim.lr_scheduler.OneCycleLR):
-    """``OneCycleLR`` with Adam's rate and betas held in tensors on the parameters' device, for a step captured as
+    """``OneCycleLR`` with Adam's rate and beta1 held in tensors on the parameters' device, for a step captured as
     a CUDA graph (``cudagraphs-step``), which reads tensors anew at every replay where numbers would stay as it
     recorded them. ``OneCycleLR`` fills a tensor rate in place but sets beta1 as a number: each step copies that
-    number into the held tensor and puts the tensor back. Capturable Adam in its ``foreach`` or single-tensor
-    form reads tensor betas; the fused kernel takes numbers (``Variant.unsupported_with``)."""
+    number into the held tensor and puts the tensor back. beta2, which no schedule changes, stays a number.
+
+    Adam must take the tensors without reading them back to the host, which a capture forbids: its single-tensor
+    form does (``Variant.optimizer_options``); its ``foreach`` form reads a tensor beta1 back at every step
+    (torch 2.11 to 2.14) and its fused kernel takes numbers only (``Variant.unsupported_with``)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, **options):
-        self.device_betas = []
+        self.device_beta1 = []
         for group in optimizer.param_groups:
             device = group["params"][0].device
             group["lr"] = torch.tensor(group["lr"], device=device)
-            group["betas"] = tuple(torch.tensor(beta, device=device) for beta in group["betas"])
-            self.device_betas.append(group["betas"])
+            self.device_beta1.append(torch.tensor(group["betas"][0], device=device))
         super().__init__(optimizer, **options)  # whose first step sets beta1 as a number
 
     def step(self, epoch: int | None = None) -> None:
         super().step(epoch)
-        for group, (beta1, beta2) in zip(self.optimizer.param_groups, self.device_betas, strict=True):
+        for group, beta1 in zip(self.optimizer.param_groups, self.device_beta1, strict=True):
             beta1.fill_(group["betas"][0])
-            group["betas"] = beta1, beta2
+            group["betas"] = beta1, *group["betas"][1:]
 
     def state_dict(self) -> dict:
         """``OneCycleLR``'s state without the held tensors, which a restart must leave where the graph reads them."""
-        return {name: value for name, value in super().state_dict().items() if name != "device_betas"}
+        return {name: value for name, value in super().state_dict().items() if name != "device_beta1"}
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: models.Recipe, steps_per_epoch: int,
@@ -318,8 +321,8 @@ class TrainingRun:
                     continue
                 if torch.is_tensor(group[name]):  # a schedule's value that a captured step reads (OneCycleOnDevice)
                     group[name].copy_(value)
-                elif isinstance(group[name], tuple) and any(map(torch.is_tensor, group[name])):
-                    for held, initial_value in zip(group[name], value, strict=True):
-                        held.copy_(initial_value)
+                elif isinstance(group[name], tuple):  # the betas, beta1 perhaps held likewise
+                    group[name] = tuple(held.copy_(first) if torch.is_tensor(held) else first
+                                        for held, first in zip(group[name], value, strict=True))
                 else:
                     group[name] = value

@@ -11,8 +11,9 @@ step replays (``training.CapturedStep``). ``matmul`` computes the convolutions o
 maps of a few pixels as matrix products (``mnistbench.convolution``); ``native`` leaves every convolution
 to the backend's kernels, and is left out of the name. The optimizer is always Adam, the same
 algorithm in each implementation: ``default`` is whatever ``torch.optim.Adam`` picks (the articles' choice:
-a loop over the parameters on a CPU, ``foreach`` on a GPU), ``foreach`` batches the parameters into
-multi-tensor kernels, ``fused`` runs one fused kernel.
+a loop over the parameters on a CPU, ``foreach`` on a GPU; the loop for a step captured under a schedule,
+``training.make_optimizer``), ``foreach`` batches the parameters into multi-tensor kernels, ``fused`` runs
+one fused kernel.
 
 Every compiled model starts from an empty Dynamo cache and compiles with static shapes; hitting Dynamo's
 recompile limit, or a graph that CUDA graphs cannot capture, is an error, never a silent fall-back.
@@ -107,16 +108,16 @@ class Variant:
     def unsupported_with(self, schedule: str) -> str | None:
         """Why this variant cannot train with the learning-rate ``schedule``, or None: a schedule changes
         Adam's rate and momentum every step, which a compiled optimizer step would recompile each time. A
-        captured step reads them from tensors on the device (``training.OneCycleOnDevice``), which the fused
-        Adam kernel does not take for its betas."""
+        captured step reads them from tensors on the device (``training.OneCycleOnDevice``), which only Adam's
+        single-tensor form takes without reading them back to the host: the ``default`` Adam runs it there."""
         if schedule == "constant":
             return None
         if self.compile == "compile-step":
             return f"compile-step needs a constant learning rate, not the {schedule} schedule"
-        if self.compile == "cudagraphs-step" and self.optimizer == "fused":
+        if self.compile == "cudagraphs-step" and self.optimizer != "default":
             return (f"the {schedule} schedule changes Adam's beta1 every step, which a captured step must read "
-                    f"from the device, and the fused Adam kernel takes its betas as numbers: use the default or "
-                    f"foreach Adam")
+                    f"from the device: the {self.optimizer} Adam reads it back to the host, which a capture "
+                    f"forbids; the default Adam runs its single-tensor form, which does not")
         return None
 
     @property
@@ -147,11 +148,14 @@ class Variant:
         """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none."""
         return torch.amp.GradScaler(torch.device(device).type) if self.precision == "fp16" else None
 
-    def optimizer_options(self) -> dict:
+    def optimizer_options(self, schedule: str = "constant") -> dict:
         """Keyword arguments that select this variant's implementation of Adam, which keeps its step count on
-        the device where a CUDA graph replays it (``capturable``)."""
+        the device where a CUDA graph replays it (``capturable``), in its single-tensor form under a learning-rate
+        ``schedule``: the one that reads the schedule's tensors without a wait (``training.OneCycleOnDevice``)."""
         options = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[self.optimizer]
-        return {**options, "capturable": True} if self.compile == "cudagraphs-step" else options
+        if self.compile != "cudagraphs-step":
+            return options
+        return {**options, "capturable": True, **({"foreach": False} if schedule != "constant" else {})}
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model in this variant's memory format and convolutions, compiled if asked (parameters are
