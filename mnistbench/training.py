@@ -44,7 +44,7 @@ class CapturedStep:
     a copy of the loss, which the next replay overwrites.
 
     Adam must keep its step count on the device (``capturable=True``, ``Variant.optimizer_options``), and a
-    schedule's rate and betas must live there too (``OneCycleOnDevice``): the graph replays the numbers it
+    schedule's rate and beta1 must live there too (``OneCycleOnDevice``): the graph replays the numbers it
     recorded, but reads tensors anew at every replay.
     """
 

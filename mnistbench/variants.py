@@ -12,7 +12,7 @@ maps of a few pixels as matrix products (``mnistbench.convolution``); ``native``
 to the backend's kernels, and is left out of the name. The optimizer is always Adam, the same
 algorithm in each implementation: ``default`` is whatever ``torch.optim.Adam`` picks (the articles' choice:
 a loop over the parameters on a CPU, ``foreach`` on a GPU; the loop for a step captured under a schedule,
-``training.make_optimizer``), ``foreach`` batches the parameters into multi-tensor kernels, ``fused`` runs
+``Variant.optimizer_options``), ``foreach`` batches the parameters into multi-tensor kernels, ``fused`` runs
 one fused kernel.
 
 Every compiled model starts from an empty Dynamo cache and compiles with static shapes; hitting Dynamo's
