@@ -373,6 +373,7 @@ def test_a_probe_on_a_machine_that_was_not_quiet_is_recorded_and_not_cached(fake
     assert fast.cache_path().exists()
 
 
+@pytest.mark.long  # about a minute on a slow 2-core CPU (20-36 s on the Intel Xeon): started first, not last
 def test_a_candidate_broken_on_a_pytest_xdist_worker_fails_the_whole_run(tmp_path, monkeypatch):
     """The test command probes on its workers: a broken candidate there is named by the controller and fails
     the run, as it does without workers."""

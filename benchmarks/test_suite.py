@@ -242,6 +242,7 @@ def gate_run(saved: Path, mnist_root):
                "--benchmark-compare-fail=median:100%", "--benchmark-group-by=param:device")
 
 
+@pytest.mark.long  # about a minute on a slow 2-core CPU (20-36 s on the Intel Xeon): started first, not last
 def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_reached(tmp_path, few_test_digits_root):
     """One timed run in one process (``--benchmark-enable``, on the first 1,000 test digits) from two seeds,
     two outcomes: on 1,024-image epochs the article's recipe reaches 75% within its epochs from each

@@ -318,6 +318,7 @@ def test_a_step_captured_whole_follows_the_one_cycle_schedule_it_reads_from_the_
     assert torch.allclose(captured_again, captured, atol=1e-4), "a restart must train as from scratch"
 
 
+@pytest.mark.long  # about a minute on a slow 2-core CPU (20-36 s on the Intel Xeon): started first, not last
 def test_fast_variant_reaches_fp32_accuracy_at_small_scale(device, mnist_train, mnist_test):
     """One short epoch (6,400 images) of VGG's recipe in fp32 and in the fast variant the device measured,
     same order and initialisation; test accuracy on all 10,000 test digits. (GoogLeNet is still near chance
