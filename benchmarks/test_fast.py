@@ -245,6 +245,16 @@ def test_a_schedule_changes_the_key_and_the_steps_where_it_changes_the_adam_a_ca
     assert captured.optimizer_options() == {"capturable": True}
 
 
+def test_the_probe_builds_its_steps_for_the_schedule_of_the_case_it_chooses_for(fake_timings, monkeypatch):
+    table, _ = fake_timings
+    table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 64): 0.01})
+    built = []
+    monkeypatch.setattr(fast.TrainingSteps, "__init__", lambda self, *args: built.append(args) or setattr(
+        self, "kept", {}))
+    fast.choose("vgg", "cpu", None, 64, [], schedule="onecycle")
+    assert built == [("vgg", "cpu", None, 64, "onecycle")]
+
+
 def test_two_processes_sharing_the_cache_probe_a_key_once(fake_timings, monkeypatch):
     """As pytest-xdist workers do: the second waits for the first's probe, then reads its choice."""
     table, calls = fake_timings
