@@ -3,16 +3,25 @@
 GoogLeNet's late inception blocks see MNIST's 28x28 digits as 2x2 and 1x1 maps, where oneDNN's convolution
 kernels run far below the CPU's peak: their backward pass was 55-63% of GoogLeNet's fastest step on a 2-core
 Intel Xeon (docs/measured.md, "Where the training step's time goes"). On such a map a convolution is one
-matrix product of the unfolded patches (``F.unfold``; a 1x1 convolution's patches are the NHWC activations
-as they are) by the weights, whose backward pass is two more matrix products. Timed in alternation there, in
-bf16 with channels_last and fused Adam at batch 64, this made the step 0.83x as long when the convolutions
-on maps of at most 4 pixels were replaced, and 1.02x when all those up to 7x7 were: hence
-``MAX_PIXELS``. Whether it pays on a machine is for the ``fast`` probe to measure, as every variant.
+matrix product, whose backward pass is two more:
+
+- a 3x3 or 5x5 "same" convolution on a 2x2 map, or any on a 1x1 map, where each output pixel sees every input
+  pixel: the flattened maps (N, C*H*W) by a dense (C*H*W, H*W*O) matrix of the taps each pair of pixels meets,
+  which multiplies no padding (16 of a 3x3 kernel's 36 products per channel pair on 2x2, 1 of 9 on 1x1);
+- a 1x1 convolution: the NHWC activations as they are, by the weights;
+- any other (a strided one): the patches ``F.unfold`` cuts, padding included, by the weights.
+
+Timed in alternation there, in bf16 with channels_last and fused Adam at batch 64, the unfolded patches made
+the step 0.83x as long when the convolutions on maps of at most 4 pixels were replaced, and 1.02x when all
+those up to 7x7 were: hence ``MAX_PIXELS``; with the dense matrices, GoogLeNet's step took 0.45-0.6 of the
+reference one, where the native convolutions' best took about 0.75. Whether it pays on a machine is for the
+``fast`` probe to measure, as every variant.
 
 The parameters are the convolutions' own (the optimizer, ``state_dict`` and the articles' checkpoints see
 no difference); only how each forward pass computes changes.
 """
 import functools
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +43,9 @@ class SmallMapsAsMatmul(nn.Conv2d):
         if height * width > MAX_PIXELS:
             return super().forward(images)
         (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = self.kernel_size, self.stride, self.padding
+        if (stride_h, stride_w) == (1, 1) and (pad_h, pad_w) == (kernel_h // 2, kernel_w // 2) \
+                and kernel_h % 2 and kernel_w % 2 and pad_h >= height - 1 and pad_w >= width - 1:
+            return self._every_pixel_to_every_pixel(images)
         out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1
         out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1
         if (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) == (1, 1, 1, 1, 0, 0):
@@ -41,9 +53,44 @@ class SmallMapsAsMatmul(nn.Conv2d):
         else:  # (N, C*kh*kw, L) -> (N*L, C*kh*kw), L = out_h*out_w positions in row-major order
             patches = F.unfold(images, self.kernel_size, padding=self.padding, stride=self.stride)
             patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, -1)
-        weights = self.weight.reshape(self.out_channels, -1).t()  # (C*kh*kw, O), unfold's order (C, kh, kw)
+        weights = self.weight.reshape(self.out_channels, -1).t()  # (C*kh*kw, O)
         rows = patches @ weights if self.bias is None else torch.addmm(self.bias, patches, weights)
         return rows.view(batch, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
+
+    def _every_pixel_to_every_pixel(self, images: torch.Tensor) -> torch.Tensor:
+        """The flattened maps (N, C*H*W) by the dense (C*H*W, H*W*O) matrix of the taps each pair of pixels
+        meets, gathered in one ``index_select`` (whose backward pass is one ``index_add_``), cast to autocast's
+        precision after the gather: the fastest of the forms timed on GoogLeNet's 2x2 maps on a 2-core Intel
+        Xeon (a view through ``unfold``, a product by a 0/1 matrix, and an ``autograd.Function`` with its own
+        backward pass were slower there, forward and backward together)."""
+        batch, channels, height, width = images.shape
+        device = images.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else images.dtype
+        pad_h, pad_w = self.padding
+        pixels = height * width
+        if pixels == 1:  # the centre tap alone, (C, O), a view
+            dense = self.weight[:, :, pad_h, pad_w].to(dtype).t()
+        else:
+            reached = self.weight[:, :, pad_h - height + 1:pad_h + height, pad_w - width + 1:pad_w + width]
+            taps = reached.permute(1, 2, 3, 0).reshape(channels, -1, self.out_channels)  # (C, taps, O)
+            dense = taps.index_select(1, _pair_taps(height, width, images.device)).to(dtype).view(
+                channels * pixels, pixels * self.out_channels)
+        rows = images.to(dtype).reshape(batch, channels * pixels)  # (C, H, W) order: NCHW rows
+        if self.bias is None:
+            out = rows @ dense
+        else:
+            out = torch.addmm(self.bias.to(dtype).repeat(pixels), rows, dense)
+        return out.view(batch, height, width, self.out_channels).permute(0, 3, 1, 2)
+
+
+@functools.cache
+def _pair_taps(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """For each (input pixel, output pixel) pair in row-major order, the index of the tap joining them among
+    the (2H-1) x (2W-1) taps of the kernel's centre that a map of H x W reaches."""
+    reach_w = 2 * width - 1
+    return torch.tensor([(i - y + height - 1) * reach_w + (j - x + width - 1)
+                         for i, j, y, x in itertools.product(range(height), range(width), range(height), range(width))],
+                        device=device)
 
 
 def as_matrix_products(model: nn.Module) -> nn.Module:

@@ -7,10 +7,11 @@ default Adam (what ``resident`` runs) is always a candidate, so ``fast`` is neve
 than the probe's noise. The probe is bounded: each precision and memory format is first screened on a
 small batch, where an emulated precision shows at a fraction of the cost; at the full batch a candidate
 much slower than the best so far is dropped after its first two timed steps. Convolutions as matrix products
-(``matmul``) are then tried on each precision's fastest eager variant (what they gain depends on the
-precision: on a 2-core Intel Xeon, 0.66-0.89 of GoogLeNet's bf16 step and 0.89-0.99 of its fp32 one), where
-the model has convolutions on small maps (``setups.FastPolicy.candidates``; elsewhere they are the same
-kernels), compiled modes on top of the best eager variant only, since compilation costs seconds to
+(``matmul``) are then tried on top of every eager variant timed at the full batch, where the model has
+convolutions on small maps (``setups.FastPolicy.candidates``; elsewhere they are the same kernels): what they
+gain depends on the precision, and one timing of a shared VM's step is too noisy to pick the variant they
+should go on (on a 2-core Intel Xeon they made GoogLeNet's step 0.45-0.6 of the reference one, where bf16
+with fused Adam, their best base there, had read 1.45x the fastest native variant in one probe), compiled modes on top of the best eager variant only, since compilation costs seconds to
 minutes per candidate, and the step captured whole as a CUDA graph (``cudagraphs-step``), which compiles nothing,
 on top of every eager variant timed at the full batch: eager steps bound by kernel launches differ little,
 and the captured ones by their arithmetic (on an H200, VGGNet's eager steps 3.1-4.8 ms in every precision and
@@ -256,10 +257,7 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
             timed[variant] = seconds
             if _beats(variant, seconds, best, best_seconds):
                 best, best_seconds = variant, seconds
-    fastest_of = {}  # each precision's fastest eager variant: matmul changes its convolutions' arithmetic
-    for variant, seconds in sorted(timed.items(), key=lambda item: item[1]):
-        fastest_of.setdefault(variant.precision, variant)
-    for matmul in [replace(variant, convolution="matmul") for variant in fastest_of.values()]:
+    for matmul in [replace(variant, convolution="matmul") for variant in list(timed)]:  # on every one timed
         if matmul in candidates and (seconds := _try(runner, matmul, batch_size, 1, best_seconds, timings)) is not None:
             timed[matmul] = seconds
             if _beats(matmul, seconds, best, best_seconds):
