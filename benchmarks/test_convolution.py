@@ -76,9 +76,11 @@ def test_the_model_keeps_its_parameters_and_state_dict_keys_and_only_small_maps_
 
 @pytest.mark.skipif(bool(Variant(compile="compile").unsupported_on("cpu")),
                     reason=str(Variant(compile="compile").unsupported_on("cpu")))
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_compiled_matrix_products_match_eager(monkeypatch):
     """The compiled modes are tried on top of ``matmul`` in the probe: a small net with 2x2 maps, compiled,
-    never reaching the native convolution."""
+    never reaching the native convolution, and traced without a warning (Dynamo warned of the
+    ``functools.cache`` that once held the taps' indices)."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Flatten(), nn.Linear(32, 3))
     eager = Variant(convolution="matmul").prepare_model(copy.deepcopy(net))

@@ -83,14 +83,20 @@ class SmallMapsAsMatmul(nn.Conv2d):
         return out.view(batch, height, width, self.out_channels).permute(0, 3, 1, 2)
 
 
-@functools.cache
+_PAIR_TAPS: dict[tuple[int, int, torch.device], torch.Tensor] = {}  # a dict, not functools.cache: Dynamo
+# traces through a cache's wrapper, with a warning, where it reads a dict as it is
+
+
 def _pair_taps(height: int, width: int, device: torch.device) -> torch.Tensor:
     """For each (input pixel, output pixel) pair in row-major order, the index of the tap joining them among
     the (2H-1) x (2W-1) taps of the kernel's centre that a map of H x W reaches."""
-    reach_w = 2 * width - 1
-    return torch.tensor([(i - y + height - 1) * reach_w + (j - x + width - 1)
-                         for i, j, y, x in itertools.product(range(height), range(width), range(height), range(width))],
-                        device=device)
+    key = (height, width, device)
+    if key not in _PAIR_TAPS:
+        reach_w = 2 * width - 1
+        pairs = itertools.product(range(height), range(width), range(height), range(width))
+        _PAIR_TAPS[key] = torch.tensor([(i - y + height - 1) * reach_w + (j - x + width - 1) for i, j, y, x in pairs],
+                                       device=device)
+    return _PAIR_TAPS[key]
 
 
 def as_matrix_products(model: nn.Module) -> nn.Module:
