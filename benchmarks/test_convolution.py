@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import models
@@ -26,21 +27,26 @@ def native_convolutions_counted(monkeypatch):
         yield maps
 
 
-@pytest.mark.parametrize("kernel, stride, padding, side", [
-    (3, 1, 1, 2), (1, 1, 0, 2), (1, 1, 0, 1), (3, 1, 1, 1), (5, 1, 2, 2), (3, 2, 1, 2),  # as matrix products
-    (3, 1, 1, 3),  # a 9-pixel map: the module's own convolution
+@pytest.mark.parametrize("kernel, stride, padding, side, unfolded", [
+    (3, 1, 1, 2, 0), (3, 1, 1, 1, 0), (5, 1, 2, 2, 0), (1, 1, 0, 1, 0),  # by a dense matrix of the taps
+    (1, 1, 0, 2, 0),  # the NHWC rows as they are
+    (3, 2, 1, 2, 1),  # strided: unfolded patches, padding included
+    (3, 1, 1, 3, 0),  # a 9-pixel map: the module's own convolution
 ])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
-def test_a_convolution_as_a_matrix_product_computes_what_the_native_one_does(kernel, stride, padding, side,
+def test_a_convolution_as_a_matrix_product_computes_what_the_native_one_does(kernel, stride, padding, side, unfolded,
                                                                               memory_format, monkeypatch):
     torch.manual_seed(0)
     native = nn.Conv2d(8, 6, kernel, stride=stride, padding=padding)
     product = convolution.as_matrix_products(copy.deepcopy(native))
     images = torch.randn(3, 8, side, side).contiguous(memory_format=memory_format).requires_grad_()
     expected = native(images)
+    unfolds, unfold = [], F.unfold
+    monkeypatch.setattr(F, "unfold", lambda *args, **kwargs: unfolds.append(1) or unfold(*args, **kwargs))
     with native_convolutions_counted(monkeypatch) as maps:
         found = product(images)
     assert maps == ([] if side * side <= convolution.MAX_PIXELS else [side * side])
+    assert len(unfolds) == unfolded
     torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-5)
     upstream = torch.randn_like(expected)
     for got, want in zip(torch.autograd.grad(found, (images, product.weight, product.bias), upstream),
