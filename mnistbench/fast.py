@@ -7,11 +7,11 @@ default Adam (what ``resident`` runs) is always a candidate, so ``fast`` is neve
 than the probe's noise. The probe is bounded: each precision and memory format is first screened on a
 small batch, where an emulated precision shows at a fraction of the cost; at the full batch a candidate
 much slower than the best so far is dropped after its first two timed steps. Convolutions as matrix products
-(``matmul``) are then tried on top of every eager variant timed at the full batch, where the model has
-convolutions on small maps (``setups.FastPolicy.candidates``; elsewhere they are the same kernels): what they
-gain depends on the precision, and one timing of a shared VM's step is too noisy to pick the variant they
-should go on (on a 2-core Intel Xeon they made GoogLeNet's step 0.45-0.6 of the reference one, where bf16
-with fused Adam, their best base there, had read 1.45x the fastest native variant in one probe), compiled modes on top of the best eager variant only, since compilation costs seconds to
+(``matmul``) are then tried on top of every eager variant that passed its screen, dropped at the full batch or
+not, where the model has convolutions on small maps (``setups.FastPolicy.candidates``; elsewhere they are the
+same kernels): what they gain depends on the precision, and one timing of a shared VM's step is too noisy to
+pick the variant they should go on (on a 2-core Intel Xeon they made GoogLeNet's step 0.45-0.6 of the
+reference one in bf16 with fused Adam, a base one probe had dropped as over 1.5x the fastest), compiled modes on top of the best eager variant only, since compilation costs seconds to
 minutes per candidate, and the step captured whole as a CUDA graph (``cudagraphs-step``), which compiles nothing,
 on top of every eager variant timed at the full batch: eager steps bound by kernel launches differ little,
 and the captured ones by their arithmetic (on an H200, VGGNet's eager steps 3.1-4.8 ms in every precision and
@@ -244,6 +244,7 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
     timings: dict[str, float | str] = {}
     screens: dict[tuple, float] = {}
     timed: dict[Variant, float] = {}  # the candidates timed at the full batch, by their first timing
+    screened = []  # the eager variants that passed their screen, the ones matmul goes on
     best, best_seconds = baseline, math.inf
     for variant in [c for c in candidates if c.compile == "eager" and c.convolution == "native"]:
         numerics, screen_batch = (variant.precision, variant.memory_format), min(SCREEN_BATCH, batch_size)
@@ -253,11 +254,12 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
         if screens[numerics] > SCREEN_FACTOR * min(screens.values()):
             timings[str(variant)] = f"dropped: over {SCREEN_FACTOR:g}x slower than the best on a batch of {screen_batch}"
             continue
+        screened.append(variant)
         if (seconds := _try(runner, variant, batch_size, 1, best_seconds, timings)) is not None:
             timed[variant] = seconds
             if _beats(variant, seconds, best, best_seconds):
                 best, best_seconds = variant, seconds
-    for matmul in [replace(variant, convolution="matmul") for variant in list(timed)]:  # on every one timed
+    for matmul in [replace(variant, convolution="matmul") for variant in screened]:  # dropped at the full batch or not
         if matmul in candidates and (seconds := _try(runner, matmul, batch_size, 1, best_seconds, timings)) is not None:
             timed[matmul] = seconds
             if _beats(matmul, seconds, best, best_seconds):
