@@ -10,10 +10,11 @@ much slower than the best so far is dropped after its first two timed steps. Con
 (``matmul``) are then tried on top of every eager variant that passed its screen, dropped at the full batch or
 not, where the model has convolutions on small maps (``setups.FastPolicy.candidates``; elsewhere they are the
 same kernels): what they gain depends on the precision, and one timing of a shared VM's step is too noisy to
-pick the variant they should go on (on a 2-core Intel Xeon they made GoogLeNet's step 0.45-0.6 of the
-reference one in bf16 with fused Adam, a base one probe had dropped as over 1.5x the fastest), compiled modes on top of the best eager variant only, since compilation costs seconds to
-minutes per candidate, and the step captured whole as a CUDA graph (``cudagraphs-step``), which compiles nothing,
-on top of every eager variant timed at the full batch: eager steps bound by kernel launches differ little,
+pick the variant they should go on (on a 2-core Intel Xeon they made GoogLeNet's step 0.44-0.54 of the
+reference one in bf16 with fused Adam, a base one probe had dropped as over 1.5x the fastest). Compiled modes
+are tried on top of the best eager variant only, since compilation costs seconds to minutes per candidate,
+and the step captured whole as a CUDA graph (``cudagraphs-step``), which compiles nothing, on top of every
+eager variant timed at the full batch: eager steps bound by kernel launches differ little,
 and the captured ones by their arithmetic (on an H200, VGGNet's eager steps 3.1-4.8 ms in every precision and
 format, its captured ones 0.53-1.21 ms).
 
