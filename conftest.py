@@ -81,8 +81,8 @@ def pytest_addoption(parser):
                          "their own)")
     group.addoption("--convolutions", default=None,
                     help="how the convolutions compute: native (the backend's kernels; always among them), matmul "
-                         "(those on maps of at most 4 pixels as matrix products; the fast probe tries it on each "
-                         "precision's fastest eager variant where a model has such maps) (default: both)")
+                         "(those on maps of at most 4 pixels as matrix products; the fast probe tries it on every "
+                         "eager variant that passed its screen where a model has such maps) (default: both)")
     group.addoption("--matrix", default="standard", choices=matrix.MATRICES,
                     help="quick: the headline results of each device in minutes (reference and fast epochs, fp32 "
                          "and fast training and inference steps, the fast recipe's time to accuracy); standard "

@@ -311,15 +311,15 @@ def test_a_schedule_is_priced_one_evaluation_per_seed_and_a_target_one_per_epoch
 
 
 def test_a_probe_is_priced_by_the_candidates_it_times():
-    """The native eager candidates, then the matmul twin of each precision's fastest where the model has
-    convolutions on small maps (GoogLeNet), and one compilation per compiled mode on top of the best."""
+    """The native eager candidates, then the matmul twin of each where the model has convolutions on small maps
+    (GoogLeNet), and one compilation per compiled mode on top of the best."""
     policy = setups.FastPolicy(precisions=("fp32", "bf16"), compile_modes=("eager", "compile"),
                                optimizers=("default", "fused"))
     config = SimpleNamespace(mnistbench_fast_policy=policy)
     priced = {model: budget._with_probe(estimate.Case(f"test_epoch[{model}]", model, "cpu", 64, 10), True, config,
                                         set(), "constant").probe_candidates for model in ("googlenet", "vgg")}
     compiled = int(Variant(compile="compile").unsupported_on("cpu") is None)  # a C++ compiler here
-    assert priced == {"googlenet": (8 + 2, compiled), "vgg": (8, compiled)}
+    assert priced == {"googlenet": (8 + 8, compiled), "vgg": (8, compiled)}
 
 
 def test_a_probe_is_priced_once_per_key_of_the_probe_itself():

@@ -27,31 +27,55 @@ def native_convolutions_counted(monkeypatch):
         yield maps
 
 
-@pytest.mark.parametrize("kernel, stride, padding, side, unfolded", [
-    (3, 1, 1, 2, 0), (3, 1, 1, 1, 0), (5, 1, 2, 2, 0), (1, 1, 0, 1, 0),  # by a dense matrix of the taps
-    (1, 1, 0, 2, 0),  # the NHWC rows as they are
-    (3, 2, 1, 2, 1),  # strided: unfolded patches, padding included
-    (3, 1, 1, 3, 0),  # a 9-pixel map: the module's own convolution
+@pytest.mark.parametrize("kernel, stride, padding, map_size, unfolded", [
+    (3, 1, 1, (2, 2), 0), (3, 1, 1, (1, 1), 0), (5, 1, 2, (2, 2), 0), (3, 1, 1, (1, 2), 0),  # by a dense matrix
+    (3, 1, 1, (2, 1), 0), (5, 1, 2, (1, 3), 0),                                             # of the taps
+    (1, 1, 0, (2, 2), 0),  # the NHWC rows as they are
+    (3, 2, 1, (2, 2), 1), (3, 1, 1, (1, 3), 1),  # strided, or a kernel too small to join every pair: unfolded
+    (3, 1, 1, (3, 3), 0),  # a 9-pixel map: the module's own convolution
 ])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
-def test_a_convolution_as_a_matrix_product_computes_what_the_native_one_does(kernel, stride, padding, side, unfolded,
-                                                                              memory_format, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_convolution_as_a_matrix_product_computes_what_the_native_one_does(kernel, stride, padding, map_size,
+                                                                              unfolded, memory_format, precision,
+                                                                              monkeypatch):
+    """Values and gradients as the native convolution's, in fp32 and under bf16 autocast (whose result each
+    path must return in bf16), and the path each map takes: the dense taps on a map where each output pixel
+    sees every input pixel (non-square ones included), else the NHWC rows or unfolded patches."""
     torch.manual_seed(0)
     native = nn.Conv2d(8, 6, kernel, stride=stride, padding=padding)
     product = convolution.as_matrix_products(copy.deepcopy(native))
-    images = torch.randn(3, 8, side, side).contiguous(memory_format=memory_format).requires_grad_()
-    expected = native(images)
+    images = torch.randn(3, 8, *map_size).contiguous(memory_format=memory_format).requires_grad_()
+    autocast = Variant(precision).autocast("cpu")
+    with autocast:
+        expected = native(images)
     unfolds, unfold = [], F.unfold
     monkeypatch.setattr(F, "unfold", lambda *args, **kwargs: unfolds.append(1) or unfold(*args, **kwargs))
-    with native_convolutions_counted(monkeypatch) as maps:
+    with native_convolutions_counted(monkeypatch) as maps, autocast:
         found = product(images)
-    assert maps == ([] if side * side <= convolution.MAX_PIXELS else [side * side])
-    assert len(unfolds) == unfolded
-    torch.testing.assert_close(found, expected, rtol=1e-5, atol=1e-5)
+    pixels = map_size[0] * map_size[1]
+    assert maps == ([] if pixels <= convolution.MAX_PIXELS else [pixels])
+    assert len(unfolds) == unfolded and found.dtype == expected.dtype
+    allowed = {"fp32": 1e-5, "bf16": 2e-2}[precision]
+    torch.testing.assert_close(found, expected, rtol=allowed, atol=allowed)
     upstream = torch.randn_like(expected)
     for got, want in zip(torch.autograd.grad(found, (images, product.weight, product.bias), upstream),
                          torch.autograd.grad(expected, (images, native.weight, native.bias), upstream)):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got, want, rtol=10 * allowed, atol=10 * allowed)
+
+
+def test_a_map_first_seen_in_inference_mode_still_trains():
+    """The taps' indices are made once per map size and device; made first inside ``torch.inference_mode`` (an
+    evaluation, or an inference step, first on a pytest-xdist worker), they would be an inference tensor,
+    which every later training step refuses to save for its backward pass."""
+    convolution._kept_pair_taps.cache_clear()
+    torch.manual_seed(0)
+    conv = convolution.as_matrix_products(nn.Conv2d(4, 5, 3, padding=1))
+    images = torch.randn(2, 4, 2, 2)
+    with torch.inference_mode():
+        conv(images)
+    conv(images).sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
 
 
 def test_only_googlenets_convolutions_see_maps_small_enough():
@@ -85,16 +109,18 @@ def test_the_model_keeps_its_parameters_and_state_dict_keys_and_only_small_maps_
 @pytest.mark.filterwarnings("error::UserWarning")
 def test_compiled_matrix_products_match_eager(monkeypatch):
     """The compiled modes are tried on top of ``matmul`` in the probe: a small net with 2x2 maps, compiled,
-    never reaching the native convolution, and traced without a warning (Dynamo warned of the
-    ``functools.cache`` that once held the taps' indices)."""
+    never reaching the native convolution, traced without a warning (Dynamo warned of the ``functools.cache``
+    that once held the taps' indices) and compiled once (when a global dict held them, Dynamo stored them there
+    from the graph and compiled again on the next call)."""
+    convolution._kept_pair_taps.cache_clear()  # compiled first: the indices are the graph's own constant
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Flatten(), nn.Linear(32, 3))
     eager = Variant(convolution="matmul").prepare_model(copy.deepcopy(net))
     compiled = Variant(compile="compile", convolution="matmul").prepare_model(net)
     images = torch.randn(5, 4, 2, 2)
-    with native_convolutions_counted(monkeypatch) as maps:
+    with native_convolutions_counted(monkeypatch) as maps, torch._dynamo.config.patch(error_on_recompile=True):
         torch.testing.assert_close(compiled(images), eager(images), rtol=1e-5, atol=1e-5)
-        compiled(images).sum().backward()
+        compiled(images).sum().backward()  # the same graph: nothing it read has changed
         eager(images).sum().backward()
     assert maps == []
     torch.testing.assert_close(net[0].weight.grad, eager[0].weight.grad, rtol=1e-4, atol=1e-4)

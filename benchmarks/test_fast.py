@@ -73,23 +73,24 @@ def test_convolutions_as_matrix_products_are_tried_on_every_eager_variant_screen
         fake_timings):
     """GoogLeNet's late convolutions see 2x2 and 1x1 maps: ``matmul`` is timed on top of every eager variant
     that passed its screen, even one dropped at the full batch (its gain depends on the variant: on an Intel
-    Xeon bf16's native step was dropped, and with matmul it was the fastest), and compiled modes on top of the
-    best of all; VGGNet has no such map, so its ``matmul`` variants would run the same kernels and are never
-    its candidates."""
+    Xeon bf16's native step was dropped, and with matmul it was the fastest), not on one its screen dropped
+    (an emulated precision), and compiled modes on top of the best of all; VGGNet has no such map, so its
+    ``matmul`` variants would run the same kernels and are never its candidates."""
     table, calls = fake_timings
-    fused, bf16 = Variant(optimizer="fused"), Variant("bf16")
+    fused, bf16, emulated = Variant(optimizer="fused"), Variant("bf16"), Variant("bf16", "channels_last")
     on_fused, on_baseline = Variant(optimizer="fused", convolution="matmul"), Variant(convolution="matmul")
-    on_bf16 = Variant("bf16", convolution="matmul")
+    on_bf16, on_emulated = Variant("bf16", convolution="matmul"), Variant("bf16", "channels_last", convolution="matmul")
     compiled = Variant("bf16", compile="compile", convolution="matmul")
     table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 64): 0.100, (str(fused), 64): 0.080,
-                  (str(bf16), 4): 0.012, (str(bf16), 64): 0.130,
+                  (str(bf16), 4): 0.012, (str(bf16), 64): 0.130, (str(emulated), 4): 0.050,
                   (str(on_baseline), 64): 0.200, (str(on_fused), 64): 0.060, (str(on_bf16), 64): 0.050,
                   (str(compiled), 64): 0.070})
-    candidates = [fused, bf16, on_baseline, on_fused, on_bf16, compiled]
+    candidates = [fused, bf16, emulated, on_baseline, on_fused, on_bf16, on_emulated, compiled]
     best, timings = fast.probe("googlenet", "cpu", None, 64, candidates)
     assert best == on_bf16 and timings[str(on_bf16)] == 50.0
     assert timings[str(bf16)] == "dropped: a step over 1.5x the best so far"
     assert timings[str(on_baseline)] == "dropped: a step over 1.5x the best so far"
+    assert timings[str(emulated)].startswith("dropped: over 3x slower") and str(on_emulated) not in timings
     assert [name for name, batch in calls if batch == 64] == [str(BASELINE), str(fused), str(bf16), str(on_baseline),
                                                               str(on_fused), str(on_bf16), str(compiled)]
     policy = setups.FastPolicy(optimizers=("default", "fused"))

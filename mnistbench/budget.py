@@ -240,10 +240,9 @@ def _with_probe(case: estimate.Case, fast_setup: bool, config, probed: set[tuple
     if key in probed:
         return dataclasses.replace(case, compilations=case.compilations + bool(compiled))
     probed.add(key)
-    # the native eager candidates, then the matmul twin of each precision's fastest (none for a model without
-    # small maps: FastPolicy.candidates), and the captured step on each of them (it compiles nothing)
-    eager = sum(variant.compile == "eager" and variant.convolution == "native" for variant in candidates)
-    eager += len({variant.precision for variant in candidates if variant.convolution == "matmul"})
+    # the native eager candidates, then the matmul twin of each (none for a model without small maps:
+    # FastPolicy.candidates), and the captured step on each of them (it compiles nothing)
+    eager = sum(variant.compile == "eager" for variant in candidates)
     eager *= 2 if any(variant.compile != "eager" and not variant.compiles for variant in candidates) else 1
     return dataclasses.replace(case, probe_candidates=(eager, compiled),
                                         compilations=case.compilations + bool(compiled))

@@ -5,11 +5,13 @@ kernels run far below the CPU's peak: their backward pass was 55-63% of GoogLeNe
 Intel Xeon (docs/measured.md, "Where the training step's time goes"). On such a map a convolution is one
 matrix product, whose backward pass is two more:
 
-- a 3x3 or 5x5 "same" convolution on a 2x2 map, or any on a 1x1 map, where each output pixel sees every input
-  pixel: the flattened maps (N, C*H*W) by a dense (C*H*W, H*W*O) matrix of the taps each pair of pixels meets,
-  which multiplies no padding (16 of a 3x3 kernel's 36 products per channel pair on 2x2, 1 of 9 on 1x1);
-- a 1x1 convolution: the NHWC activations as they are, by the weights;
-- any other (a strided one): the patches ``F.unfold`` cuts, padding included, by the weights.
+- a stride-1 "same" convolution (odd kernel, half of it as padding) on a map so small that each output pixel
+  sees every input pixel, as GoogLeNet's 3x3 and 5x5 kernels on 2x2 maps and all of them on 1x1: the
+  flattened maps (N, C*H*W) by a dense (C*H*W, H*W*O) matrix of the taps each pair of pixels meets, which
+  multiplies no padding (16 of a 3x3 kernel's 36 products per channel pair on 2x2, 1 of 9 on 1x1);
+- another 1x1 convolution: the NHWC activations as they are, by the weights;
+- any other (strided, not "same", or a kernel too small to join every pair of pixels): the patches
+  ``F.unfold`` cuts, padding included, by the weights.
 
 Timed in alternation there, in bf16 with channels_last and fused Adam at batch 64, the unfolded patches made
 the step 0.83x as long when the convolutions on maps of at most 4 pixels were replaced, and 1.02x when all
@@ -68,7 +70,7 @@ class SmallMapsAsMatmul(nn.Conv2d):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else images.dtype
         pad_h, pad_w = self.padding
         pixels = height * width
-        if pixels == 1:  # the centre tap alone, (C, O), a view
+        if pixels == 1:  # the centre tap alone, (C, O): a view, unless autocast casts it
             dense = self.weight[:, :, pad_h, pad_w].to(dtype).t()
         else:
             reached = self.weight[:, :, pad_h - height + 1:pad_h + height, pad_w - width + 1:pad_w + width]
@@ -83,20 +85,25 @@ class SmallMapsAsMatmul(nn.Conv2d):
         return out.view(batch, height, width, self.out_channels).permute(0, 3, 1, 2)
 
 
-_PAIR_TAPS: dict[tuple[int, int, torch.device], torch.Tensor] = {}  # a dict, not functools.cache: Dynamo
-# traces through a cache's wrapper, with a warning, where it reads a dict as it is
-
-
-def _pair_taps(height: int, width: int, device: torch.device) -> torch.Tensor:
+def _pair_taps(height: int, width: int, device: torch.device, keep: bool = True) -> torch.Tensor:
     """For each (input pixel, output pixel) pair in row-major order, the index of the tap joining them among
-    the (2H-1) x (2W-1) taps of the kernel's centre that a map of H x W reaches."""
-    key = (height, width, device)
-    if key not in _PAIR_TAPS:
-        reach_w = 2 * width - 1
-        pairs = itertools.product(range(height), range(width), range(height), range(width))
-        _PAIR_TAPS[key] = torch.tensor([(i - y + height - 1) * reach_w + (j - x + width - 1) for i, j, y, x in pairs],
-                                       device=device)
-    return _PAIR_TAPS[key]
+    the (2H-1) x (2W-1) taps of the kernel's centre that a map of H x W reaches. Eager code makes it once per
+    map and device; compiled code makes it in the graph, a constant, where a kept tensor would be the graph's
+    output (and, under ``cudagraphs``, memory of its pool that a later replay may overwrite)."""
+    if keep and not torch.compiler.is_compiling():
+        return _kept_pair_taps(height, width, device)
+    reach_w = 2 * width - 1
+    pairs = itertools.product(range(height), range(width), range(height), range(width))
+    return torch.tensor([(i - y + height - 1) * reach_w + (j - x + width - 1) for i, j, y, x in pairs], device=device)
+
+
+@functools.cache
+def _kept_pair_taps(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """``_pair_taps`` made outside inference mode: the first call may come from an evaluation or an inference
+    step (``torch.inference_mode``), and every training step after it saves the index for its backward pass,
+    which an inference tensor refuses."""
+    with torch.inference_mode(False):
+        return _pair_taps(height, width, device, keep=False)
 
 
 def as_matrix_products(model: nn.Module) -> nn.Module:
