@@ -55,7 +55,7 @@ class SmallMapsAsMatmul(nn.Conv2d):
         else:  # (N, C*kh*kw, L) -> (N*L, C*kh*kw), L = out_h*out_w positions in row-major order
             patches = F.unfold(images, self.kernel_size, padding=self.padding, stride=self.stride)
             patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, -1)
-        weights = self.weight.reshape(self.out_channels, -1).t()  # (C*kh*kw, O)
+        weights = self.weight.reshape(self.out_channels, -1).t()  # (C*kh*kw, O), unfold's order (C, kh, kw)
         rows = patches @ weights if self.bias is None else torch.addmm(self.bias, patches, weights)
         return rows.view(batch, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
 
