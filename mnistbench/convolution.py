@@ -15,7 +15,7 @@ matrix product, whose backward pass is two more:
 
 Timed in alternation there, in bf16 with channels_last and fused Adam at batch 64, the unfolded patches made
 the step 0.83x as long when the convolutions on maps of at most 4 pixels were replaced, and 1.02x when all
-those up to 7x7 were: hence ``MAX_PIXELS``; with the dense matrices, GoogLeNet's step took 0.44-0.64 of the
+those up to 7x7 were: hence ``MAX_PIXELS``; with the dense matrices, GoogLeNet's step took 0.44-0.69 of the
 reference one, where the native convolutions' best took 0.80 in the same sittings. Whether it pays on a
 machine is for the ``fast`` probe to measure, as every variant.
 
