@@ -9,7 +9,7 @@ matrix product, whose backward pass is two more:
   sees every input pixel, as GoogLeNet's 3x3 and 5x5 kernels on 2x2 maps and all of them on 1x1: the
   flattened maps (N, C*H*W) by a dense (C*H*W, H*W*O) matrix of the taps each pair of pixels meets, which
   multiplies no padding (16 of a 3x3 kernel's 36 products per channel pair on 2x2, 1 of 9 on 1x1);
-- another 1x1 convolution: the NHWC activations as they are, by the weights;
+- a 1x1 convolution: the NHWC activations as they are, by the weights;
 - any other (strided, not "same", or a kernel too small to join every pair of pixels): the patches
   ``F.unfold`` cuts, padding included, by the weights.
 
@@ -20,7 +20,8 @@ reference one, where the native convolutions' best took 0.80 in the same sitting
 machine is for the ``fast`` probe to measure, as every variant.
 
 The parameters are the convolutions' own (the optimizer, ``state_dict`` and the articles' checkpoints see
-no difference); only how each forward pass computes changes.
+the same values); only how each forward pass computes them changes, and the order in memory of the weights
+it multiplies (``as_matrix_products``).
 """
 import functools
 import itertools
@@ -45,8 +46,7 @@ class SmallMapsAsMatmul(nn.Conv2d):
         if height * width > MAX_PIXELS:
             return super().forward(images)
         (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = self.kernel_size, self.stride, self.padding
-        if (stride_h, stride_w) == (1, 1) and (pad_h, pad_w) == (kernel_h // 2, kernel_w // 2) \
-                and kernel_h % 2 and kernel_w % 2 and pad_h >= height - 1 and pad_w >= width - 1:
+        if _takes_dense_taps(self, height, width):
             return self._every_pixel_to_every_pixel(images)
         out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1
         out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1
@@ -70,11 +70,12 @@ class SmallMapsAsMatmul(nn.Conv2d):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else images.dtype
         pad_h, pad_w = self.padding
         pixels = height * width
+        taps_last = self.weight.permute(1, 2, 3, 0)  # (C, kh, kw, O): a view, as ``as_matrix_products`` stores them
         if pixels == 1:  # the centre tap alone, (C, O): a view, unless autocast casts it
-            dense = self.weight[:, :, pad_h, pad_w].to(dtype).t()
+            dense = taps_last[:, pad_h, pad_w].to(dtype)
         else:
-            reached = self.weight[:, :, pad_h - height + 1:pad_h + height, pad_w - width + 1:pad_w + width]
-            taps = reached.permute(1, 2, 3, 0).reshape(channels, -1, self.out_channels)  # (C, taps, O)
+            reached = taps_last[:, pad_h - height + 1:pad_h + height, pad_w - width + 1:pad_w + width]
+            taps = reached.reshape(channels, -1, self.out_channels)  # (C, taps, O)
             dense = taps.index_select(1, _pair_taps(height, width, images.device)).to(dtype).view(
                 channels * pixels, pixels * self.out_channels)
         rows = images.to(dtype).reshape(batch, channels * pixels)  # (C, H, W) order: NCHW rows
@@ -106,37 +107,79 @@ def _kept_pair_taps(height: int, width: int, device: torch.device) -> torch.Tens
         return _pair_taps(height, width, device, keep=False)
 
 
-def as_matrix_products(model: nn.Module) -> nn.Module:
+def _takes_dense_taps(conv: nn.Conv2d, height: int, width: int) -> bool:
+    """Whether ``conv`` computes a map of ``height`` x ``width`` by ``_every_pixel_to_every_pixel``: a map of at
+    most ``MAX_PIXELS``, a stride-1 "same" convolution with an odd kernel larger than 1x1 (a 1x1 one takes the
+    NHWC rows as they are), whose padding reaches across the map, so that each output pixel sees every input
+    pixel."""
+    (kernel_h, kernel_w), (pad_h, pad_w) = conv.kernel_size, conv.padding
+    return (height * width <= MAX_PIXELS and conv.stride == (1, 1) and (kernel_h, kernel_w) != (1, 1)
+            and (pad_h, pad_w) == (kernel_h // 2, kernel_w // 2) and kernel_h % 2 == 1 and kernel_w % 2 == 1
+            and pad_h >= height - 1 and pad_w >= width - 1)
+
+
+def as_matrix_products(model: nn.Module, image_shape: tuple[int, int, int]) -> nn.Module:
     """``model`` with each plain ``nn.Conv2d`` (no groups, no dilation, zero padding given in pixels) made a
-    ``SmallMapsAsMatmul``; in place, the same parameters."""
+    ``SmallMapsAsMatmul``; in place, the same parameters. Each one that computes a map of an image of
+    ``image_shape`` (C, H, W) as a matrix product stores its weights in the order the product reads them:
+    taps-last, (C, kh, kw, O) in memory, for the dense taps, and (O, C, kh, kw) for the rows and the unfolded
+    patches. Neither the forward pass nor the gradient then copies them into another (``index_select`` and
+    ``reshape`` copy a tensor they cannot read as it is, AccumulateGrad a gradient whose strides are not its
+    parameter's, and DDP a gradient whose strides are not its bucket's); the values and ``state_dict``'s keys
+    are unchanged. Timed in alternation on a 2-core Intel Xeon, GoogLeNet's ``matmul`` steps took
+    0.91-0.94 of their time with channels_last weights (docs/measured.md)."""
     for module in filter(_plain, model.modules()):
         module.__class__ = SmallMapsAsMatmul
+    for module, (height, width) in _maps(model, image_shape).items():
+        if _takes_dense_taps(module, height, width):
+            module.weight.data = _row_major(module.weight.data.permute(1, 2, 3, 0)).permute(3, 0, 1, 2)
+        elif height * width <= MAX_PIXELS:
+            module.weight.data = _row_major(module.weight.data)
     return model
 
 
-def small_map_convolutions(model: nn.Module, images: torch.Tensor) -> int:
-    """How many of ``model``'s convolutions ``as_matrix_products`` would compute as matrix products on
-    ``images`` (N, C, H, W), counted over one forward pass without gradients: none (VGGNet's maps are 14x14
-    and larger) makes the ``matmul`` variant the native one under another name."""
-    seen = []
-    handles = [module.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].shape[-2:].numel()))
-               for module in filter(_plain, model.modules())]
+def _row_major(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` with a row-major layout's strides, its size-1 dimensions' included (``contiguous`` keeps
+    whatever strides those have, and DDP compares them too)."""
+    return tensor.clone(memory_format=torch.contiguous_format)
+
+
+def _maps(model: nn.Module, image_shape: tuple[int, int, int]) -> dict[nn.Module, tuple[int, int]]:
+    """The map (height, width) each plain convolution of ``model`` sees on one image of ``image_shape`` (C, H,
+    W), from a forward pass without gradients on the model's device, in evaluation mode (which neither draws
+    dropout's random numbers nor moves batch norm's statistics), each module's mode restored after."""
+    seen, modes = {}, {module: module.training for module in model.modules()}
+
+    def record(module: nn.Module, inputs: tuple) -> None:  # a pre-hook's result would replace the inputs
+        seen.setdefault(module, tuple(inputs[0].shape[-2:]))
+
+    handles = [module.register_forward_pre_hook(record) for module in filter(_plain, model.modules())]
     try:
         with torch.no_grad():
-            model(images)
+            model.eval()(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
     finally:
         for handle in handles:
             handle.remove()
-    return sum(pixels <= MAX_PIXELS for pixels in seen)
+        for module, training in modes.items():
+            module.training = training
+    return seen
+
+
+def small_map_convolutions(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
+    """How many of ``model``'s convolutions ``as_matrix_products`` would compute as matrix products on an
+    image of ``image_shape`` (C, H, W): none (VGGNet's maps are 14x14 and larger) makes the ``matmul`` variant
+    the native one under another name."""
+    return sum(height * width <= MAX_PIXELS for height, width in _maps(model, image_shape).values())
 
 
 @functools.cache
 def has_small_maps(model_name: str) -> bool:
     """Whether the registered model ``model_name`` has convolutions that a ``matmul`` variant computes as
     matrix products on a digit (GoogLeNet does, VGGNet not)."""
-    return small_map_convolutions(models.build(model_name), torch.zeros(1, *data.IMAGE_SHAPE)) > 0
+    return small_map_convolutions(models.build(model_name), data.IMAGE_SHAPE) > 0
 
 
 def _plain(module: nn.Module) -> bool:
-    return (type(module) is nn.Conv2d and module.groups == 1 and module.dilation == (1, 1)
+    """A convolution ``SmallMapsAsMatmul`` computes (or already does)."""
+    return (type(module) in (nn.Conv2d, SmallMapsAsMatmul) and module.groups == 1 and module.dilation == (1, 1)
             and module.padding_mode == "zeros" and isinstance(module.padding, tuple))

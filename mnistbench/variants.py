@@ -29,7 +29,7 @@ import torch._dynamo
 import torch._inductor.config
 import torch.utils._triton
 
-from . import backends, convolution
+from . import backends, convolution, data
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -157,13 +157,13 @@ class Variant:
             return options
         return {**options, "capturable": True, **({"foreach": False} if schedule != "constant" else {})}
 
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model in this variant's memory format and convolutions, compiled if asked (parameters are
-        shared)."""
+    def prepare_model(self, model: torch.nn.Module, image_shape: tuple[int, int, int] = data.IMAGE_SHAPE) -> torch.nn.Module:
+        """The model in this variant's memory format and convolutions for images of ``image_shape`` (C, H, W),
+        compiled if asked (parameters are shared)."""
         if self.memory_format == "channels_last":
             model = model.to(memory_format=torch.channels_last)
         if self.convolution == "matmul":
-            model = convolution.as_matrix_products(model)
+            model = convolution.as_matrix_products(model, image_shape)
         if self.compile in _COMPILE_KWARGS:
             separate_inductor_cache_by_cpu_capability()
             torch._dynamo.reset()  # a fresh cache: earlier cases' entries would count against the limit
