@@ -346,22 +346,33 @@ def test_a_gain_near_the_margin_must_show_on_the_turns_to_be_chosen():
     assert fast._beats_in_turns(Variant("bf16"), [s * 0.98 for s in base], fused, base), "as complex: faster is enough"
 
 
-def test_a_gain_the_turns_leave_open_gets_more_turns_and_then_the_test_decides(fake_timings, monkeypatch):
-    """Fused Adam 8% faster by the median of 7 noisy turns but not by the test: 8 more turns are taken; if
-    they too leave it open, the simpler fp32 stays."""
+def test_a_gain_the_turns_leave_open_gets_a_duel_and_then_the_test_decides(fake_timings, monkeypatch):
+    """Fused Adam 8% faster by the median of 7 noisy turns but not by the test: it and fp32 take 8 more turns
+    alone, a duel (bf16, a finalist the test already ruled out, does not take them), and the test decides on
+    the pair's 15 turns; if it leaves the gain open, the simpler fp32 stays."""
     table, calls = fake_timings
-    fused = Variant(optimizer="fused")
-    table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 128): 0.100, (str(fused), 128): 0.090})
+    fused, bf16 = Variant(optimizer="fused"), Variant("bf16")
+    table.update({(str(BASELINE), 4): 0.01, (str(bf16), 4): 0.01, (str(BASELINE), 128): 0.100,
+                  (str(fused), 128): 0.090, (str(bf16), 128): 0.105})
     noisy = [0.91, 0.98, 0.93, 0.99, 0.92, 0.97, 0.94, 0.91]
     for more, chosen in ((noisy, BASELINE), ([0.90] * 8, fused)):
-        rounds = iter([{BASELINE: [0.1] * 7, fused: [0.1 * r for r in noisy[:7]]},
+        calls.clear()
+        rounds = iter([{BASELINE: [0.1] * 7, fused: [0.1 * r for r in noisy[:7]], bf16: [0.105] * 7},
                        {BASELINE: [0.1] * 8, fused: [0.1 * r for r in more]}])
-        monkeypatch.setattr(fast.TrainingSteps, "alternate", lambda self, finalists, turns, steps: next(rounds))
-        best, timings = fast.probe("vgg", "cpu", None, 128, [fused])
+
+        def alternate(self, finalists, turns, steps):
+            calls.append(("alternate", tuple(map(str, finalists)), turns))
+            return next(rounds)
+
+        monkeypatch.setattr(fast.TrainingSteps, "alternate", alternate)
+        best, timings = fast.probe("vgg", "cpu", None, 128, [fused, bf16])
         assert best == chosen and next(rounds, "both taken") == "both taken"
-        assert len(timings) == 2 and timings[str(BASELINE)] == 100.0
-    rounds = iter([{BASELINE: [0.1] * 7, fused: [0.1 * r for r in noisy[:7]]}])
-    best, _ = fast.probe("vgg", "cpu", None, 128, [fused], fast.SMOKE_TURNS)
+        assert [call for call in calls if call[0] == "alternate"] == [
+            ("alternate", (str(BASELINE), str(fused), str(bf16)), fast.Turns().first),
+            ("alternate", (str(BASELINE), str(fused)), fast.Turns().more)]
+        assert timings[str(BASELINE)] == 100.0 and timings[str(bf16)] == 105.0
+    rounds = iter([{BASELINE: [0.1] * 7, fused: [0.1 * r for r in noisy[:7]], bf16: [0.105] * 7}])
+    best, _ = fast.probe("vgg", "cpu", None, 128, [fused, bf16], fast.SMOKE_TURNS)
     assert best == BASELINE and next(rounds, "one taken") == "one taken", "a smoke probe takes no more turns"
 
 
