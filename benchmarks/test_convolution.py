@@ -70,8 +70,7 @@ def test_a_convolution_as_a_matrix_product_computes_what_the_native_one_does(ker
     (1, 1, (2, 2), False), (1, 1, (1, 1), False), (3, 2, (2, 2), False),  # the NHWC rows, unfolded patches
 ])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
-def test_a_matrix_product_copies_no_weight_forward_or_backward(kernel, stride, map_size, taps_last, memory_format,
-                                                                recwarn):
+def test_a_matrix_product_copies_no_weight_forward_or_backward(kernel, stride, map_size, taps_last, memory_format):
     """The weights of a convolution computed as a matrix product are stored in the order the product reads
     them, so that its step copies no tensor of the weight's size: in channels_last the dense taps' were copied
     for ``index_select`` and again for their gradient, which PyTorch lays out as its parameter (GoogLeNet's
