@@ -291,6 +291,16 @@ def test_the_allocator_is_pinned_on_glibc():
     assert state["pinned"] and state["mmap_threshold_bytes"] == 32 * 2**20 and state["malloc"].startswith("glibc ")
 
 
+def test_every_command_runs_with_the_allocator_pinned(monkeypatch):
+    """``mnistbench train`` and ``profile`` time steps: in the allocator state of the suite's own process."""
+    from mnistbench import cli
+    seen = []
+    monkeypatch.setattr(allocator._Pinned, "done", False)  # a fresh process's; restored after the test
+    monkeypatch.setattr(cli, "profile_command", lambda args: seen.append(allocator.state()["pinned"]) or 0)
+    assert cli.main(["profile", "--model", "vgg", "--variant", "fp32-contiguous-eager-default"]) == 0
+    assert seen == [platform.libc_ver()[0] == "glibc"]
+
+
 def test_the_allocator_says_why_it_is_not_pinned_elsewhere(monkeypatch):
     monkeypatch.setattr(allocator, "_Pinned", type("_Pinned", (), {"done": False, "why_not": None}))
     monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))  # as on macOS

@@ -9,7 +9,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 import models
 
-from . import checkpoints, data, devices, distributed, profile, setups, train_job, training
+from . import allocator, checkpoints, data, devices, distributed, profile, setups, train_job, training
 from .reports import claims, compare, history, machines, page, plots, ratio, results, scaling, score, tables
 from .evaluation import evaluate
 from .variants import Variant
@@ -309,6 +309,9 @@ def main(argv=None) -> int:
     escape_unencodable(sys.stdout)
     escape_unencodable(sys.stderr)
     args = parser().parse_args(argv)
+    # ``train`` and ``profile`` time steps as the suite's own process does: in a fresh process glibc's moving
+    # thresholds cost GoogLeNet's bf16 step about 5,000 page faults, and a third of its time, on a 2-core Xeon.
+    allocator.pin()
     # Under torchrun, @record saves a rank's uncaught error for torchrun's failure report; alone it would only
     # enable faulthandler, which warns on a stream without a file descriptor (a captured one).
     function = record(args.function) if distributed.launched_by_torchrun() else args.function
