@@ -19,6 +19,12 @@ those up to 7x7 were: hence ``MAX_PIXELS``; with the dense matrices, GoogLeNet's
 reference one, where the native convolutions' best took 0.80 in the same sittings. Whether it pays on a
 machine is for the ``fast`` probe to measure, as every variant.
 
+Two more products where the backend's kernels run below them on the maps just above, both measured on the
+same Xeon (docs/measured.md): on maps of up to ``GRADIENT_PIXELS`` (GoogLeNet's 4x4) a "same" convolution
+keeps the backend's forward pass and images' gradient and computes its weight gradient as one product of the
+patches (``_WeightGradientAsProduct``); and each inception block's three 1x1 convolutions of its input run as
+one, their weights side by side (``SharedInputInception``).
+
 The parameters are the convolutions' own (the optimizer, ``state_dict`` and the articles' checkpoints see
 the same values); only how each forward pass computes them changes, and the order in memory of the weights
 it multiplies (``as_matrix_products``).
@@ -31,10 +37,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import models
+from models.googlenet import Inception
 
 from . import data
 
 MAX_PIXELS = 4  # the largest map (height x width) computed as a matrix product
+GRADIENT_PIXELS = 16  # the largest map whose weight gradient is one matrix product (``_WeightGradientAsProduct``)
 
 
 class SmallMapsAsMatmul(nn.Conv2d):
@@ -42,12 +50,19 @@ class SmallMapsAsMatmul(nn.Conv2d):
     result laid out NHWC, as the product leaves it), and the module's own convolution on a larger map."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.convolve(images, self.weight, self.bias)
+
+    def convolve(self, images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """This module's convolution of ``images`` by ``weight`` and ``bias`` (its own, or the merged weights of
+        convolutions of the same shape, ``SharedInputInception``)."""
         batch, channels, height, width = images.shape
         if height * width > MAX_PIXELS:
-            return super().forward(images)
-        (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = self.kernel_size, self.stride, self.padding
+            if height * width <= GRADIENT_PIXELS and _same(self):
+                return _WeightGradientAsProduct.apply(images, weight, bias, self.padding)
+            return self._conv_forward(images, weight, bias)
         if _takes_dense_taps(self, height, width):
-            return self._every_pixel_to_every_pixel(images)
+            return self._every_pixel_to_every_pixel(images, weight, bias)
+        (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = self.kernel_size, self.stride, self.padding
         out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1
         out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1
         if (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w) == (1, 1, 1, 1, 0, 0):
@@ -55,11 +70,13 @@ class SmallMapsAsMatmul(nn.Conv2d):
         else:  # (N, C*kh*kw, L) -> (N*L, C*kh*kw), L = out_h*out_w positions in row-major order
             patches = F.unfold(images, self.kernel_size, padding=self.padding, stride=self.stride)
             patches = patches.transpose(1, 2).reshape(batch * out_h * out_w, -1)
-        weights = self.weight.reshape(self.out_channels, -1).t()  # (C*kh*kw, O), unfold's order (C, kh, kw)
-        rows = patches @ weights if self.bias is None else torch.addmm(self.bias, patches, weights)
-        return rows.view(batch, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
+        out_channels = weight.shape[0]
+        weights = weight.reshape(out_channels, -1).t()  # (C*kh*kw, O), unfold's order (C, kh, kw)
+        rows = patches @ weights if bias is None else torch.addmm(bias, patches, weights)
+        return rows.view(batch, out_h, out_w, out_channels).permute(0, 3, 1, 2)
 
-    def _every_pixel_to_every_pixel(self, images: torch.Tensor) -> torch.Tensor:
+    def _every_pixel_to_every_pixel(self, images: torch.Tensor, weight: torch.Tensor,
+                                    bias: torch.Tensor | None) -> torch.Tensor:
         """The flattened maps (N, C*H*W) by the dense (C*H*W, H*W*O) matrix of the taps each pair of pixels
         meets, gathered in one ``index_select`` (whose backward pass is one ``index_add_``), cast to autocast's
         precision after the gather: the fastest of the forms timed on GoogLeNet's 2x2 maps on a 2-core Intel
@@ -70,20 +87,21 @@ class SmallMapsAsMatmul(nn.Conv2d):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else images.dtype
         pad_h, pad_w = self.padding
         pixels = height * width
-        taps_last = self.weight.permute(1, 2, 3, 0)  # (C, kh, kw, O): a view, as ``as_matrix_products`` stores them
+        out_channels = weight.shape[0]
+        taps_last = weight.permute(1, 2, 3, 0)  # (C, kh, kw, O): a view, as ``as_matrix_products`` stores them
         if pixels == 1:  # the centre tap alone, (C, O): a view, unless autocast casts it
             dense = taps_last[:, pad_h, pad_w].to(dtype)
         else:
             reached = taps_last[:, pad_h - height + 1:pad_h + height, pad_w - width + 1:pad_w + width]
-            taps = reached.reshape(channels, -1, self.out_channels)  # (C, taps, O)
+            taps = reached.reshape(channels, -1, out_channels)  # (C, taps, O)
             dense = taps.index_select(1, _pair_taps(height, width, images.device)).to(dtype).view(
-                channels * pixels, pixels * self.out_channels)
+                channels * pixels, pixels * out_channels)
         rows = images.to(dtype).reshape(batch, channels * pixels)  # (C, H, W) order: NCHW rows
-        if self.bias is None:
+        if bias is None:
             out = rows @ dense
         else:
-            out = torch.addmm(self.bias.to(dtype).repeat(pixels), rows, dense)
-        return out.view(batch, height, width, self.out_channels).permute(0, 3, 1, 2)
+            out = torch.addmm(bias.to(dtype).repeat(pixels), rows, dense)
+        return out.view(batch, height, width, out_channels).permute(0, 3, 1, 2)
 
 
 def _pair_taps(height: int, width: int, device: torch.device, keep: bool = True) -> torch.Tensor:
@@ -109,33 +127,119 @@ def _kept_pair_taps(height: int, width: int, device: torch.device) -> torch.Tens
 
 def _takes_dense_taps(conv: nn.Conv2d, height: int, width: int) -> bool:
     """Whether ``conv`` computes a map of ``height`` x ``width`` by ``_every_pixel_to_every_pixel``: a map of at
-    most ``MAX_PIXELS``, a stride-1 "same" convolution with an odd kernel larger than 1x1 (a 1x1 one takes the
-    NHWC rows as they are), whose padding reaches across the map, so that each output pixel sees every input
-    pixel."""
-    (kernel_h, kernel_w), (pad_h, pad_w) = conv.kernel_size, conv.padding
-    return (height * width <= MAX_PIXELS and conv.stride == (1, 1) and (kernel_h, kernel_w) != (1, 1)
-            and (pad_h, pad_w) == (kernel_h // 2, kernel_w // 2) and kernel_h % 2 == 1 and kernel_w % 2 == 1
+    most ``MAX_PIXELS``, a "same" convolution with a kernel larger than 1x1 (a 1x1 one takes the NHWC rows as
+    they are), whose padding reaches across the map, so that each output pixel sees every input pixel."""
+    (pad_h, pad_w) = conv.padding
+    return (height * width <= MAX_PIXELS and _same(conv) and conv.kernel_size != (1, 1)
             and pad_h >= height - 1 and pad_w >= width - 1)
+
+
+def _same(conv: nn.Conv2d) -> bool:
+    """A stride-1 convolution with an odd kernel and half of it as padding: its output has its input's size."""
+    return conv.stride == (1, 1) and all(kernel % 2 == 1 and pad == kernel // 2
+                                         for kernel, pad in zip(conv.kernel_size, conv.padding))
+
+
+class _WeightGradientAsProduct(torch.autograd.Function):
+    """A "same" convolution by the backend's kernels, forward and for the images' gradient, whose weight
+    gradient is one matrix product: the output's gradient (N*H*W, O), transposed, by the patches (N*H*W,
+    C*kh*kw) cut from the padded NHWC images, their columns in the weight's order (taps first for
+    channels_last). On the 4x4 maps of GoogLeNet's first inception blocks, in bf16 on a 2-core Intel Xeon,
+    oneDNN's weight gradient took 2-5x as long as the patches and the product together (a 3x3 kernel from 128
+    to 192 channels: 1.9 against 0.5 ms, where its forward pass and images' gradient took 0.4 ms each). Under
+    autocast it computes in autocast's precision, as the native convolution does, and returns each gradient in
+    its input's precision, the weight's in the weight's layout."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                padding: tuple[int, int]) -> torch.Tensor:
+        device = images.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else images.dtype
+        with torch.autocast(device, enabled=False):
+            cast_images, cast_weight = images.to(dtype), weight.to(dtype)
+            out = F.conv2d(cast_images, cast_weight, None if bias is None else bias.to(dtype), padding=padding)
+        ctx.save_for_backward(cast_images, cast_weight)
+        ctx.padding, ctx.images_dtype = padding, images.dtype
+        ctx.weight_layout = (weight.stride(), weight.dtype)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        images, weight = ctx.saved_tensors
+        grad = grad.to(images.dtype)
+        out_channels, channels, kernel_h, kernel_w = weight.shape
+        pad_h, pad_w = ctx.padding
+        grad_images = None
+        if ctx.needs_input_grad[0]:
+            grad_images = torch.ops.aten.convolution_backward(
+                grad, images, weight, None, [1, 1], [pad_h, pad_w], [1, 1], False, [0, 0], 1,
+                [True, False, False])[0].to(ctx.images_dtype)
+        rows = grad.permute(0, 2, 3, 1).reshape(-1, out_channels)  # (N*H*W, O)
+        padded = F.pad(images.permute(0, 2, 3, 1), (0, 0, pad_w, pad_w, pad_h, pad_h))  # (N, H+2p, W+2p, C)
+        patches = padded.unfold(1, kernel_h, 1).unfold(2, kernel_w, 1)  # (N, H, W, C, kh, kw): a view
+        if weight.is_contiguous():  # the product laid out as the weight: channels, then taps
+            product = (rows.t() @ patches.reshape(rows.shape[0], -1)).view(weight.shape)
+        else:  # taps, then channels: channels_last
+            patches = patches.permute(0, 1, 2, 4, 5, 3).reshape(rows.shape[0], -1)  # (N*H*W, kh*kw*C)
+            product = (rows.t() @ patches).view(out_channels, kernel_h, kernel_w, channels).permute(0, 3, 1, 2)
+        grad_weight = _laid_out(product, *ctx.weight_layout)
+        grad_bias = None if ctx.bias_dtype is None else rows.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
+        return grad_images, grad_weight, grad_bias, None
+
+
+class SharedInputInception(Inception):
+    """An inception block whose three 1x1 convolutions of the block's input (branch 1's, and the reductions
+    before branches 2 and 3) run as one, their weights side by side: one product of the input where there were
+    three, and one gradient of it to add up (TensorRT's horizontal fusion of layers that share an input). On a
+    2-core Intel Xeon it made GoogLeNet's bf16 ``matmul`` step 0.90 of its time (docs/measured.md). The
+    parameters are the block's own, concatenated anew in each forward pass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = (self.branch1, self.branch2[0], self.branch3[0])
+        weight = torch.cat([conv.weight for conv in first])
+        bias = torch.cat([conv.bias for conv in first])
+        sizes = [conv.out_channels for conv in first]
+        out1, reduced3, reduced5 = self.branch1.convolve(x, weight, bias).split(sizes, 1)
+        # the reductions' ReLUs not in place: each reduction is a view of the one product
+        return torch.cat([out1, self.branch2[2](F.relu(reduced3)), self.branch3[2](F.relu(reduced5)),
+                          self.branch4(x)], 1)
 
 
 def as_matrix_products(model: nn.Module, image_shape: tuple[int, int, int]) -> nn.Module:
     """``model`` with each plain ``nn.Conv2d`` (no groups, no dilation, zero padding given in pixels) made a
-    ``SmallMapsAsMatmul``; in place, the same parameters. Each one that computes a map of an image of
-    ``image_shape`` (C, H, W) as a matrix product stores its weights in the order the product reads them:
-    taps-last, (C, kh, kw, O) in memory, for the dense taps, and (O, C, kh, kw) for the rows and the unfolded
-    patches. Neither the forward pass nor the gradient then copies them into another (``index_select`` and
-    ``reshape`` copy a tensor they cannot read as it is, AccumulateGrad a gradient whose strides are not its
-    parameter's, and DDP a gradient whose strides are not its bucket's); the values and ``state_dict``'s keys
-    are unchanged. Timed in alternation on a 2-core Intel Xeon, GoogLeNet's ``matmul`` steps took
-    0.91-0.94 of their time with channels_last weights (docs/measured.md)."""
+    ``SmallMapsAsMatmul`` and each inception block a ``SharedInputInception``; in place, the same parameters.
+    Each convolution that computes a map of an image of ``image_shape`` (C, H, W) as a matrix product stores
+    its weights in the order the product reads them: taps-last, (C, kh, kw, O) in memory, for the dense taps,
+    and (O, C, kh, kw) for the rows and the unfolded patches, as do the 1x1 convolutions a block runs as one.
+    Neither the forward pass nor the gradient then copies them into another (``index_select`` and ``reshape``
+    copy a tensor they cannot read as it is, AccumulateGrad a gradient whose strides are not its parameter's,
+    and DDP a gradient whose strides are not its bucket's); the values and ``state_dict``'s keys are unchanged.
+    Timed in alternation on a 2-core Intel Xeon, GoogLeNet's ``matmul`` steps took 0.91-0.94 of their time with
+    channels_last weights (docs/measured.md)."""
     for module in filter(_plain, model.modules()):
         module.__class__ = SmallMapsAsMatmul
-    for module, (height, width) in _maps(model, image_shape).items():
+    for module, (height, width) in _maps(model, image_shape).items():  # each block's branches one by one
         if _takes_dense_taps(module, height, width):
             module.weight.data = _row_major(module.weight.data.permute(1, 2, 3, 0)).permute(3, 0, 1, 2)
         elif height * width <= MAX_PIXELS:
             module.weight.data = _row_major(module.weight.data)
+    for block in model.modules():
+        if type(block) is Inception:
+            block.__class__ = SharedInputInception
+            for conv in (block.branch1, block.branch2[0], block.branch3[0]):
+                conv.weight.data = _row_major(conv.weight.data)  # as their concatenation lays out the gradient
     return model
+
+
+def _laid_out(values: torch.Tensor, stride: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """``values`` in ``dtype`` with the strides ``stride``, the size-1 dimensions' included (AccumulateGrad keeps
+    a gradient laid out as its parameter, and DDP compares those too): a view where ``values`` is laid out so,
+    else a copy."""
+    if values.dtype == dtype and all(have == want for have, want, size in zip(values.stride(), stride, values.shape)
+                                     if size > 1):
+        return values.as_strided(values.shape, stride)
+    return torch.empty_strided(values.shape, stride, dtype=dtype, device=values.device).copy_(values)
 
 
 def _row_major(tensor: torch.Tensor) -> torch.Tensor:

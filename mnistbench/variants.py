@@ -8,7 +8,8 @@ Adam's update, so forward, backward and optimizer all run compiled code; ``cudag
 ``reduce-overhead`` mode, which replays its kernels as CUDA graphs; ``cudagraphs-step`` compiles nothing and
 captures the whole eager step instead, forward, backward and a capturable Adam, as one CUDA graph that each
 step replays (``training.CapturedStep``). ``matmul`` computes the convolutions on
-maps of a few pixels as matrix products (``mnistbench.convolution``); ``native`` leaves every convolution
+maps of a few pixels as matrix products, and more of their work where the backend's kernels lag behind
+(``mnistbench.convolution``); ``native`` leaves every convolution
 to the backend's kernels, and is left out of the name. The optimizer is always Adam, the same
 algorithm in each implementation: ``default`` is whatever ``torch.optim.Adam`` picks (the articles' choice:
 a loop over the parameters on a CPU, ``foreach`` on a GPU; the loop for a step captured under a schedule,
