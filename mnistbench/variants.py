@@ -30,7 +30,7 @@ import torch._dynamo
 import torch._inductor.config
 import torch.utils._triton
 
-from . import backends, convolution, data
+from . import adam, backends, convolution, data
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -172,10 +172,13 @@ class Variant:
         return model
 
     def prepare_optimizer_step(self, optimizer: torch.optim.Optimizer):
-        """``optimizer.step``, compiled for ``compile-step``."""
+        """``optimizer.step``, compiled for ``compile-step``; the fused one on a CPU over each parameter as the
+        flat memory its kernel updates (``mnistbench.adam``)."""
         if self.compile == "compile-step":
             separate_inductor_cache_by_cpu_capability()
             return torch.compile(optimizer.step, dynamic=False)
+        if self.optimizer == "fused" and optimizer.param_groups[0]["params"][0].device.type == "cpu":
+            return functools.partial(adam.step, optimizer)
         return optimizer.step
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
