@@ -84,3 +84,18 @@ def test_a_step_that_raises_leaves_every_tensor_as_it_was(monkeypatch):
     with pytest.raises(RuntimeError, match="a kernel's error"):
         adam.step(optimizer)
     assert layouts(params, optimizer) == before
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # the case itself
+def test_a_gradient_kept_in_a_graph_is_left_to_pytorchs_step():
+    """A gradient made with ``create_graph`` is part of a graph: flattened and restored it would come back a
+    view in it, which ``zero_grad(set_to_none=False)`` cannot detach in place."""
+    param = torch.nn.Parameter(torch.randn(2, 3, 3, 3).contiguous(memory_format=torch.channels_last))
+    (param ** 3).sum().backward(create_graph=True)
+    kept = param.grad.grad_fn
+    optimizer = torch.optim.Adam([param], fused=True)
+    adam.step(optimizer)
+    assert param.grad.grad_fn is kept
+    optimizer.zero_grad(set_to_none=False)
+    assert not param.grad.any()
+    param.grad = None  # the cycle between the parameter and its gradient

@@ -122,6 +122,23 @@ def test_a_matrix_product_copies_no_weight_forward_or_backward(kernel, stride, m
     torch.testing.assert_close(product.weight.grad, 2 * native.weight.grad, rtol=1e-5, atol=1e-5)
 
 
+def test_the_weight_gradient_as_a_product_skips_what_is_not_asked_and_refuses_a_second_backward():
+    """A frozen weight gets no gradient and the images' is the native one; a double backward, which would drop
+    the terms through the tensors cast outside the graph, raises instead of returning wrong values."""
+    torch.manual_seed(0)
+    native = nn.Conv2d(4, 5, 3, padding=1)
+    product = convolution.as_matrix_products(copy.deepcopy(native), (4, 4, 4))
+    product.weight.requires_grad_(False)
+    images = torch.randn(2, 4, 4, 4, requires_grad=True)
+    found, = torch.autograd.grad(product(images).square().sum(), images)
+    expected, = torch.autograd.grad(native(images).square().sum(), images)
+    torch.testing.assert_close(found, expected)
+    assert product.weight.grad is None
+    once, = torch.autograd.grad(product(images).square().sum(), images, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        once.sum().backward()
+
+
 @pytest.mark.parametrize("map_size", [(4, 4), (2, 2), (1, 1)])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

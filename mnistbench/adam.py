@@ -17,7 +17,8 @@ import torch
 
 def step(optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()``, with each CPU parameter that is dense but not contiguous, and whose gradient and
-    moments share its strides (PyTorch lays them out so), shown to it as a flat contiguous view of its memory."""
+    moments share its strides (PyTorch lays them out so), shown to it as a flat contiguous view of its memory;
+    the optimizer's own step hooks see them flat too."""
     with _flat(optimizer):
         optimizer.step()
 
@@ -43,9 +44,11 @@ def _flat(optimizer: torch.optim.Optimizer):
 
 
 def _flattens(parameter: torch.Tensor, state) -> bool:
-    """Whether ``step`` flattens ``parameter``: on a CPU, with a gradient, not contiguous but dense, and its
-    gradient and moments laid out as it is (the kernel pairs their elements by their place in memory)."""
-    if parameter.device.type != "cpu" or parameter.grad is None or parameter.is_contiguous():
+    """Whether ``step`` flattens ``parameter``: on a CPU, with a gradient outside any graph (one kept by
+    ``create_graph`` would come back a view in it), not contiguous but dense, and its gradient and moments laid
+    out as it is (the kernel pairs their elements by their place in memory)."""
+    if (parameter.device.type != "cpu" or parameter.grad is None or parameter.grad.requires_grad
+            or parameter.is_contiguous()):
         return False
     by_stride = sorted(range(parameter.dim()), key=lambda dim: -parameter.stride(dim))
     return parameter.permute(by_stride).is_contiguous() and all(

@@ -47,7 +47,8 @@ GRADIENT_PIXELS = 16  # the largest map whose weight gradient is one matrix prod
 
 class SmallMapsAsMatmul(nn.Conv2d):
     """An ``nn.Conv2d`` whose forward pass on a map of at most ``MAX_PIXELS`` pixels is a matrix product (its
-    result laid out NHWC, as the product leaves it), and the module's own convolution on a larger map."""
+    result laid out NHWC, as the product leaves it); on one of at most ``GRADIENT_PIXELS`` a "same"
+    convolution's weight gradient is one, and any other runs the module's own convolution."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.convolve(images, self.weight, self.bias)
@@ -148,7 +149,9 @@ class _WeightGradientAsProduct(torch.autograd.Function):
     oneDNN's weight gradient took 2-5x as long as the patches and the product together (a 3x3 kernel from 128
     to 192 channels: 1.9 against 0.5 ms, where its forward pass and images' gradient took 0.4 ms each). Under
     autocast it computes in autocast's precision, as the native convolution does, and returns each gradient in
-    its input's precision, the weight's in the weight's layout."""
+    its input's precision (the bias's summed in fp32 at least), the weight's in the weight's layout. Its
+    backward pass is not differentiable again (what it saved was cast outside the graph): a double backward
+    raises."""
 
     @staticmethod
     def forward(ctx, images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -165,6 +168,7 @@ class _WeightGradientAsProduct(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # its saved tensors were cast outside the graph
     def backward(ctx, grad: torch.Tensor):
         images, weight = ctx.saved_tensors
         grad = grad.to(images.dtype)
@@ -176,15 +180,18 @@ class _WeightGradientAsProduct(torch.autograd.Function):
                 grad, images, weight, None, [1, 1], [pad_h, pad_w], [1, 1], False, [0, 0], 1,
                 [True, False, False])[0].to(ctx.images_dtype)
         rows = grad.permute(0, 2, 3, 1).reshape(-1, out_channels)  # (N*H*W, O)
-        padded = F.pad(images.permute(0, 2, 3, 1), (0, 0, pad_w, pad_w, pad_h, pad_h))  # (N, H+2p, W+2p, C)
-        patches = padded.unfold(1, kernel_h, 1).unfold(2, kernel_w, 1)  # (N, H, W, C, kh, kw): a view
-        if weight.is_contiguous():  # the product laid out as the weight: channels, then taps
-            product = (rows.t() @ patches.reshape(rows.shape[0], -1)).view(weight.shape)
-        else:  # taps, then channels: channels_last
-            patches = patches.permute(0, 1, 2, 4, 5, 3).reshape(rows.shape[0], -1)  # (N*H*W, kh*kw*C)
-            product = (rows.t() @ patches).view(out_channels, kernel_h, kernel_w, channels).permute(0, 3, 1, 2)
-        grad_weight = _laid_out(product, *ctx.weight_layout)
-        grad_bias = None if ctx.bias_dtype is None else rows.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            padded = F.pad(images.permute(0, 2, 3, 1), (0, 0, pad_w, pad_w, pad_h, pad_h))  # (N, H+2p, W+2p, C)
+            patches = padded.unfold(1, kernel_h, 1).unfold(2, kernel_w, 1)  # (N, H, W, C, kh, kw): a view
+            if weight.is_contiguous():  # the product laid out as the weight: channels, then taps
+                product = (rows.t() @ patches.reshape(rows.shape[0], -1)).view(weight.shape)
+            else:  # taps, then channels: channels_last
+                patches = patches.permute(0, 1, 2, 4, 5, 3).reshape(rows.shape[0], -1)  # (N*H*W, kh*kw*C)
+                product = (rows.t() @ patches).view(out_channels, kernel_h, kernel_w, channels).permute(0, 3, 1, 2)
+            grad_weight = _laid_out(product, *ctx.weight_layout)
+        if ctx.needs_input_grad[2]:  # summed in fp32 at least, as oneDNN accumulates
+            grad_bias = rows.sum(0, dtype=torch.promote_types(rows.dtype, torch.float32)).to(ctx.bias_dtype)
         return grad_images, grad_weight, grad_bias, None
 
 
@@ -271,8 +278,8 @@ def _maps(model: nn.Module, image_shape: tuple[int, int, int]) -> dict[nn.Module
 
 def small_map_convolutions(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
     """How many of ``model``'s convolutions ``as_matrix_products`` would compute as matrix products on an
-    image of ``image_shape`` (C, H, W): none (VGGNet's maps are 14x14 and larger) makes the ``matmul`` variant
-    the native one under another name."""
+    image of ``image_shape`` (C, H, W): none (VGGNet's maps are 14x14 and larger, and it has no inception
+    block) makes the ``matmul`` variant the native one under another name."""
     return sum(height * width <= MAX_PIXELS for height, width in _maps(model, image_shape).values())
 
 
