@@ -84,8 +84,7 @@ class SmallMapsAsMatmul(nn.Conv2d):
         Xeon (a view through ``unfold``, a product by a 0/1 matrix, and an ``autograd.Function`` with its own
         backward pass were slower there, forward and backward together)."""
         batch, channels, height, width = images.shape
-        device = images.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else images.dtype
+        dtype = _computing_dtype(images)
         pad_h, pad_w = self.padding
         pixels = height * width
         out_channels = weight.shape[0]
@@ -103,6 +102,13 @@ class SmallMapsAsMatmul(nn.Conv2d):
         else:
             out = torch.addmm(bias.to(dtype).repeat(pixels), rows, dense)
         return out.view(batch, height, width, out_channels).permute(0, 3, 1, 2)
+
+
+def _computing_dtype(images: torch.Tensor) -> torch.dtype:
+    """The precision a convolution of ``images`` computes in: autocast's on their device where it is on, else
+    theirs."""
+    device = images.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else images.dtype
 
 
 def _pair_taps(height: int, width: int, device: torch.device, keep: bool = True) -> torch.Tensor:
@@ -156,9 +162,8 @@ class _WeightGradientAsProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 padding: tuple[int, int]) -> torch.Tensor:
-        device = images.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else images.dtype
-        with torch.autocast(device, enabled=False):
+        dtype = _computing_dtype(images)
+        with torch.autocast(images.device.type, enabled=False):
             cast_images, cast_weight = images.to(dtype), weight.to(dtype)
             out = F.conv2d(cast_images, cast_weight, None if bias is None else bias.to(dtype), padding=padding)
         ctx.save_for_backward(cast_images, cast_weight)
@@ -226,16 +231,16 @@ def as_matrix_products(model: nn.Module, image_shape: tuple[int, int, int]) -> n
     channels_last weights (docs/measured.md)."""
     for module in filter(_plain, model.modules()):
         module.__class__ = SmallMapsAsMatmul
+    blocks = [block for block in model.modules() if type(block) is Inception]
+    # the 1x1 convolutions a block runs as one: row-major, as their concatenation lays out the gradient
+    shared = {conv for block in blocks for conv in (block.branch1, block.branch2[0], block.branch3[0])}
     for module, (height, width) in _maps(model, image_shape).items():  # each block's branches one by one
         if _takes_dense_taps(module, height, width):
             module.weight.data = _row_major(module.weight.data.permute(1, 2, 3, 0)).permute(3, 0, 1, 2)
-        elif height * width <= MAX_PIXELS:
+        elif height * width <= MAX_PIXELS or module in shared:
             module.weight.data = _row_major(module.weight.data)
-    for block in model.modules():
-        if type(block) is Inception:
-            block.__class__ = SharedInputInception
-            for conv in (block.branch1, block.branch2[0], block.branch3[0]):
-                conv.weight.data = _row_major(conv.weight.data)  # as their concatenation lays out the gradient
+    for block in blocks:
+        block.__class__ = SharedInputInception
     return model
 
 

@@ -158,7 +158,8 @@ class Variant:
             return options
         return {**options, "capturable": True, **({"foreach": False} if schedule != "constant" else {})}
 
-    def prepare_model(self, model: torch.nn.Module, image_shape: tuple[int, int, int] = data.IMAGE_SHAPE) -> torch.nn.Module:
+    def prepare_model(self, model: torch.nn.Module,
+                      image_shape: tuple[int, int, int] = data.IMAGE_SHAPE) -> torch.nn.Module:
         """The model in this variant's memory format and convolutions for images of ``image_shape`` (C, H, W),
         compiled if asked (parameters are shared)."""
         if self.memory_format == "channels_last":
