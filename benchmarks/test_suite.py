@@ -122,13 +122,16 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
     and machine info, and the GPU/CPU table (here: why there is none); then the gate of docs/reading-results.md
     over runs made from that JSON."""
     out = tmp_path / "out"
-    # one candidate, so that each probe is a few steps: what the quick matrix's probe tries has a test of its own
+    # the GPU cases of one file (collecting every file costs seconds of a core; which cases -m gpu selects has a
+    # test of its own); one candidate, so that each probe is a few steps: what the quick matrix's probe tries has a
+    # test of its own
     quick = (f"--models vgg --epoch-samples 256 --epoch-rounds 2 --seeds 1 --target-accuracy 0.01 --precisions fp32 "
              f"--memory-formats contiguous --optimizers default --benchmark-min-rounds 2 --benchmark-max-time 0.01 "
              f"--mnist-root {few_test_digits_root}")
     result = subprocess.run(["bash", "scripts/lease.sh", str(out), "300", "cpu"], cwd=REPO, capture_output=True,
                             text=True, timeout=300, env={**run_env(), "PYTHON": sys.executable,
-                                                         "LEASE_TEST_ARGS": "-n 0", "LEASE_QUICK_ARGS": quick})
+                                                         "LEASE_TEST_ARGS": "-n 0 benchmarks/test_variants.py",
+                                                         "LEASE_QUICK_ARGS": quick})
     assert result.returncode == 0, result.stdout + result.stderr
     assert (out / "summary.txt").read_text().startswith("lease: tests exit 0, quick matrix exit 0, ")
     tests = (out / "tests.log").read_text()  # the GPU-only tests, each named as it finished, with its reason
@@ -281,12 +284,17 @@ def test_time_to_accuracy_stores_the_training_time_or_fails_with_the_accuracy_re
 
 def test_a_smoke_run_starts_the_long_tests_first_keeping_the_rest_in_order():
     """One long test started last keeps the test command running on one pytest-xdist worker while the other
-    idles (the lease job's test: two minutes of a six-minute run on a slow 2-core CPU)."""
-    def item(name, long=False):
-        return SimpleNamespace(name=name, nodeid=name, fixturenames=(), add_marker=lambda marker: None,
+    idles (the lease job's test: two minutes of a six-minute run on a slow 2-core CPU). Every case on an
+    accelerator is marked ``gpu``, what the lease job's ``-m gpu`` runs, and no case on the CPU is."""
+    def item(name, long=False, device=None):
+        markers = []
+        return SimpleNamespace(name=name, nodeid=name, fixturenames=(), add_marker=markers.append, markers=markers,
+                               callspec=SimpleNamespace(params={"device": device} if device else {}),
                                get_closest_marker=lambda marker: long if marker == "long" and long else None)
-    items = [item("a"), item("b"), item("lease", long=True), item("c")]
+    items = [item("a", device="cuda:0"), item("b", device="cpu"), item("lease", long=True), item("c", device="mps")]
     config = OptionsOnly("--devices=cpu")
     config.mnistbench_matrix, config.mnistbench_full = "standard", False
     conftest.pytest_collection_modifyitems(config, items)
     assert [i.name for i in items] == ["lease", "a", "b", "c"]
+    assert {i.name: [marker.name for marker in i.markers] for i in items} == {
+        "lease": [], "a": ["gpu"], "b": [], "c": ["gpu"]}

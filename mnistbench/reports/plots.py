@@ -1,16 +1,20 @@
 """PNG charts of the reports, drawn with matplotlib's file-only backend."""
-import matplotlib
+from .compare import geometric_means
+from .history import Series
+from .pairs import Pair
 
-matplotlib.use("Agg")
-import matplotlib.dates  # noqa: E402  (the backend must be chosen first)
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .compare import geometric_means  # noqa: E402
-from .history import Series  # noqa: E402
-from .pairs import Pair  # noqa: E402
-
-COLOURS = len(plt.rcParams["axes.prop_cycle"])
 LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _pyplot():
+    """matplotlib's pyplot on its file-only backend, imported when a chart is drawn: the import takes a second,
+    which every ``mnistbench`` command and test process would otherwise pay."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _pair_label(pair: Pair, machines_shared: bool) -> str:
@@ -33,6 +37,7 @@ def ratio_chart(pairs: list[Pair], path) -> None:
     labels = [_pair_label(p, len(machines) == 1) for p in comparable]
     speedups = [p.speedup for p in comparable]
     lines_per_bar = labels[0].count("\n") + 1
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(10, 1.6 + 0.2 * lines_per_bar * len(comparable)), layout="constrained")
     bars = axes.barh(range(len(comparable)), speedups, color="tab:green")
     axes.bar_label(bars, labels=[f"{s:.1f}x" for s in speedups], padding=3)
@@ -63,6 +68,10 @@ def history_chart(all_series: list[Series], path) -> int:
     for series in trends:
         panels.setdefault((series.points[0].result.extra_info["kind"], series.machine), []).append(series)
     heights = [max(2.2, 0.8 + 0.17 * len(group)) for group in panels.values()]
+    plt = _pyplot()
+    from matplotlib import dates
+
+    colours = len(plt.rcParams["axes.prop_cycle"])
     figure, all_axes = plt.subplots(len(panels), 1, figsize=(13, 1.0 + sum(heights)), squeeze=False,
                                     height_ratios=heights, layout="constrained")
     for axes, ((kind, machine), group) in zip(all_axes[:, 0], panels.items()):
@@ -70,7 +79,7 @@ def history_chart(all_series: list[Series], path) -> int:
             first = series.points[0].result.median
             times = [point.result.run_time for point in series.points]
             relative = [point.result.median / first for point in series.points]
-            style = LINE_STYLES[index // COLOURS % len(LINE_STYLES)]  # the colours repeat after ten lines
+            style = LINE_STYLES[index // colours % len(LINE_STYLES)]  # the colours repeat after ten lines
             axes.plot(times, relative, style, marker="o", markersize=3, linewidth=1, label=series.label)
             flagged = [(t, r) for t, r, p in zip(times, relative, series.points) if p.flag == "regression"]
             if flagged:
@@ -79,7 +88,7 @@ def history_chart(all_series: list[Series], path) -> int:
         axes.set_title(f"{kind} on {machine}", loc="left", fontsize=9)
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         # each machine's runs on a time axis of their own: machines measured days apart are not squeezed
-        axes.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(axes.xaxis.get_major_locator()))
+        axes.xaxis.set_major_formatter(dates.ConciseDateFormatter(axes.xaxis.get_major_locator()))
     figure.supylabel("median / first run's median (lower is faster)", fontsize=9)
     left = f"; {left_out} series with a single run left out" if left_out else ""
     figure.suptitle(f"Benchmark history: {len(trends)} series{left}. Red circles: regressions beyond the "
@@ -94,6 +103,7 @@ def scaling_chart(curves, path) -> None:
     the one-rank speed), each point labelled with its scaling efficiency."""
     if not curves:
         raise ValueError("no data-parallel results to plot")
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(9, 5), layout="constrained")
     for curve in curves:
         sizes = [point.world_size for point in curve.points]
@@ -125,6 +135,7 @@ def compare_chart(pairs: list[Pair], path, a_name: str, b_name: str) -> None:
     comparable = [pair for pair in pairs if pair.speedup is not None]
     if not comparable:
         raise ValueError("no comparable pair of benchmarks to plot")
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(10, 1.8 + 0.3 * len(comparable)), layout="constrained")
     speedups = [pair.speedup for pair in comparable]
     bars = axes.barh(range(len(comparable)), speedups, color=[TUNING_COLOURS[pair.a.tuning] for pair in comparable])
