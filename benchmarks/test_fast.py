@@ -58,7 +58,7 @@ def test_the_probe_keeps_the_fastest_and_says_why_it_dropped_the_rest(fake_timin
         (str(CANDIDATES[2]), 4): 0.200,
         (str(CANDIDATES[3]), 128): RuntimeError("no C++ compiler\nmore"),
     })
-    best, timings = fast.probe("vgg", "cpu", None, 128, CANDIDATES)
+    best, timings, _ = fast.probe("vgg", "cpu", None, 128, CANDIDATES)
     assert best == CANDIDATES[0]
     assert timings == {
         str(BASELINE): 100.0, str(CANDIDATES[0]): 80.0,
@@ -86,7 +86,7 @@ def test_convolutions_as_matrix_products_are_tried_on_every_eager_variant_screen
                   (str(on_baseline), 64): 0.200, (str(on_fused), 64): 0.060, (str(on_bf16), 64): 0.050,
                   (str(compiled), 64): 0.070})
     candidates = [fused, bf16, emulated, on_baseline, on_fused, on_bf16, on_emulated, compiled]
-    best, timings = fast.probe("googlenet", "cpu", None, 64, candidates)
+    best, timings, _ = fast.probe("googlenet", "cpu", None, 64, candidates)
     assert best == on_bf16 and timings[str(on_bf16)] == 50.0
     assert timings[str(bf16)] == "dropped: a step over 1.5x the best so far"
     assert timings[str(on_baseline)] == "dropped: a step over 1.5x the best so far"
@@ -111,7 +111,7 @@ def test_the_step_captured_whole_is_tried_on_every_eager_variant_timed_and_compi
     table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 128): 0.0030, (str(bf16_cl), 4): 0.01,
                   (str(bf16_cl), 128): 0.0032, (str(dropped), 128): 0.0050,
                   (str(captured[0]), 128): 0.0011, (str(captured[1]), 128): 0.0007, (str(compiled[0]), 128): 0.0015})
-    best, timings = fast.probe("vgg", "cuda:0", None, 128, [bf16_cl, dropped, *captured, *compiled])
+    best, timings, _ = fast.probe("vgg", "cuda:0", None, 128, [bf16_cl, dropped, *captured, *compiled])
     assert best == captured[1] and timings[str(captured[1])] == 0.7
     assert [name for name, batch in calls if batch == 128] == [
         str(BASELINE), str(bf16_cl), str(dropped), str(captured[0]), str(captured[1]), str(compiled[0])]
@@ -120,7 +120,7 @@ def test_the_step_captured_whole_is_tried_on_every_eager_variant_timed_and_compi
 def test_a_candidate_slower_than_the_best_at_full_batch_is_dropped_and_fp32_wins_ties(fake_timings):
     table, _ = fake_timings
     table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 64): 0.05, (str(CANDIDATES[0]), 64): 0.09})
-    best, timings = fast.probe("googlenet", "cpu", None, 64, CANDIDATES[:1])
+    best, timings, _ = fast.probe("googlenet", "cpu", None, 64, CANDIDATES[:1])
     assert best == BASELINE
     assert timings[str(CANDIDATES[0])] == "dropped: a step over 1.5x the best so far"
 
@@ -147,6 +147,33 @@ def test_a_choice_is_pinned_or_cached_per_machine_and_recorded(fake_timings, mon
     assert (pinned.variant, pinned.source, pinned.timings) == (CANDIDATES[2], "pinned", {})
 
 
+def test_the_finalists_verdicts_are_recorded_with_the_choice_and_cached_with_it(fake_timings, monkeypatch):
+    """Why a probe chose (run 0021 of the Intel Xeon kept the default Adam over fused by its turns, which its
+    result did not hold): each finalist's judgement goes into the result and the cache; a cache entry this
+    version cannot read is measured again, not a crash."""
+    table, calls = fake_timings
+    fused = Variant(optimizer="fused")
+    table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 128): 0.100, (str(fused), 128): 0.090})
+    probed = fast.choose("vgg", "cpu", None, 128, [fused])
+    [verdict] = probed.info()["fast_probe_verdicts"]
+    assert verdict == {"candidate": str(fused), "against": str(BASELINE), "outcome": "replaced", "median_ratio": 0.9,
+                       "bound": 1 - fast.MARGIN, "p_value": round(1 / 2**7, 4), "ratios": [0.9] * fast.Turns().first}
+    [entry] = json.loads(fast.cache_path().read_text()).values()
+    assert entry["verdicts"] == [verdict]
+    monkeypatch.setattr(fast, "_CHOSEN", {})
+    assert fast.choose("vgg", "cpu", None, 128, [fused]).info()["fast_probe_verdicts"] == [verdict], "from the cache"
+
+    key = next(iter(json.loads(fast.cache_path().read_text())))
+    for unreadable in ("a string", {"timings": {}}, {"variant": 7}, {"variant": "fp64-contiguous-eager-default"},
+                       {"variant": str(fused), "timings": []}, {"variant": str(fused), "verdicts": [1]}):
+        fast.cache_path().write_text(json.dumps({key: unreadable}))
+        monkeypatch.setattr(fast, "_CHOSEN", {})
+        calls.clear()
+        again = fast.choose("vgg", "cpu", None, 128, [fused])
+        assert (again.source, again.variant) == ("probe", fused) and calls, unreadable
+        assert json.loads(fast.cache_path().read_text())[key]["variant"] == str(fused), "written anew"
+
+
 def test_a_pinned_variant_the_device_cannot_run_is_refused(mnist_train):
     policy = setups.FastPolicy(pinned=Variant("tf32"))
     with pytest.raises(ValueError, match="--fast-variant tf32-contiguous-eager-default cannot run on cpu: tf32 needs"):
@@ -155,7 +182,7 @@ def test_a_pinned_variant_the_device_cannot_run_is_refused(mnist_train):
 
 def test_a_real_probe_times_real_steps(mnist_train, monkeypatch, tmp_path):
     monkeypatch.setenv(fast.CACHE_ENV, str(tmp_path))
-    best, timings = fast.probe("vgg", "cpu", mnist_train, 32, [Variant(optimizer="fused")])
+    best, timings, _ = fast.probe("vgg", "cpu", mnist_train, 32, [Variant(optimizer="fused")])
     assert best in (BASELINE, Variant(optimizer="fused"))
     measured = {name: ms for name, ms in timings.items() if isinstance(ms, float)}
     assert str(BASELINE) in measured and all(ms > 0 for ms in measured.values()), timings
@@ -224,7 +251,7 @@ def test_running_out_of_memory_drops_a_candidate_without_breaking_the_run(fake_t
     big = Variant(memory_format="channels_last")
     table.update({(str(BASELINE), 4): 0.01, (str(big), 4): 0.01, (str(BASELINE), 4096): 0.10,
                   (str(big), 4096): torch.OutOfMemoryError("CUDA out of memory")})
-    best, timings = fast.probe("vgg", "cpu", None, 4096, [big])
+    best, timings, _ = fast.probe("vgg", "cpu", None, 4096, [big])
     assert best == BASELINE and timings[str(big)] == "dropped: out of memory at batch 4096"
     assert fast.broken() == []
 
@@ -326,9 +353,12 @@ def test_the_choice_is_made_on_the_alternated_turns_not_the_first_timings(fake_t
     table.update({(str(BASELINE), 4): 0.01, (str(bf16), 4): 0.01, (str(BASELINE), 128): 0.100,
                   (str(fused), 128): 0.080, (str(bf16), 128): 0.104, (str(BASELINE), "turns"): 0.100,
                   (str(fused), "turns"): 0.099})
-    best, timings = fast.probe("vgg", "cpu", None, 128, [fused, bf16])
+    best, timings, verdicts = fast.probe("vgg", "cpu", None, 128, [fused, bf16])
     assert best == BASELINE and timings == {str(BASELINE): 100.0, str(fused): 99.0, str(bf16): 104.0}
     assert calls[-1] == ("alternate", (str(BASELINE), str(fused)))
+    assert [verdict.info() for verdict in verdicts] == [{  # why: a reader of the result sees it
+        "candidate": str(fused), "against": str(BASELINE), "outcome": "not under the bound", "median_ratio": 0.99,
+        "bound": 1 - fast.MARGIN, "p_value": None, "ratios": [0.99] * fast.Turns().first}]
 
 
 def test_a_gain_near_the_margin_must_show_on_the_turns_to_be_chosen():
@@ -339,11 +369,14 @@ def test_a_gain_near_the_margin_must_show_on_the_turns_to_be_chosen():
     base = [0.100, 0.102, 0.098, 0.101, 0.099, 0.100, 0.103]
     noisy = [b * r for b, r in zip(base, (0.91, 0.98, 0.93, 0.99, 0.92, 0.97, 0.94))]
     steady = [b * r for b, r in zip(base, (0.91, 0.93, 0.92, 0.90, 0.92, 0.93, 0.91))]
-    assert fast._beats_in_turns(fused, noisy, BASELINE, base) is None, "faster by the median only: more turns"
-    assert fast._beats_in_turns(fused, steady, BASELINE, base) is True
-    assert fast._beats_in_turns(fused, base, BASELINE, base) is False, "a tie never replaces"
-    assert fast._beats_in_turns(fused, [s * 0.97 for s in base], BASELINE, base) is False, "within the margin"
-    assert fast._beats_in_turns(Variant("bf16"), [s * 0.98 for s in base], fused, base), "as complex: faster is enough"
+    open_gain, won = fast._judge(fused, noisy, BASELINE, base), fast._judge(fused, steady, BASELINE, base)
+    assert open_gain.replaces is None, "faster by the median only: more turns"
+    assert open_gain.p_value >= fast.ALPHA and open_gain.info()["outcome"].startswith("under the bound by the median only")
+    assert won.replaces is True and won.p_value == 1 / 2**7, "every turn below: the smallest p-value of 7 turns"
+    assert won.info()["median_ratio"] == 0.92 and won.info()["outcome"] == "replaced"
+    assert fast._judge(fused, base, BASELINE, base).replaces is False, "a tie never replaces"
+    assert fast._judge(fused, [s * 0.97 for s in base], BASELINE, base).replaces is False, "within the margin"
+    assert fast._judge(Variant("bf16"), [s * 0.98 for s in base], fused, base).replaces, "as complex: faster is enough"
 
 
 def test_a_gain_the_turns_leave_open_gets_a_duel_and_then_the_test_decides(fake_timings, monkeypatch):
@@ -365,14 +398,17 @@ def test_a_gain_the_turns_leave_open_gets_a_duel_and_then_the_test_decides(fake_
             return next(rounds)
 
         monkeypatch.setattr(fast.TrainingSteps, "alternate", alternate)
-        best, timings = fast.probe("vgg", "cpu", None, 128, [fused, bf16])
+        best, timings, verdicts = fast.probe("vgg", "cpu", None, 128, [fused, bf16])
         assert best == chosen and next(rounds, "both taken") == "both taken"
         assert [call for call in calls if call[0] == "alternate"] == [
             ("alternate", (str(BASELINE), str(fused), str(bf16)), fast.Turns().first),
             ("alternate", (str(BASELINE), str(fused)), fast.Turns().more)]
         assert timings[str(BASELINE)] == 100.0 and timings[str(bf16)] == 105.0
+        fused_verdict = next(verdict for verdict in verdicts if verdict.candidate == fused)
+        assert len(fused_verdict.ratios) == fast.Turns().first + fast.Turns().more, "judged on the duel's turns too"
+        assert fused_verdict.replaces is (True if chosen == fused else None), "won, or still left open"
     rounds = iter([{BASELINE: [0.1] * 7, fused: [0.1 * r for r in noisy[:7]], bf16: [0.105] * 7}])
-    best, _ = fast.probe("vgg", "cpu", None, 128, [fused, bf16], fast.SMOKE_TURNS)
+    best, _, _ = fast.probe("vgg", "cpu", None, 128, [fused, bf16], fast.SMOKE_TURNS)
     assert best == BASELINE and next(rounds, "one taken") == "one taken", "a smoke probe takes no more turns"
 
 
@@ -408,7 +444,7 @@ def test_a_candidate_broken_on_a_pytest_xdist_worker_fails_the_whole_run(tmp_pat
     monkeypatch.setenv(fast.CACHE_ENV, str(tmp_path / "cache"))  # no cached choice skips the probe
     plugin = ("from mnistbench import fast, variants\n"
               "def probe(*args, **kwargs):\n"
-              "    return variants.Variant(), {'fp32-contiguous-compile-default': 'failed: RuntimeError: a lowering failed'}\n"
+              "    return variants.Variant(), {'fp32-contiguous-compile-default': 'failed: RuntimeError: a lowering failed'}, []\n"
               "fast.probe = probe\n")
     for workers in (["-n", "1"], ["-n", "0"]):
         result, lines = run_pytest("benchmarks/test_step.py", "--devices=cpu", "--models=vgg", "-k", "fast and train",

@@ -40,7 +40,8 @@ choice is not cached, and the run fails at its end naming it (``broken``). Nor i
 probe ran on a machine that was not quiet (the watchers of ``mnistbench.watch``, ``mnistbench.quiet``'s
 among them): the next run measures again.
 
-The choice and every candidate's timing go into each result that used it. A choice can be pinned
+The choice, every candidate's timing and each finalist's verdict on its turns (``Verdict``) go into each
+result that used it. A choice can be pinned
 (``--fast-variant``), and is cached on disk by device identity (and a GPU's host CPU), library versions,
 model, batch size and candidates, so that repeated runs skip the probe; a lock keeps two processes from
 probing the same key at once.
@@ -105,13 +106,35 @@ class Choice:
     batch_size: int
     timings: dict = field(default_factory=dict)
     disturbed_by: tuple[str, ...] = ()  # why the machine was not quiet during this run's probe
+    verdicts: tuple[dict, ...] = ()  # how the finalists were judged on their turns (``Verdict.info``)
 
     def info(self) -> dict:
         found = {"fast_variant": str(self.variant), "fast_source": self.source, "fast_probe_batch": self.batch_size,
-                 "fast_probe_ms": self.timings}
+                 "fast_probe_ms": self.timings, "fast_probe_verdicts": list(self.verdicts)}
         if self.source == "probe":
             found["fast_probe_disturbed_by"] = list(self.disturbed_by)
         return found
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A finalist judged against the best finalist so far on their alternated turns (``_judge``): what a reader
+    of a result needs to see why the probe chose as it did."""
+
+    candidate: Variant
+    against: Variant
+    ratios: tuple[float, ...]  # the candidate's step over the other's, turn by turn (a duel's turns included)
+    bound: float  # what the ratios must come under: 1, or ``1 - MARGIN`` for a more complex candidate
+    p_value: float | None  # the one-sided Wilcoxon test's, when the median ratio is under the bound
+    replaces: bool | None  # None: under the bound by the median only, not by the test
+
+    def info(self) -> dict:
+        outcome = {True: "replaced", False: "not under the bound",
+                   None: "under the bound by the median only, not by the test"}[self.replaces]
+        return {"candidate": str(self.candidate), "against": str(self.against), "outcome": outcome,
+                "median_ratio": round(statistics.median(self.ratios), 4), "bound": self.bound,
+                "p_value": None if self.p_value is None else round(self.p_value, 4),
+                "ratios": [round(ratio, 4) for ratio in self.ratios]}
 
 
 def cache_path() -> Path:
@@ -137,11 +160,27 @@ def _read_cache() -> dict:
     return cached if isinstance(cached, dict) else {}
 
 
+def _cached_choice(entry, batch_size: int) -> Choice | None:
+    """The choice a cache entry holds, or None for one this version cannot read (edited by hand, cut short, or
+    of another version): the probe then measures again and writes it anew."""
+    if not isinstance(entry, dict):
+        return None
+    text, timings, verdicts = entry.get("variant"), entry.get("timings", {}), entry.get("verdicts", [])
+    if not (isinstance(text, str) and isinstance(timings, dict) and isinstance(verdicts, list)
+            and all(isinstance(verdict, dict) for verdict in verdicts)):
+        return None
+    try:
+        variant = Variant.parse(text)
+    except ValueError:
+        return None
+    return Choice(variant, "cache", batch_size, timings, verdicts=tuple(verdicts))
+
+
 def _write_cache(key: str, choice: Choice) -> None:
     """Add one choice, through a temporary file and a rename: never half a file, even when interrupted."""
     path = cache_path()
     cached = _read_cache()
-    cached[key] = {"variant": str(choice.variant), "timings": choice.timings,
+    cached[key] = {"variant": str(choice.variant), "timings": choice.timings, "verdicts": list(choice.verdicts),
                    "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,10 +277,10 @@ class TrainingSteps:
 
 
 def probe(model_name: str, device: str, train_set, batch_size: int, candidates: list[Variant],
-          turns: Turns = Turns(), schedule: str = "constant") -> tuple[Variant, dict]:
+          turns: Turns = Turns(), schedule: str = "constant") -> tuple[Variant, dict, list[Verdict]]:
     """The fastest of ``candidates`` (plus the fp32 baseline) for a recipe with the learning-rate ``schedule``,
-    and every candidate's ms per step (a finalist's from its alternated turns, another's from its first timing)
-    or fate (``failed: ...`` for one that raised)."""
+    every candidate's ms per step (a finalist's from its alternated turns, another's from its first timing)
+    or fate (``failed: ...`` for one that raised), and how the finalists were judged on their turns."""
     baseline = Variant()
     candidates = [baseline] + [c for c in distinct(candidates, device) if c != baseline]
     runner = TrainingSteps(model_name, device, train_set, batch_size, schedule)
@@ -281,29 +320,31 @@ def probe(model_name: str, device: str, train_set, batch_size: int, candidates: 
     finalists = [variant for variant, seconds in timed.items() if seconds <= FINALIST_FACTOR * best_seconds]
     runner.keep_only(finalists)
     if len(finalists) < 2:
-        return best, timings
+        return best, timings, []
     taken = runner.alternate(finalists, turns.first, turns.steps)
     duel = (lambda pair: runner.alternate(pair, turns.more, turns.steps)) if turns.more else None
-    best = _settle(finalists, taken, duel)
+    best, verdicts = _settle(finalists, taken, duel)
     timings.update({str(variant): round(statistics.median(seconds) * 1e3, 2) for variant, seconds in taken.items()})
-    return best, timings
+    return best, timings, verdicts
 
 
-def _settle(finalists: list[Variant], turns: dict[Variant, list[float]], duel=None) -> Variant:
+def _settle(finalists: list[Variant], turns: dict[Variant, list[float]], duel=None) -> tuple[Variant, list[Verdict]]:
     """The finalist chosen on the alternated ``turns`` (seconds a step, turn by turn), simplest first, each
-    replacing the best so far when it beats it there (``_beats_in_turns``). One faster by the median and not by
-    the test is judged again on those turns and on ``duel([best, it])``'s, the two taking turns alone (a dict
-    like ``turns``); without ``duel`` (a smoke probe's), or when still left open, it does not replace."""
+    replacing the best so far when it beats it there (``_judge``), and each judgement. One faster by the median
+    and not by the test is judged again on those turns and on ``duel([best, it])``'s, the two taking turns
+    alone (a dict like ``turns``); without ``duel`` (a smoke probe's), or when still left open, it does not
+    replace."""
     simplest_first = sorted(finalists, key=lambda variant: (_departures(variant), statistics.median(turns[variant])))
-    best = simplest_first[0]
+    best, verdicts = simplest_first[0], []
     for variant in simplest_first[1:]:
-        verdict = _beats_in_turns(variant, turns[variant], best, turns[best])
-        if verdict is None and duel is not None:
+        verdict = _judge(variant, turns[variant], best, turns[best])
+        if verdict.replaces is None and duel is not None:
             more = duel([best, variant])
-            verdict = _beats_in_turns(variant, turns[variant] + more[variant], best, turns[best] + more[best])
-        if verdict:
+            verdict = _judge(variant, turns[variant] + more[variant], best, turns[best] + more[best])
+        verdicts.append(verdict)
+        if verdict.replaces:
             best = variant
-    return best
+    return best, verdicts
 
 
 def distinct(candidates: list[Variant], device: str) -> list[Variant]:
@@ -335,18 +376,20 @@ def _beats(variant: Variant, seconds: float, best: Variant, best_seconds: float)
     return seconds < best_seconds * _bound(variant, best)
 
 
-def _beats_in_turns(variant: Variant, seconds: list[float], best: Variant, best_seconds: list[float]) -> bool | None:
+def _judge(variant: Variant, seconds: list[float], best: Variant, best_seconds: list[float]) -> Verdict:
     """Whether ``variant`` replaces ``best`` on their alternated turns (seconds a step, turn by turn): its
     ratio to ``best`` per turn is below 1 (``1 - MARGIN`` when it is more complex) by the median and by a
-    one-sided Wilcoxon signed-rank test at ``ALPHA``; None when by the median only (more turns may tell);
-    equal steps in every turn never replace."""
+    one-sided Wilcoxon signed-rank test at ``ALPHA``; ``replaces`` is None when by the median only (more turns
+    may tell); equal steps in every turn never replace."""
     from scipy.stats import wilcoxon  # here, not at the top: scipy.stats costs every pytest process 0.7 s to import
 
     bound = _bound(variant, best)
-    below = [math.log(mine / theirs) - math.log(bound) for mine, theirs in zip(seconds, best_seconds)]
+    ratios = tuple(mine / theirs for mine, theirs in zip(seconds, best_seconds))
+    below = [math.log(ratio) - math.log(bound) for ratio in ratios]
     if statistics.median(below) >= 0:
-        return False
-    return True if wilcoxon(below, alternative="less").pvalue < ALPHA else None
+        return Verdict(variant, best, ratios, bound, None, False)
+    p_value = float(wilcoxon(below, alternative="less").pvalue)
+    return Verdict(variant, best, ratios, bound, p_value, True if p_value < ALPHA else None)
 
 
 def _try(runner: TrainingSteps, variant: Variant, batch_size: int, warm_up: int, best_seconds: float, timings: dict):
@@ -387,13 +430,15 @@ def choose(model_name: str, device: str, train_set, batch_size: int, candidates:
     if key in _CHOSEN:
         return _CHOSEN[key]
     with _cache_lock():
-        cached = _read_cache().get(key) if use_cache else None
+        cached = _cached_choice(_read_cache().get(key), batch_size) if use_cache else None
         if cached:
-            choice = Choice(Variant.parse(cached["variant"]), "cache", batch_size, cached.get("timings", {}))
+            choice = cached
         else:
             with watch.watching(device) as watched:  # the quiet check (mnistbench.quiet) among them
-                variant, timings = probe(model_name, device, train_set, batch_size, candidates, turns, schedule)
-            choice = Choice(variant, "probe", batch_size, timings, tuple(watched.info.get("disturbed_by", ())))
+                variant, timings, verdicts = probe(model_name, device, train_set, batch_size, candidates, turns,
+                                                   schedule)
+            choice = Choice(variant, "probe", batch_size, timings, tuple(watched.info.get("disturbed_by", ())),
+                            tuple(verdict.info() for verdict in verdicts))
             failed = [f"{model_name} on {device}, batch {batch_size}: {name} {fate}"
                       for name, fate in timings.items() if isinstance(fate, str) and fate.startswith("failed:")]
             _BROKEN.extend(failed)
