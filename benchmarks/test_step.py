@@ -10,7 +10,7 @@ import time
 import torch
 
 import models
-from mnistbench import allocator, devices, energy, guards, metrics, setups, training, watch
+from mnistbench import allocator, devices, energy, guards, metrics, peaks, setups, training, watch
 from mnistbench.pipelines import normalized_images
 from mnistbench.variants import Variant
 
@@ -66,3 +66,7 @@ def test_step(benchmark, model_name, batch_size, device, step_variant, mode, tra
         samples=batch_size, dataset=dataset_name, pipeline=None, train=mode == "train", final_loss=loss.item(),
         variant=variant, first_step_seconds=first_step_seconds, warm_up_seconds=warm_up_seconds,
         setup=setup, watched=watched_info))
+    info = benchmark.extra_info
+    if info.get("peak_source") == "measured":  # timed, against a peak measured on this machine
+        info.update(peaks.in_turns(synchronized_step, info["flops_per_image"] * batch_size, device, variant.precision,
+                                   torch.get_num_threads()))

@@ -159,6 +159,8 @@ def test_the_lease_job_runs_the_quick_matrix_headline_first_and_stores_our_field
         unit = "step" if info["kind"].startswith("step") else "epoch"
         assert info[f"minor_faults_per_{unit}"] >= 0
         assert info["utilisation"] > 0 and info["peak_source"] == "measured"
+        # a step's share of the peak is also taken in turns with the peak's product (peaks.in_turns)
+        assert (info.get("utilisation_in_turns", 0) > 0) == (unit == "step"), info
         assert info["backends"] == backends.describe("cpu")
         if no_energy:
             assert {field: info.get(field) for field in no_energy} == no_energy and "joules_per_image" not in info

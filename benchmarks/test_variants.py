@@ -382,7 +382,7 @@ def test_datasheet_peaks_are_known_only_for_listed_devices(device_name, precisio
 def test_a_peak_is_measured_once_per_device_precision_and_thread_count(monkeypatch):
     measured = []
     monkeypatch.setattr(peaks, "_MEASURED", {})
-    monkeypatch.setattr(peaks, "_probe", lambda device, precision: measured.append((device, precision)) or 1.5)
+    monkeypatch.setattr(peaks, "_probe", lambda device, precision, threads: measured.append((device, precision)) or 1.5)
     assert [peaks.measured_tflops("cpu", "fp32", 2) for _ in range(3)] == [1.5] * 3
     peaks.measured_tflops("cpu", "fp32", 1)
     peaks.measured_tflops("cpu", "bf16", 2)
@@ -402,6 +402,28 @@ def test_short_products_are_timed_in_batches_between_two_synchronisations(monkey
     def kernel(a, b):
         clock[0] += 2 * a.shape[0] ** 3 / 1e15
 
-    assert peaks._tflops(kernel, "cpu", "fp32") == pytest.approx(1000.0)
+    tflops, size = peaks._tflops(kernel, "cpu", "fp32")
+    assert tflops == pytest.approx(1000.0) and size == peaks.PROBE_SIZES["cpu"]
     spans = [end - start for start, end in zip(timings[-2 * peaks.PROBE_REPEATS::2], timings[-2 * peaks.PROBE_REPEATS + 1::2])]
     assert len(spans) == peaks.PROBE_REPEATS and min(spans) >= peaks.PROBE_SECONDS
+
+
+def test_a_steps_share_of_the_peak_is_also_taken_in_turns_with_the_product_that_gave_the_peak(monkeypatch):
+    """A VM whose speed halves after the peak was measured: the share of the start's peak halves with it,
+    the share taken in turns with the peak's own product does not (each turn: one step, one product). Where no
+    peak was measured in that precision (a data sheet's GPU), there is no such figure."""
+    clock, speed = [0.0], [1.0]  # the machine's speed now, as a share of its speed at the peak's measurement
+    monkeypatch.setattr(peaks.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(peaks.devices, "synchronize", lambda device: None)
+    monkeypatch.setitem(peaks._KERNELS, "fake", lambda a, b: clock.__setitem__(0, clock[0] + 2 * a.shape[0] ** 3 / 1e12 / speed[0]))
+    monkeypatch.setattr(peaks, "_PEAK_PRODUCTS", {("cpu", "fp32", 2): ("fake", 64)})  # 1 TFLOP/s at full speed
+
+    def step():  # 0.4 TFLOP of work at 0.5 TFLOP/s at full speed: 0.5 of the peak
+        clock[0] += 0.8 / speed[0]
+
+    speed[0] = 0.5
+    found = peaks.in_turns(step, 0.4e12, "cpu", "fp32", 2)
+    assert found["utilisation_in_turns"] == pytest.approx(0.5) and found["utilisation_in_turns_range"] == pytest.approx([0.5, 0.5])
+    assert found["peak_in_turns_tflops"] == pytest.approx(0.5), "the product in the machine's state of the turns"
+    assert found["peak_in_turns_method"] == f"{peaks.PAIRED_TURNS} turns of one step and one fake product of two 64x64 matrices"
+    assert peaks.in_turns(step, 0.4e12, "cpu", "bf16", 2) == {}

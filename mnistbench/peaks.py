@@ -8,7 +8,9 @@ from what it reaches.
 """
 import math
 import re
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,12 @@ PROBE_SIZES = {"cpu": 2048, "cuda": 8192, "mps": 4096}
 PROBE_REPEATS = 5
 MIN_PROBE_SIZE = 256
 PROBE_SECONDS = 0.2
+# A step and the peak's product taken in turns (``in_turns``): on this project's 2-core Intel Xeon VM the bf16
+# peak read 0.72 to 1.85 TFLOP/s in processes minutes apart, and within one process 0.35 to 0.98 on one core
+# over 4 s, so a step's share of a peak measured at another moment moved by as much; ten turns of VGGNet's
+# step and the product read 0.37-0.42 of the peak in three runs where the step over the run's best peak read
+# 0.15-0.16 (docs/measured.md).
+PAIRED_TURNS = 10
 
 
 def datasheet_tflops(device_name: str, precision: str) -> float | None:
@@ -42,6 +50,14 @@ def datasheet_tflops(device_name: str, precision: str) -> float | None:
 
 
 _MEASURED: dict[tuple[str, str, int], float] = {}
+_PEAK_PRODUCTS: dict[tuple[str, str, int], tuple[str, int]] = {}  # the kernel and size that gave each peak
+# The same product through each library the networks use: BLAS for linear layers (``torch.mm``), the
+# convolution library for convolutions (a 1x1 convolution over n pixels, in both memory formats).
+_KERNELS = {"mm": lambda a, b: torch.mm(a, b),
+            "conv": lambda a, b: F.conv2d(_as_images(b), a[:, :, None, None]),
+            "conv channels_last": lambda a, b: F.conv2d(
+                _as_images(b).contiguous(memory_format=torch.channels_last),
+                a[:, :, None, None].contiguous(memory_format=torch.channels_last))}
 
 
 def measured_tflops(device: str, precision: str, threads: int) -> float:
@@ -49,7 +65,7 @@ def measured_tflops(device: str, precision: str, threads: int) -> float:
     measured once per run (``threads`` is part of the key: a CPU's peak depends on it)."""
     key = (device, precision, threads)
     if key not in _MEASURED:
-        _MEASURED[key] = _probe(device, precision)
+        _MEASURED[key] = _probe(device, precision, threads)
     return _MEASURED[key]
 
 
@@ -62,26 +78,59 @@ def measured() -> dict:
     return table
 
 
-def _probe(device: str, precision: str) -> float:
-    """The best TFLOP/s of the same product through each library the networks use: BLAS for linear layers
-    (``torch.mm``), the convolution library for convolutions (a 1x1 convolution over n pixels, in both memory
-    formats). On an AMD CPU, MKL's fp32 GEMM reaches about half of what oneDNN's convolution does."""
-    kernels = {"mm": lambda a, b: torch.mm(a, b),
-               "conv": lambda a, b: F.conv2d(_as_images(b), a[:, :, None, None]),
-               "conv channels_last": lambda a, b: F.conv2d(
-                   _as_images(b).contiguous(memory_format=torch.channels_last),
-                   a[:, :, None, None].contiguous(memory_format=torch.channels_last))}
+def _probe(device: str, precision: str, threads: int) -> float:
+    """The best TFLOP/s of the same product through each library the networks use (``_KERNELS``), the kernel
+    and size that reached it kept for ``in_turns``. On an AMD CPU, MKL's fp32 GEMM reaches about half of what
+    oneDNN's convolution does."""
     with backends.preserved():
         backends.tune(device, tf32=precision == "tf32")
-        return max(_tflops(kernel, device, precision) for kernel in kernels.values())
+        found = {name: _tflops(kernel, device, precision) for name, kernel in _KERNELS.items()}
+    best = max(found, key=lambda name: found[name][0])
+    _PEAK_PRODUCTS[(device, precision, threads)] = (best, found[best][1])
+    return found[best][0]
+
+
+def in_turns(step: Callable[[], object], flop_per_step: float, device: str, precision: str, threads: int) -> dict:
+    """A step's share of the peak with the step and the product that gave the peak taken in turns, ``PAIRED_TURNS``
+    of each (step, product, step, ...), so that both see the machine in the same state: on a shared VM whose
+    speed drifts, a share of a peak measured at another moment is off by as much as the drift. ``step`` runs
+    one step and waits for it; ``flop_per_step`` is its FLOP (``mnistbench.flops``). Returns the median share
+    (``utilisation_in_turns``), its lowest and highest turn, and the product's median TFLOP/s in the turns;
+    nothing where no peak was measured in this precision (a data sheet's GPU, or no measurement yet)."""
+    found = _PEAK_PRODUCTS.get((device, precision, threads))
+    if found is None:
+        return {}
+    name, size = found
+    kernel, generator = _KERNELS[name], torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=generator).to(device, _DTYPES[precision]) for _ in range(2))
+
+    def product():
+        with backends.preserved():  # the product's settings for the product only: the step keeps its variant's
+            backends.tune(device, tf32=precision == "tf32")
+            kernel(a, b)
+            devices.synchronize(device)
+
+    product()  # warm-up: its operands' first use
+    shares, peaks = [], []
+    for _ in range(PAIRED_TURNS):
+        start = time.perf_counter()
+        step()
+        step_seconds, start = time.perf_counter() - start, time.perf_counter()
+        product()
+        product_tflops = 2 * size**3 / (time.perf_counter() - start) / 1e12
+        shares.append(flop_per_step / step_seconds / 1e12 / product_tflops)
+        peaks.append(product_tflops)
+    return {"utilisation_in_turns": statistics.median(shares), "utilisation_in_turns_range": [min(shares), max(shares)],
+            "peak_in_turns_tflops": statistics.median(peaks), "peak_in_turns_method":
+                f"{PAIRED_TURNS} turns of one step and one {name} product of two {size}x{size} matrices"}
 
 
 def _as_images(matrix: torch.Tensor) -> torch.Tensor:
     return matrix.reshape(1, matrix.shape[0], -1, 32)
 
 
-def _tflops(kernel, device: str, precision: str) -> float:
-    """The best of ``PROBE_REPEATS`` timings after a warm-up, at the largest size up to the device's that
+def _tflops(kernel, device: str, precision: str) -> tuple[float, int]:
+    """TFLOP/s and the size they were reached at: the best of ``PROBE_REPEATS`` timings after a warm-up, at the largest size up to the device's that
     takes about ``PROBE_SECONDS`` a timing: an emulated bf16 product of 2048x2048 takes a minute on an AVX2
     CPU, so its size is chosen from a first product of 256x256. A product shorter than that (a GPU's few
     milliseconds, where launching and synchronising would count) is repeated between two synchronisations
@@ -106,7 +155,7 @@ def _tflops(kernel, device: str, precision: str) -> float:
     a, b = operands(size)
     products = max(1, math.ceil(PROBE_SECONDS / timed(a, b)))  # the first product at this size also warms it up
     best = min(timed(a, b, products) for _ in range(PROBE_REPEATS))
-    return 2 * size**3 / best / 1e12
+    return 2 * size**3 / best / 1e12, size
 
 
 def probe_description(device: str) -> str:
