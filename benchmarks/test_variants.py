@@ -412,18 +412,22 @@ def test_a_steps_share_of_the_peak_is_also_taken_in_turns_with_the_product_that_
     """A VM whose speed halves after the peak was measured: the share of the start's peak halves with it,
     the share taken in turns with the peak's own product does not (each turn: one step, one product). Where no
     peak was measured in that precision (a data sheet's GPU), there is no such figure."""
-    clock, speed = [0.0], [1.0]  # the machine's speed now, as a share of its speed at the peak's measurement
+    clock, speed = [0.0], 0.5  # the machine's speed in the turns, as a share of its speed at the peak's measurement
     monkeypatch.setattr(peaks.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(peaks.devices, "synchronize", lambda device: None)
-    monkeypatch.setitem(peaks._KERNELS, "fake", lambda a, b: clock.__setitem__(0, clock[0] + 2 * a.shape[0] ** 3 / 1e12 / speed[0]))
-    monkeypatch.setattr(peaks, "_PEAK_PRODUCTS", {("cpu", "fp32", 2): ("fake", 64)})  # 1 TFLOP/s at full speed
 
-    def step():  # 0.4 TFLOP of work at 0.5 TFLOP/s at full speed: 0.5 of the peak
-        clock[0] += 0.8 / speed[0]
+    def product(a, b):  # 1 TFLOP/s at full speed: the measured peak
+        clock[0] += 2 * a.shape[0] ** 3 / 1e12 / speed
 
-    speed[0] = 0.5
+    def step():  # 0.4 TFLOP of work at 0.5 TFLOP/s at full speed: 0.5 of the peak, and 0.25 of it at half speed
+        clock[0] += 0.8 / speed
+
+    monkeypatch.setitem(peaks._KERNELS, "fake", product)
+    monkeypatch.setattr(peaks, "_PEAK_PRODUCTS", {("cpu", "fp32", 2): ("fake", 64)})
     found = peaks.in_turns(step, 0.4e12, "cpu", "fp32", 2)
-    assert found["utilisation_in_turns"] == pytest.approx(0.5) and found["utilisation_in_turns_range"] == pytest.approx([0.5, 0.5])
+    assert found["utilisation_in_turns"] == pytest.approx(0.5)
+    assert found["utilisation_in_turns_range"] == pytest.approx([0.5, 0.5])
     assert found["peak_in_turns_tflops"] == pytest.approx(0.5), "the product in the machine's state of the turns"
-    assert found["peak_in_turns_method"] == f"{peaks.PAIRED_TURNS} turns of one step and one fake product of two 64x64 matrices"
+    assert found["peak_in_turns_method"] == (f"{peaks.PAIRED_TURNS} turns of one step and one fake product of two "
+                                             f"64x64 matrices")
     assert peaks.in_turns(step, 0.4e12, "cpu", "bf16", 2) == {}

@@ -111,18 +111,19 @@ def in_turns(step: Callable[[], object], flop_per_step: float, device: str, prec
             devices.synchronize(device)
 
     product()  # warm-up: its operands' first use
-    shares, peaks = [], []
+    shares, products_tflops = [], []
     for _ in range(PAIRED_TURNS):
         start = time.perf_counter()
         step()
         step_seconds, start = time.perf_counter() - start, time.perf_counter()
         product()
-        product_tflops = 2 * size**3 / (time.perf_counter() - start) / 1e12
-        shares.append(flop_per_step / step_seconds / 1e12 / product_tflops)
-        peaks.append(product_tflops)
-    return {"utilisation_in_turns": statistics.median(shares), "utilisation_in_turns_range": [min(shares), max(shares)],
-            "peak_in_turns_tflops": statistics.median(peaks), "peak_in_turns_method":
-                f"{PAIRED_TURNS} turns of one step and one {name} product of two {size}x{size} matrices"}
+        products_tflops.append(2 * size**3 / (time.perf_counter() - start) / 1e12)
+        shares.append(flop_per_step / step_seconds / 1e12 / products_tflops[-1])
+    return {"utilisation_in_turns": statistics.median(shares),
+            "utilisation_in_turns_range": [min(shares), max(shares)],
+            "peak_in_turns_tflops": statistics.median(products_tflops),
+            "peak_in_turns_method": f"{PAIRED_TURNS} turns of one step and one {name} product of two {size}x{size} "
+                                    f"matrices"}
 
 
 def _as_images(matrix: torch.Tensor) -> torch.Tensor:
@@ -130,11 +131,11 @@ def _as_images(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def _tflops(kernel, device: str, precision: str) -> tuple[float, int]:
-    """TFLOP/s and the size they were reached at: the best of ``PROBE_REPEATS`` timings after a warm-up, at the largest size up to the device's that
-    takes about ``PROBE_SECONDS`` a timing: an emulated bf16 product of 2048x2048 takes a minute on an AVX2
-    CPU, so its size is chosen from a first product of 256x256. A product shorter than that (a GPU's few
-    milliseconds, where launching and synchronising would count) is repeated between two synchronisations
-    until a timing lasts about ``PROBE_SECONDS``."""
+    """TFLOP/s, and the size they were reached at: the best of ``PROBE_REPEATS`` timings after a warm-up, at
+    the largest size up to the device's that takes about ``PROBE_SECONDS`` a timing: an emulated bf16 product
+    of 2048x2048 takes a minute on an AVX2 CPU, so its size is chosen from a first product of 256x256. A
+    product shorter than that (a GPU's few milliseconds, where launching and synchronising would count) is
+    repeated between two synchronisations until a timing lasts about ``PROBE_SECONDS``."""
     generator = torch.Generator().manual_seed(0)
 
     def timed(a, b, products=1):
