@@ -282,11 +282,13 @@ def test_an_inference_step_is_priced_at_a_third_of_a_training_step():
         return budget.case_of(item, config, set())
 
     train, forward = case("train"), case("forward")
-    assert (train.steps, train.images_evaluated) == (10 + budget.WARM_UP_STEPS, 0)
-    assert (forward.steps, forward.images_evaluated) == (0, train.steps * 128)
+    steps = 10 + budget.WARM_UP_STEPS + budget.PEAK_TURNS  # the turns with the peak's product (peaks.in_turns) too
+    assert (train.steps, train.images_evaluated) == (steps + budget.PEAK_TURNS, 0), "and the products, as steps"
+    assert (forward.steps, forward.images_evaluated) == (budget.PEAK_TURNS, steps * 128)
     work = {name: estimate.modelled(c, FixedSpeeds()) - estimate.SAFETY * 1.0 for name, c in (("train", train),
                                                                                              ("forward", forward))}
-    assert work["forward"] == pytest.approx(work["train"] * estimate.FORWARD_FRACTION)
+    products = estimate.modelled(estimate.Case("products", "vgg", "cpu", 128, budget.PEAK_TURNS), FixedSpeeds())
+    assert work["forward"] - products == pytest.approx((work["train"] - products) * estimate.FORWARD_FRACTION)
 
 
 def test_a_schedule_is_priced_one_evaluation_per_seed_and_a_target_one_per_epoch():

@@ -24,11 +24,15 @@ import pytest
 
 import models
 
-from . import cases, data, estimate, storage, training
+from . import cases, data, estimate, peaks, storage, training
 from .variants import Variant
 
 # Untimed steps before a case's clock: the first, then the warm-up of each of up to two batch shapes.
 WARM_UP_STEPS = 1 + 2 * training.WARM_UP_STEPS
+# Untimed work after a step case's clock: its turns with the peak's product (``peaks.in_turns``), a step and a
+# product each, the product priced as a training step (a 2048-square product took about as long as VGGNet's
+# fp32 step on the Intel Xeon of docs/measured.md, 60-170 against 120-190 ms).
+PEAK_TURNS = peaks.PAIRED_TURNS
 
 
 @dataclass
@@ -186,10 +190,10 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
     model, device = params["model_name"], params.get("device", "cpu")
     if test == "test_step":
         batch, variant = params["batch_size"], params["step_variant"]
-        steps = config.getoption("benchmark_min_rounds") + WARM_UP_STEPS
+        steps = config.getoption("benchmark_min_rounds") + WARM_UP_STEPS + PEAK_TURNS
         compiled = variant != "fast" and Variant.parse(variant).compiles
         forward = params.get("mode") == "forward"  # inference: its images priced as evaluated ones
-        case = estimate.Case(item.nodeid, model, device, batch, 0 if forward else steps,
+        case = estimate.Case(item.nodeid, model, device, batch, (0 if forward else steps) + PEAK_TURNS,
                              images_evaluated=steps * batch if forward else 0, compilations=int(compiled),
                              timed_seconds=float(config.getoption("benchmark_max_time")))
         return _with_probe(case, variant == "fast", config, probed, models.recipe(model).schedule)
