@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import models
-from mnistbench import budget, data, estimate, machine, matrix, setups, variants
+from mnistbench import budget, data, estimate, machine, matrix, peaks, setups, variants
 from mnistbench.variants import Variant
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,12 +283,12 @@ def test_an_inference_step_is_priced_at_a_third_of_a_training_step():
 
     train, forward = case("train"), case("forward")
     steps = 10 + budget.WARM_UP_STEPS + budget.PEAK_TURNS  # the turns with the peak's product (peaks.in_turns) too
-    assert (train.steps, train.images_evaluated) == (steps + budget.PEAK_TURNS, 0), "and the products, as steps"
-    assert (forward.steps, forward.images_evaluated) == (budget.PEAK_TURNS, steps * 128)
-    work = {name: estimate.modelled(c, FixedSpeeds()) - estimate.SAFETY * 1.0 for name, c in (("train", train),
-                                                                                             ("forward", forward))}
-    products = estimate.modelled(estimate.Case("products", "vgg", "cpu", 128, budget.PEAK_TURNS), FixedSpeeds())
-    assert work["forward"] - products == pytest.approx((work["train"] - products) * estimate.FORWARD_FRACTION)
+    assert (train.steps, train.images_evaluated) == (steps, 0)
+    assert (forward.steps, forward.images_evaluated) == (0, steps * 128)
+    assert train.timed_seconds == forward.timed_seconds == 1.0 + budget.PEAK_TURNS * peaks.PROBE_SECONDS
+    work = {name: estimate.modelled(c, FixedSpeeds()) - estimate.SAFETY * train.timed_seconds
+            for name, c in (("train", train), ("forward", forward))}
+    assert work["forward"] == pytest.approx(work["train"] * estimate.FORWARD_FRACTION)
 
 
 def test_a_schedule_is_priced_one_evaluation_per_seed_and_a_target_one_per_epoch():

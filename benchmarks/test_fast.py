@@ -165,7 +165,8 @@ def test_the_finalists_verdicts_are_recorded_with_the_choice_and_cached_with_it(
 
     key = next(iter(json.loads(fast.cache_path().read_text())))
     for unreadable in ("a string", {"timings": {}}, {"variant": 7}, {"variant": "fp64-contiguous-eager-default"},
-                       {"variant": str(fused), "timings": []}, {"variant": str(fused), "verdicts": [1]}):
+                       {"variant": str(fused), "timings": [], "verdicts": []}, {"variant": str(fused), "verdicts": [1]},
+                       {"variant": str(fused), "timings": {}}):  # the last: before the verdicts were kept
         fast.cache_path().write_text(json.dumps({key: unreadable}))
         monkeypatch.setattr(fast, "_CHOSEN", {})
         calls.clear()
@@ -376,6 +377,9 @@ def test_a_gain_near_the_margin_must_show_on_the_turns_to_be_chosen():
     assert won.replaces is True and won.p_value == 1 / 2**7, "every turn below: the smallest p-value of 7 turns"
     assert won.info()["median_ratio"] == 0.92 and won.info()["outcome"] == "replaced"
     assert fast._judge(fused, base, BASELINE, base).replaces is False, "a tie never replaces"
+    two_turns = fast._judge(fused, [0.090, 0.100], BASELINE, [0.100, 0.100])  # a smoke probe's two turns
+    assert two_turns.info()["median_ratio"] == round(0.9**0.5, 4), "the median it was judged by: 0.9487, not 0.95"
+    assert two_turns.replaces is None, "under the bound of 0.95 by that median, and two turns prove nothing"
     assert fast._judge(fused, [s * 0.97 for s in base], BASELINE, base).replaces is False, "within the margin"
     assert fast._judge(Variant("bf16"), [s * 0.98 for s in base], fused, base).replaces, "as complex: faster is enough"
 

@@ -3,6 +3,7 @@ choose trains as fp32 does on every device of the run (``--devices``), that comp
 speed and never silently falls back to eager, that a batch too large for the device skips its case with the
 reason while a broken mode fails it, and how the peaks that utilisation divides by are measured."""
 import dataclasses
+import math
 import os
 
 import pytest
@@ -402,32 +403,47 @@ def test_short_products_are_timed_in_batches_between_two_synchronisations(monkey
     def kernel(a, b):
         clock[0] += 2 * a.shape[0] ** 3 / 1e15
 
-    tflops, size = peaks._tflops(kernel, "cpu", "fp32")
+    tflops, size, products = peaks._tflops(kernel, "cpu", "fp32")
     assert tflops == pytest.approx(1000.0) and size == peaks.PROBE_SIZES["cpu"]
+    assert products == math.ceil(peaks.PROBE_SECONDS / (2 * size**3 / 1e15))
     spans = [end - start for start, end in zip(timings[-2 * peaks.PROBE_REPEATS::2], timings[-2 * peaks.PROBE_REPEATS + 1::2])]
     assert len(spans) == peaks.PROBE_REPEATS and min(spans) >= peaks.PROBE_SECONDS
 
 
 def test_a_steps_share_of_the_peak_is_also_taken_in_turns_with_the_product_that_gave_the_peak(monkeypatch):
-    """A VM whose speed halves after the peak was measured: the share of the start's peak halves with it,
-    the share taken in turns with the peak's own product does not (each turn: one step, one product). Where no
-    peak was measured in that precision (a data sheet's GPU), there is no such figure."""
-    clock, speed = [0.0], 0.5  # the machine's speed in the turns, as a share of its speed at the peak's measurement
+    """A VM whose speed moves from turn to turn (from a quarter to twice its speed at the peak's measurement):
+    each turn's step and product see the same speed, so every turn reads the step's true share (0.5), but for
+    one turn whose step was interrupted, which the median leaves out; the product's TFLOP/s are those of the
+    turns. The device running out of memory for the product's operands leaves the timed rounds as they were,
+    with the reason; no peak measured for the precision, no figure."""
+    clock, speed, calls = [0.0], [1.0], []
+    speeds = iter([1.0, 0.25, 0.5, 2.0, 0.3, 1.0, 0.4, 0.8, 0.6, 0.35])
+    interrupted = 3  # the turn whose step takes three times as long
+
+    def step():  # 0.4 TFLOP at 0.5 TFLOP/s at full speed: half the peak
+        speed[0] = next(speeds)
+        clock[0] += 0.8 / speed[0] * (3 if len(calls) == 1 + interrupted * 3 else 1)
+
+    def product(a, b):  # 1 TFLOP/s at full speed: the peak
+        calls.append(speed[0])
+        clock[0] += 2 * a.shape[0] ** 3 / 1e12 / speed[0]
+
     monkeypatch.setattr(peaks.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(peaks.devices, "synchronize", lambda device: None)
-
-    def product(a, b):  # 1 TFLOP/s at full speed: the measured peak
-        clock[0] += 2 * a.shape[0] ** 3 / 1e12 / speed
-
-    def step():  # 0.4 TFLOP of work at 0.5 TFLOP/s at full speed: 0.5 of the peak, and 0.25 of it at half speed
-        clock[0] += 0.8 / speed
-
     monkeypatch.setitem(peaks._KERNELS, "fake", product)
-    monkeypatch.setattr(peaks, "_PEAK_PRODUCTS", {("cpu", "fp32", 2): ("fake", 64)})
+    monkeypatch.setattr(peaks, "_PEAK_PRODUCTS", {("cpu", "fp32", 2): ("fake", 64, 3)})  # 3 products a timing
     found = peaks.in_turns(step, 0.4e12, "cpu", "fp32", 2)
     assert found["utilisation_in_turns"] == pytest.approx(0.5)
-    assert found["utilisation_in_turns_range"] == pytest.approx([0.5, 0.5])
-    assert found["peak_in_turns_tflops"] == pytest.approx(0.5), "the product in the machine's state of the turns"
-    assert found["peak_in_turns_method"] == (f"{peaks.PAIRED_TURNS} turns of one step and one fake product of two "
-                                             f"64x64 matrices")
+    assert found["utilisation_in_turns_range"] == pytest.approx([0.5 / 3, 0.5])
+    assert found["peak_in_turns_tflops"] == pytest.approx(0.55), "the median of the turns' speeds, in TFLOP/s"
+    assert len(calls) == 1 + 3 * peaks.PAIRED_TURNS, "a warm-up, then each turn's three products"
+    assert found["peak_in_turns_method"] == (f"{peaks.PAIRED_TURNS} turns of one step and 3 fake product(s) of two "
+                                             f"64x64 matrices between two synchronisations")
     assert peaks.in_turns(step, 0.4e12, "cpu", "bf16", 2) == {}
+
+    def full(a, b):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 256.00 MiB")
+
+    monkeypatch.setitem(peaks._KERNELS, "fake", full)
+    assert peaks.in_turns(step, 0.4e12, "cpu", "fp32", 2) == {
+        "utilisation_in_turns_failed": "OutOfMemoryError: CUDA out of memory. Tried to allocate 256.00 MiB"}

@@ -29,10 +29,10 @@ from .variants import Variant
 
 # Untimed steps before a case's clock: the first, then the warm-up of each of up to two batch shapes.
 WARM_UP_STEPS = 1 + 2 * training.WARM_UP_STEPS
-# Untimed work after a step case's clock: its turns with the peak's product (``peaks.in_turns``), a step and a
-# product each, the product priced as a training step (a 2048-square product took about as long as VGGNet's
-# fp32 step on the Intel Xeon of docs/measured.md, 60-170 against 120-190 ms).
+# Untimed work after a step case's clock: its turns with the peak's product (``peaks.in_turns``), a step and
+# one of the peak's timings each (about ``peaks.PROBE_SECONDS``).
 PEAK_TURNS = peaks.PAIRED_TURNS
+PEAK_TURN_SECONDS = PEAK_TURNS * peaks.PROBE_SECONDS
 
 
 @dataclass
@@ -193,9 +193,9 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
         steps = config.getoption("benchmark_min_rounds") + WARM_UP_STEPS + PEAK_TURNS
         compiled = variant != "fast" and Variant.parse(variant).compiles
         forward = params.get("mode") == "forward"  # inference: its images priced as evaluated ones
-        case = estimate.Case(item.nodeid, model, device, batch, (0 if forward else steps) + PEAK_TURNS,
+        case = estimate.Case(item.nodeid, model, device, batch, 0 if forward else steps,
                              images_evaluated=steps * batch if forward else 0, compilations=int(compiled),
-                             timed_seconds=float(config.getoption("benchmark_max_time")))
+                             timed_seconds=float(config.getoption("benchmark_max_time")) + PEAK_TURN_SECONDS)
         return _with_probe(case, variant == "fast", config, probed, models.recipe(model).schedule)
     if test == "test_time_to_accuracy":
         recipe = models.recipe(model, params["recipe_name"])

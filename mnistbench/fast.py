@@ -124,6 +124,7 @@ class Verdict:
     candidate: Variant
     against: Variant
     ratios: tuple[float, ...]  # the candidate's step over the other's, turn by turn (a duel's turns included)
+    # (``info``'s median ratio is the one ``_judge`` decides by: of an even count, the middle two's geometric mean)
     bound: float  # what the ratios must come under: 1, or ``1 - MARGIN`` for a more complex candidate
     p_value: float | None  # the one-sided Wilcoxon test's, when the median ratio is under the bound
     replaces: bool | None  # None: under the bound by the median only, not by the test
@@ -131,8 +132,9 @@ class Verdict:
     def info(self) -> dict:
         outcome = {True: "replaced", False: "not under the bound",
                    None: "under the bound by the median only, not by the test"}[self.replaces]
+        median_ratio = math.exp(statistics.median([math.log(ratio) for ratio in self.ratios]))
         return {"candidate": str(self.candidate), "against": str(self.against), "outcome": outcome,
-                "median_ratio": round(statistics.median(self.ratios), 4), "bound": self.bound,
+                "median_ratio": round(median_ratio, 4), "bound": self.bound,
                 "p_value": None if self.p_value is None else round(self.p_value, 4),
                 "ratios": [round(ratio, 4) for ratio in self.ratios]}
 
@@ -165,7 +167,8 @@ def _cached_choice(entry, batch_size: int) -> Choice | None:
     of another version): the probe then measures again and writes it anew."""
     if not isinstance(entry, dict):
         return None
-    text, timings, verdicts = entry.get("variant"), entry.get("timings", {}), entry.get("verdicts", [])
+    # an entry of a version before the verdicts were kept is measured again: its result would hold none
+    text, timings, verdicts = entry.get("variant"), entry.get("timings", {}), entry.get("verdicts")
     if not (isinstance(text, str) and isinstance(timings, dict) and isinstance(verdicts, list)
             and all(isinstance(verdict, dict) for verdict in verdicts)):
         return None

@@ -6,6 +6,7 @@ the precision at hand with the run's threads, through BLAS and through the convo
 this CPU can achieve, emulated bf16 included. The same probe on a GPU shows how far its data sheet is
 from what it reaches.
 """
+import contextlib
 import math
 import re
 import statistics
@@ -34,9 +35,9 @@ MIN_PROBE_SIZE = 256
 PROBE_SECONDS = 0.2
 # A step and the peak's product taken in turns (``in_turns``): on this project's 2-core Intel Xeon VM the bf16
 # peak read 0.72 to 1.85 TFLOP/s in processes minutes apart, and within one process 0.35 to 0.98 on one core
-# over 4 s, so a step's share of a peak measured at another moment moved by as much; ten turns of VGGNet's
-# step and the product read 0.37-0.42 of the peak in three runs where the step over the run's best peak read
-# 0.15-0.16 (docs/measured.md).
+# over 4 s, so a step's share of a peak measured at another moment moved by as much. In 15 s of turns of
+# VGGNet's step and the product (ad-hoc, three runs) the step read 0.37-0.42 of the product's speed in the same
+# turns, where the median step over the best product of those runs read 0.15-0.16 (docs/measured.md).
 PAIRED_TURNS = 10
 
 
@@ -50,7 +51,8 @@ def datasheet_tflops(device_name: str, precision: str) -> float | None:
 
 
 _MEASURED: dict[tuple[str, str, int], float] = {}
-_PEAK_PRODUCTS: dict[tuple[str, str, int], tuple[str, int]] = {}  # the kernel and size that gave each peak
+# What gave each peak: the kernel, its size, and how many products one timing held
+_PEAK_PRODUCTS: dict[tuple[str, str, int], tuple[str, int, int]] = {}
 # The same product through each library the networks use: BLAS for linear layers (``torch.mm``), the
 # convolution library for convolutions (a 1x1 convolution over n pixels, in both memory formats).
 _KERNELS = {"mm": lambda a, b: torch.mm(a, b),
@@ -79,84 +81,103 @@ def measured() -> dict:
 
 
 def _probe(device: str, precision: str, threads: int) -> float:
-    """The best TFLOP/s of the same product through each library the networks use (``_KERNELS``), the kernel
-    and size that reached it kept for ``in_turns``. On an AMD CPU, MKL's fp32 GEMM reaches about half of what
-    oneDNN's convolution does."""
-    with backends.preserved():
-        backends.tune(device, tf32=precision == "tf32")
+    """The best TFLOP/s of the same product through each library the networks use (``_KERNELS``), what reached
+    it kept for ``in_turns``. On an AMD CPU, MKL's fp32 GEMM reaches about half of what oneDNN's convolution
+    does."""
+    with _settings(device, precision):
         found = {name: _tflops(kernel, device, precision) for name, kernel in _KERNELS.items()}
     best = max(found, key=lambda name: found[name][0])
-    _PEAK_PRODUCTS[(device, precision, threads)] = (best, found[best][1])
-    return found[best][0]
+    tflops, size, products = found[best]
+    _PEAK_PRODUCTS[(device, precision, threads)] = (best, size, products)
+    return tflops
 
 
 def in_turns(step: Callable[[], object], flop_per_step: float, device: str, precision: str, threads: int) -> dict:
     """A step's share of the peak with the step and the product that gave the peak taken in turns, ``PAIRED_TURNS``
     of each (step, product, step, ...), so that both see the machine in the same state: on a shared VM whose
     speed drifts, a share of a peak measured at another moment is off by as much as the drift. ``step`` runs
-    one step and waits for it; ``flop_per_step`` is its FLOP (``mnistbench.flops``). Returns the median share
-    (``utilisation_in_turns``), its lowest and highest turn, and the product's median TFLOP/s in the turns;
-    nothing where no peak was measured in this precision (a data sheet's GPU, or no measurement yet)."""
+    one step and waits for it; ``flop_per_step`` is its FLOP (``mnistbench.flops``). Each turn's product is
+    timed as one of the peak's timings was (as many products between two synchronisations), but once, where the
+    peak is the best of ``PROBE_REPEATS``: on a steady machine a turn's product reads a little under it.
+
+    Returns the median share (``utilisation_in_turns``), its lowest and highest turn, and the product's median
+    TFLOP/s in the turns; nothing where this run measured no peak for ``device``, ``precision`` and ``threads``;
+    where the device ran out of memory for the product's operands, or the step diverged, why (the timed rounds
+    stand)."""
     found = _PEAK_PRODUCTS.get((device, precision, threads))
     if found is None:
         return {}
-    name, size = found
-    kernel, generator = _KERNELS[name], torch.Generator().manual_seed(0)
-    a, b = (torch.randn(size, size, generator=generator).to(device, _DTYPES[precision]) for _ in range(2))
-
-    def product():
-        with backends.preserved():  # the product's settings for the product only: the step keeps its variant's
-            backends.tune(device, tf32=precision == "tf32")
-            kernel(a, b)
-            devices.synchronize(device)
-
-    product()  # warm-up: its operands' first use
+    name, size, products = found
+    kernel = _KERNELS[name]
     shares, products_tflops = [], []
-    for _ in range(PAIRED_TURNS):
-        start = time.perf_counter()
-        step()
-        step_seconds, start = time.perf_counter() - start, time.perf_counter()
-        product()
-        products_tflops.append(2 * size**3 / (time.perf_counter() - start) / 1e12)
-        shares.append(flop_per_step / step_seconds / 1e12 / products_tflops[-1])
+    try:
+        a, b = _operands(size, device, precision, torch.Generator().manual_seed(0))
+        with _settings(device, precision):
+            _timed(kernel, a, b, device)  # warm-up: the operands' first use
+        for _ in range(PAIRED_TURNS):
+            start = time.perf_counter()
+            step()
+            step_seconds = time.perf_counter() - start
+            with _settings(device, precision):  # the product's settings for the product only: the step keeps its own
+                products_tflops.append(_tflops_of(size, _timed(kernel, a, b, device, products)))
+            shares.append(flop_per_step / step_seconds / 1e12 / products_tflops[-1])
+    except (FloatingPointError, torch.OutOfMemoryError) as error:  # training diverged, or the device is full
+        return {"utilisation_in_turns_failed": f"{type(error).__name__}: {error}"}
     return {"utilisation_in_turns": statistics.median(shares),
             "utilisation_in_turns_range": [min(shares), max(shares)],
             "peak_in_turns_tflops": statistics.median(products_tflops),
-            "peak_in_turns_method": f"{PAIRED_TURNS} turns of one step and one {name} product of two {size}x{size} "
-                                    f"matrices"}
+            "peak_in_turns_method": f"{PAIRED_TURNS} turns of one step and {products} {name} product(s) of two "
+                                    f"{size}x{size} matrices between two synchronisations"}
+
+
+@contextlib.contextmanager
+def _settings(device: str, precision: str):
+    """The backend settings a peak is measured with, for the block only."""
+    with backends.preserved():
+        backends.tune(device, tf32=precision == "tf32")
+        yield
+
+
+def _operands(size: int, device: str, precision: str, generator: torch.Generator) -> list[torch.Tensor]:
+    return [torch.randn(size, size, generator=generator).to(device, _DTYPES[precision]) for _ in range(2)]
+
+
+def _timed(kernel, a: torch.Tensor, b: torch.Tensor, device: str, products: int = 1) -> float:
+    """Seconds per product of ``products`` back to back between two synchronisations."""
+    devices.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(products):
+        kernel(a, b)
+    devices.synchronize(device)
+    return (time.perf_counter() - start) / products
+
+
+def _tflops_of(size: int, seconds: float) -> float:
+    """TFLOP/s of one product of two ``size`` x ``size`` matrices in ``seconds``."""
+    return 2 * size**3 / seconds / 1e12
 
 
 def _as_images(matrix: torch.Tensor) -> torch.Tensor:
     return matrix.reshape(1, matrix.shape[0], -1, 32)
 
 
-def _tflops(kernel, device: str, precision: str) -> tuple[float, int]:
-    """TFLOP/s, and the size they were reached at: the best of ``PROBE_REPEATS`` timings after a warm-up, at
-    the largest size up to the device's that takes about ``PROBE_SECONDS`` a timing: an emulated bf16 product
-    of 2048x2048 takes a minute on an AVX2 CPU, so its size is chosen from a first product of 256x256. A
-    product shorter than that (a GPU's few milliseconds, where launching and synchronising would count) is
-    repeated between two synchronisations until a timing lasts about ``PROBE_SECONDS``."""
+def _tflops(kernel, device: str, precision: str) -> tuple[float, int, int]:
+    """TFLOP/s, the size they were reached at, and the products a timing held: the best of ``PROBE_REPEATS``
+    timings after a warm-up, at the largest size up to the device's that takes about ``PROBE_SECONDS`` a
+    timing: an emulated bf16 product of 2048x2048 takes a minute on an AVX2 CPU, so its size is chosen from a
+    first product of 256x256. A product shorter than that (a GPU's few milliseconds, where launching and
+    synchronising would count) is repeated between two synchronisations until a timing lasts about
+    ``PROBE_SECONDS``."""
     generator = torch.Generator().manual_seed(0)
-
-    def timed(a, b, products=1):
-        devices.synchronize(device)
-        start = time.perf_counter()
-        for _ in range(products):
-            kernel(a, b)
-        devices.synchronize(device)
-        return (time.perf_counter() - start) / products
-
-    def operands(size):
-        return [torch.randn(size, size, generator=generator).to(device, _DTYPES[precision]) for _ in range(2)]
-
-    small = operands(MIN_PROBE_SIZE)
-    timed(*small)  # warm-up: kernel selection, first allocations
-    scaled = int(MIN_PROBE_SIZE * (PROBE_SECONDS / timed(*small)) ** (1 / 3)) // 64 * 64
+    small = _operands(MIN_PROBE_SIZE, device, precision, generator)
+    _timed(kernel, *small, device)  # warm-up: kernel selection, first allocations
+    scaled = int(MIN_PROBE_SIZE * (PROBE_SECONDS / _timed(kernel, *small, device)) ** (1 / 3)) // 64 * 64
     size = max(MIN_PROBE_SIZE, min(PROBE_SIZES[torch.device(device).type], scaled))
-    a, b = operands(size)
-    products = max(1, math.ceil(PROBE_SECONDS / timed(a, b)))  # the first product at this size also warms it up
-    best = min(timed(a, b, products) for _ in range(PROBE_REPEATS))
-    return 2 * size**3 / best / 1e12, size
+    a, b = _operands(size, device, precision, generator)
+    # the first product at this size also warms it up
+    products = max(1, math.ceil(PROBE_SECONDS / _timed(kernel, a, b, device)))
+    best = min(_timed(kernel, a, b, device, products) for _ in range(PROBE_REPEATS))
+    return _tflops_of(size, best), size, products
 
 
 def probe_description(device: str) -> str:
