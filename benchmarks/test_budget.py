@@ -282,10 +282,10 @@ def test_an_inference_step_is_priced_at_a_third_of_a_training_step():
         return budget.case_of(item, config, set())
 
     train, forward = case("train"), case("forward")
-    steps = 10 + budget.WARM_UP_STEPS + budget.PEAK_TURNS  # the turns with the peak's product (peaks.in_turns) too
+    steps = 10 + budget.WARM_UP_STEPS + 10  # and as many turns with the peak's product as rounds (peaks.in_turns)
     assert (train.steps, train.images_evaluated) == (steps, 0)
     assert (forward.steps, forward.images_evaluated) == (0, steps * 128)
-    assert train.timed_seconds == forward.timed_seconds == 1.0 + budget.PEAK_TURNS * peaks.PROBE_SECONDS
+    assert train.timed_seconds == forward.timed_seconds == 1.0 + 10 * peaks.PROBE_SECONDS
     work = {name: estimate.modelled(c, FixedSpeeds()) - estimate.SAFETY * train.timed_seconds
             for name, c in (("train", train), ("forward", forward))}
     assert work["forward"] == pytest.approx(work["train"] * estimate.FORWARD_FRACTION)

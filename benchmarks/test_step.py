@@ -15,7 +15,8 @@ from mnistbench.pipelines import normalized_images
 from mnistbench.variants import Variant
 
 
-def test_step(benchmark, model_name, batch_size, device, step_variant, mode, train_set, dataset_name, fast_policy):
+def test_step(benchmark, model_name, batch_size, device, step_variant, mode, train_set, dataset_name, fast_policy,
+              pytestconfig):
     recipe = models.recipe(model_name)
     setup = None
     if step_variant == "fast":
@@ -67,6 +68,6 @@ def test_step(benchmark, model_name, batch_size, device, step_variant, mode, tra
         variant=variant, first_step_seconds=first_step_seconds, warm_up_seconds=warm_up_seconds,
         setup=setup, watched=watched_info))
     info = benchmark.extra_info
-    if info.get("peak_source") == "measured":  # timed, against a peak measured on this machine
+    if info.get("peak_source") == "measured":  # timed, against a peak measured on this machine: as many turns as rounds
         info.update(peaks.in_turns(synchronized_step, info["flops_per_image"] * batch_size, device, variant.precision,
-                                   torch.get_num_threads()))
+                                   torch.get_num_threads(), pytestconfig.getoption("benchmark_min_rounds")))

@@ -432,18 +432,18 @@ def test_a_steps_share_of_the_peak_is_also_taken_in_turns_with_the_product_that_
     monkeypatch.setattr(peaks.devices, "synchronize", lambda device: None)
     monkeypatch.setitem(peaks._KERNELS, "fake", product)
     monkeypatch.setattr(peaks, "_PEAK_PRODUCTS", {("cpu", "fp32", 2): ("fake", 64, 3)})  # 3 products a timing
-    found = peaks.in_turns(step, 0.4e12, "cpu", "fp32", 2)
+    found = peaks.in_turns(step, 0.4e12, "cpu", "fp32", 2, turns=10)
     assert found["utilisation_in_turns"] == pytest.approx(0.5)
     assert found["utilisation_in_turns_range"] == pytest.approx([0.5 / 3, 0.5])
     assert found["peak_in_turns_tflops"] == pytest.approx(0.55), "the median of the turns' speeds, in TFLOP/s"
-    assert len(calls) == 1 + 3 * peaks.PAIRED_TURNS, "a warm-up, then each turn's three products"
-    assert found["peak_in_turns_method"] == (f"{peaks.PAIRED_TURNS} turns of one step and 3 fake product(s) of two "
-                                             f"64x64 matrices between two synchronisations")
-    assert peaks.in_turns(step, 0.4e12, "cpu", "bf16", 2) == {}
+    assert len(calls) == 1 + 3 * 10, "a warm-up, then each turn's three products"
+    assert found["peak_in_turns_method"] == ("10 turns of one step and 3 fake product(s) of two 64x64 matrices "
+                                             "between two synchronisations")
+    assert peaks.in_turns(step, 0.4e12, "cpu", "bf16", 2, turns=10) == {}
 
     def full(a, b):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 256.00 MiB")
 
     monkeypatch.setitem(peaks._KERNELS, "fake", full)
-    assert peaks.in_turns(step, 0.4e12, "cpu", "fp32", 2) == {
+    assert peaks.in_turns(step, 0.4e12, "cpu", "fp32", 2, turns=10) == {
         "utilisation_in_turns_failed": "OutOfMemoryError: CUDA out of memory. Tried to allocate 256.00 MiB"}

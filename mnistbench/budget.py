@@ -29,10 +29,6 @@ from .variants import Variant
 
 # Untimed steps before a case's clock: the first, then the warm-up of each of up to two batch shapes.
 WARM_UP_STEPS = 1 + 2 * training.WARM_UP_STEPS
-# Untimed work after a step case's clock: its turns with the peak's product (``peaks.in_turns``), a step and
-# one of the peak's timings each (about ``peaks.PROBE_SECONDS``).
-PEAK_TURNS = peaks.PAIRED_TURNS
-PEAK_TURN_SECONDS = PEAK_TURNS * peaks.PROBE_SECONDS
 
 
 @dataclass
@@ -190,12 +186,15 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
     model, device = params["model_name"], params.get("device", "cpu")
     if test == "test_step":
         batch, variant = params["batch_size"], params["step_variant"]
-        steps = config.getoption("benchmark_min_rounds") + WARM_UP_STEPS + PEAK_TURNS
+        # after the clock, as many turns with the peak's product as the rounds' minimum (``peaks.in_turns``): a
+        # step and one of the peak's timings each (about ``peaks.PROBE_SECONDS``)
+        rounds = turns = config.getoption("benchmark_min_rounds")
+        steps = rounds + WARM_UP_STEPS + turns
         compiled = variant != "fast" and Variant.parse(variant).compiles
         forward = params.get("mode") == "forward"  # inference: its images priced as evaluated ones
         case = estimate.Case(item.nodeid, model, device, batch, 0 if forward else steps,
                              images_evaluated=steps * batch if forward else 0, compilations=int(compiled),
-                             timed_seconds=float(config.getoption("benchmark_max_time")) + PEAK_TURN_SECONDS)
+                             timed_seconds=float(config.getoption("benchmark_max_time")) + turns * peaks.PROBE_SECONDS)
         return _with_probe(case, variant == "fast", config, probed, models.recipe(model).schedule)
     if test == "test_time_to_accuracy":
         recipe = models.recipe(model, params["recipe_name"])

@@ -33,12 +33,6 @@ PROBE_SIZES = {"cpu": 2048, "cuda": 8192, "mps": 4096}
 PROBE_REPEATS = 5
 MIN_PROBE_SIZE = 256
 PROBE_SECONDS = 0.2
-# A step and the peak's product taken in turns (``in_turns``): on this project's 2-core Intel Xeon VM the bf16
-# peak read 0.72 to 1.85 TFLOP/s in processes minutes apart, and within one process 0.35 to 0.98 on one core
-# over 4 s, so a step's share of a peak measured at another moment moved by as much. In 15 s of turns of
-# VGGNet's step and the product (ad-hoc, three runs) the step read 0.37-0.42 of the product's speed in the same
-# turns, where the median step over the best product of those runs read 0.15-0.16 (docs/measured.md).
-PAIRED_TURNS = 10
 
 
 def datasheet_tflops(device_name: str, precision: str) -> float | None:
@@ -92,10 +86,14 @@ def _probe(device: str, precision: str, threads: int) -> float:
     return tflops
 
 
-def in_turns(step: Callable[[], object], flop_per_step: float, device: str, precision: str, threads: int) -> dict:
-    """A step's share of the peak with the step and the product that gave the peak taken in turns, ``PAIRED_TURNS``
-    of each (step, product, step, ...), so that both see the machine in the same state: on a shared VM whose
-    speed drifts, a share of a peak measured at another moment is off by as much as the drift. ``step`` runs
+def in_turns(step: Callable[[], object], flop_per_step: float, device: str, precision: str, threads: int,
+             turns: int) -> dict:
+    """A step's share of the peak with the step and the product that gave the peak taken in ``turns`` turns (step,
+    product, step, ...), so that both see the machine in the same state: on a shared VM whose speed drifts, a
+    share of a peak measured at another moment is off by as much as the drift (on this project's 2-core Intel
+    Xeon VM the bf16 peak read 0.72 to 1.85 TFLOP/s in processes minutes apart; in 15 s of turns of VGGNet's
+    step and the product, the step read 0.37-0.42 of the product's speed in the same turns where its median
+    over the best product of those runs read 0.15-0.16: docs/measured.md). ``step`` runs
     one step and waits for it; ``flop_per_step`` is its FLOP (``mnistbench.flops``). Each turn's product is
     timed as one of the peak's timings was (as many products between two synchronisations), but once, where the
     peak is the best of ``PROBE_REPEATS``: on a steady machine a turn's product reads a little under it.
@@ -114,7 +112,7 @@ def in_turns(step: Callable[[], object], flop_per_step: float, device: str, prec
         a, b = _operands(size, device, precision, torch.Generator().manual_seed(0))
         with _settings(device, precision):
             _timed(kernel, a, b, device)  # warm-up: the operands' first use
-        for _ in range(PAIRED_TURNS):
+        for _ in range(turns):
             start = time.perf_counter()
             step()
             step_seconds = time.perf_counter() - start
@@ -126,7 +124,7 @@ def in_turns(step: Callable[[], object], flop_per_step: float, device: str, prec
     return {"utilisation_in_turns": statistics.median(shares),
             "utilisation_in_turns_range": [min(shares), max(shares)],
             "peak_in_turns_tflops": statistics.median(products_tflops),
-            "peak_in_turns_method": f"{PAIRED_TURNS} turns of one step and {products} {name} product(s) of two "
+            "peak_in_turns_method": f"{turns} turns of one step and {products} {name} product(s) of two "
                                     f"{size}x{size} matrices between two synchronisations"}
 
 
