@@ -57,7 +57,7 @@ class SmallMapsAsMatmul(nn.Conv2d):
         """This module's convolution of ``images`` by ``weight`` and ``bias`` (its own, or the merged weights of
         convolutions of the same shape, ``SharedInputInception``)."""
         batch, channels, height, width = images.shape
-        if height * width > MAX_PIXELS:
+        if not _computed_as_product(height, width):
             if height * width <= GRADIENT_PIXELS and _same(self):
                 return _WeightGradientAsProduct.apply(images, weight, bias, self.padding)
             return self._conv_forward(images, weight, bias)
@@ -137,8 +137,14 @@ def _takes_dense_taps(conv: nn.Conv2d, height: int, width: int) -> bool:
     most ``MAX_PIXELS``, a "same" convolution with a kernel larger than 1x1 (a 1x1 one takes the NHWC rows as
     they are), whose padding reaches across the map, so that each output pixel sees every input pixel."""
     (pad_h, pad_w) = conv.padding
-    return (height * width <= MAX_PIXELS and _same(conv) and conv.kernel_size != (1, 1)
+    return (_computed_as_product(height, width) and _same(conv) and conv.kernel_size != (1, 1)
             and pad_h >= height - 1 and pad_w >= width - 1)
+
+
+def _computed_as_product(height: int, width: int) -> bool:
+    """Whether a convolution's map of ``height`` x ``width`` is computed as a matrix product: at most
+    ``MAX_PIXELS``."""
+    return height * width <= MAX_PIXELS
 
 
 def _same(conv: nn.Conv2d) -> bool:
@@ -237,7 +243,7 @@ def as_matrix_products(model: nn.Module, image_shape: tuple[int, int, int]) -> n
     for module, (height, width) in _maps(model, image_shape).items():  # each block's branches one by one
         if _takes_dense_taps(module, height, width):
             module.weight.data = _row_major(module.weight.data.permute(1, 2, 3, 0)).permute(3, 0, 1, 2)
-        elif height * width <= MAX_PIXELS or module in shared:
+        elif _computed_as_product(height, width) or module in shared:
             module.weight.data = _row_major(module.weight.data)
     for block in blocks:
         block.__class__ = SharedInputInception
@@ -285,7 +291,7 @@ def small_map_convolutions(model: nn.Module, image_shape: tuple[int, int, int]) 
     """How many of ``model``'s convolutions ``as_matrix_products`` would compute as matrix products on an
     image of ``image_shape`` (C, H, W): none (VGGNet's maps are 14x14 and larger, and it has no inception
     block) makes the ``matmul`` variant the native one under another name."""
-    return sum(height * width <= MAX_PIXELS for height, width in _maps(model, image_shape).values())
+    return sum(_computed_as_product(height, width) for height, width in _maps(model, image_shape).values())
 
 
 @functools.cache
