@@ -93,10 +93,10 @@ def in_turns(step: Callable[[], object], flop_per_step: float, device: str, prec
     share of a peak measured at another moment is off by as much as the drift (on this project's 2-core Intel
     Xeon VM the bf16 peak read 0.72 to 1.85 TFLOP/s in processes minutes apart; in 15 s of turns of VGGNet's
     step and the product, the step read 0.37-0.42 of the product's speed in the same turns where its median
-    over the best product of those runs read 0.15-0.16: docs/measured.md). ``step`` runs
-    one step and waits for it; ``flop_per_step`` is its FLOP (``mnistbench.flops``). Each turn's product is
-    timed as one of the peak's timings was (as many products between two synchronisations), but once, where the
-    peak is the best of ``PROBE_REPEATS``: on a steady machine a turn's product reads a little under it.
+    over the best product of those runs read 0.15-0.16: docs/measured.md). ``step`` runs one step and waits for
+    it; ``flop_per_step`` is its FLOP (``mnistbench.flops``). Each turn's product is timed as one of the peak's
+    timings was (as many products between two synchronisations), but once, where the peak is the best of
+    ``PROBE_REPEATS``: on a steady machine a turn's product reads a little under it.
 
     Returns the median share (``utilisation_in_turns``), its lowest and highest turn, and the product's median
     TFLOP/s in the turns; nothing where this run measured no peak for ``device``, ``precision`` and ``threads``;
