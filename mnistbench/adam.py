@@ -37,9 +37,9 @@ def _flat(optimizer: torch.optim.Optimizer):
         yield
     finally:
         for parameter, shape, stride in flattened:
-            parameter.data = parameter.data.as_strided(shape, stride, parameter.data.storage_offset())
-            parameter.grad = parameter.grad.as_strided(shape, stride, parameter.grad.storage_offset())
-            state[parameter].update({key: value.as_strided(shape, stride, value.storage_offset())
+            parameter.data = _strided_view(parameter.data, shape, stride)
+            parameter.grad = _strided_view(parameter.grad, shape, stride)
+            state[parameter].update({key: _strided_view(value, shape, stride)
                                      for key, value in _moments(parameter, state)})
 
 
@@ -65,4 +65,10 @@ def _moments(parameter: torch.Tensor, state) -> list[tuple[str, torch.Tensor]]:
 
 def _flat_view(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor``'s memory as one contiguous dimension (a dense tensor's, in the order its elements lie)."""
-    return tensor.as_strided((tensor.numel(),), (1,), tensor.storage_offset())
+    return _strided_view(tensor, (tensor.numel(),), (1,))
+
+
+def _strided_view(tensor: torch.Tensor, shape: torch.Size | tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
+    """A view of ``tensor``'s memory, from where it starts, with ``shape`` and ``stride``: ``_flat_view`` and its
+    inverse."""
+    return tensor.as_strided(shape, stride, tensor.storage_offset())
