@@ -383,7 +383,8 @@ def test_datasheet_peaks_are_known_only_for_listed_devices(device_name, precisio
 def test_a_peak_is_measured_once_per_device_precision_and_thread_count(monkeypatch):
     measured = []
     monkeypatch.setattr(peaks, "_MEASURED", {})
-    monkeypatch.setattr(peaks, "_probe", lambda device, precision, threads: measured.append((device, precision)) or 1.5)
+    monkeypatch.setattr(peaks, "_probe", lambda device, precision: measured.append((device, precision)) or
+                        peaks.Peak(1.5, 64, 1, "mm"))
     assert [peaks.measured_tflops("cpu", "fp32", 2) for _ in range(3)] == [1.5] * 3
     peaks.measured_tflops("cpu", "fp32", 1)
     peaks.measured_tflops("cpu", "bf16", 2)
@@ -431,7 +432,7 @@ def test_a_steps_share_of_the_peak_is_also_taken_in_turns_with_the_product_that_
     monkeypatch.setattr(peaks.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(peaks.devices, "synchronize", lambda device: None)
     monkeypatch.setitem(peaks._KERNELS, "fake", product)
-    monkeypatch.setattr(peaks, "_PEAK_PRODUCTS", {("cpu", "fp32", 2): ("fake", 64, 3)})  # 3 products a timing
+    monkeypatch.setattr(peaks, "_MEASURED", {("cpu", "fp32", 2): peaks.Peak(1.0, 64, 3, "fake")})  # 3 products a timing
     found = peaks.in_turns(step, 0.4e12, "cpu", "fp32", 2, turns=10)
     assert found["utilisation_in_turns"] == pytest.approx(0.5)
     assert found["utilisation_in_turns_range"] == pytest.approx([0.5 / 3, 0.5])

@@ -12,6 +12,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +45,18 @@ def datasheet_tflops(device_name: str, precision: str) -> float | None:
     return None
 
 
-_MEASURED: dict[tuple[str, str, int], float] = {}
-# What gave each peak: the kernel, its size, and how many products one timing held
-_PEAK_PRODUCTS: dict[tuple[str, str, int], tuple[str, int, int]] = {}
+@dataclass(frozen=True)
+class Peak:
+    """A measured peak and the product that gave it, which ``in_turns`` times again: its matrices' size, how
+    many products one timing held, and its kernel (a name in ``_KERNELS``)."""
+
+    tflops: float
+    size: int
+    products: int
+    kernel: str
+
+
+_MEASURED: dict[tuple[str, str, int], Peak] = {}
 # The same product through each library the networks use: BLAS for linear layers (``torch.mm``), the
 # convolution library for convolutions (a 1x1 convolution over n pixels, in both memory formats).
 _KERNELS = {"mm": lambda a, b: torch.mm(a, b),
@@ -61,29 +71,25 @@ def measured_tflops(device: str, precision: str, threads: int) -> float:
     measured once per run (``threads`` is part of the key: a CPU's peak depends on it)."""
     key = (device, precision, threads)
     if key not in _MEASURED:
-        _MEASURED[key] = _probe(device, precision, threads)
-    return _MEASURED[key]
+        _MEASURED[key] = _probe(device, precision)
+    return _MEASURED[key].tflops
 
 
 def measured() -> dict:
     """Every peak measured in this run, for the machine info: device -> precision -> TFLOP/s, and how."""
     table = {}
-    for (device, precision, threads), tflops in _MEASURED.items():
+    for (device, precision, threads), peak in _MEASURED.items():
         entry = table.setdefault(device, {"method": f"{probe_description(device)}, {threads} threads"})
-        entry[precision] = round(tflops, 4)
+        entry[precision] = round(peak.tflops, 4)
     return table
 
 
-def _probe(device: str, precision: str, threads: int) -> float:
-    """The best TFLOP/s of the same product through each library the networks use (``_KERNELS``), what reached
-    it kept for ``in_turns``. On an AMD CPU, MKL's fp32 GEMM reaches about half of what oneDNN's convolution
-    does."""
+def _probe(device: str, precision: str) -> Peak:
+    """The best of the same product through each library the networks use (``_KERNELS``), with this process's
+    threads. On an AMD CPU, MKL's fp32 GEMM reaches about half of what oneDNN's convolution does."""
     with _settings(device, precision):
-        found = {name: _tflops(kernel, device, precision) for name, kernel in _KERNELS.items()}
-    best = max(found, key=lambda name: found[name][0])
-    tflops, size, products = found[best]
-    _PEAK_PRODUCTS[(device, precision, threads)] = (best, size, products)
-    return tflops
+        found = [Peak(*_tflops(kernel, device, precision), name) for name, kernel in _KERNELS.items()]
+    return max(found, key=lambda peak: peak.tflops)
 
 
 def in_turns(step: Callable[[], object], flop_per_step: float, device: str, precision: str, threads: int,
@@ -102,14 +108,13 @@ def in_turns(step: Callable[[], object], flop_per_step: float, device: str, prec
     TFLOP/s in the turns; nothing where this run measured no peak for ``device``, ``precision`` and ``threads``;
     where the device ran out of memory for the product's operands, or the step diverged, why (the timed rounds
     stand)."""
-    found = _PEAK_PRODUCTS.get((device, precision, threads))
-    if found is None:
+    peak = _MEASURED.get((device, precision, threads))
+    if peak is None:
         return {}
-    name, size, products = found
-    kernel = _KERNELS[name]
+    kernel = _KERNELS[peak.kernel]
     shares, products_tflops = [], []
     try:
-        a, b = _operands(size, device, precision, torch.Generator().manual_seed(0))
+        a, b = _operands(peak.size, device, precision, torch.Generator().manual_seed(0))
         with _settings(device, precision):
             _timed(kernel, a, b, device)  # warm-up: the operands' first use
         for _ in range(turns):
@@ -117,15 +122,15 @@ def in_turns(step: Callable[[], object], flop_per_step: float, device: str, prec
             step()
             step_seconds = time.perf_counter() - start
             with _settings(device, precision):  # the product's settings for the product only: the step keeps its own
-                products_tflops.append(_tflops_of(size, _timed(kernel, a, b, device, products)))
+                products_tflops.append(_tflops_of(peak.size, _timed(kernel, a, b, device, peak.products)))
             shares.append(flop_per_step / step_seconds / 1e12 / products_tflops[-1])
     except (FloatingPointError, torch.OutOfMemoryError) as error:  # training diverged, or the device is full
         return {"utilisation_in_turns_failed": f"{type(error).__name__}: {error}"}
     return {"utilisation_in_turns": statistics.median(shares),
             "utilisation_in_turns_range": [min(shares), max(shares)],
             "peak_in_turns_tflops": statistics.median(products_tflops),
-            "peak_in_turns_method": f"{turns} turns of one step and {products} {name} product(s) of two "
-                                    f"{size}x{size} matrices between two synchronisations"}
+            "peak_in_turns_method": f"{turns} turns of one step and {peak.products} {peak.kernel} product(s) of "
+                                    f"two {peak.size}x{peak.size} matrices between two synchronisations"}
 
 
 @contextlib.contextmanager
