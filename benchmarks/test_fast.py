@@ -150,7 +150,7 @@ def test_a_choice_is_pinned_or_cached_per_machine_and_recorded(fake_timings, mon
 def test_the_finalists_verdicts_are_recorded_with_the_choice_and_cached_with_it(fake_timings, monkeypatch):
     """Why a probe chose (run 0021 of the Intel Xeon kept the default Adam over fused by its turns, which its
     result did not hold): each finalist's judgement goes into the result and the cache; a cache entry this
-    version cannot read is measured again, not a crash."""
+    version cannot read, or one naming a variant the probe could not have chosen, is measured again, not a crash."""
     table, calls = fake_timings
     fused = Variant(optimizer="fused")
     table.update({(str(BASELINE), 4): 0.01, (str(BASELINE), 128): 0.100, (str(fused), 128): 0.090})
@@ -161,10 +161,15 @@ def test_the_finalists_verdicts_are_recorded_with_the_choice_and_cached_with_it(
     [entry] = json.loads(fast.cache_path().read_text()).values()
     assert entry["verdicts"] == [verdict]
     monkeypatch.setattr(fast, "_CHOSEN", {})
-    assert fast.choose("vgg", "cpu", None, 128, [fused]).info()["fast_probe_verdicts"] == [verdict], "from the cache"
+    calls.clear()
+    cached = fast.choose("vgg", "cpu", None, 128, [fused])
+    assert (cached.source, calls, cached.info()["fast_probe_verdicts"]) == ("cache", [], [verdict])
 
     key = next(iter(json.loads(fast.cache_path().read_text())))
-    for unreadable in ("a string", {"timings": {}}, {"variant": 7}, {"variant": "fp64-contiguous-eager-default"},
+    for unreadable in ("a string", {"timings": {}}, {"variant": 7, "verdicts": []},
+                       {"variant": "fp64-contiguous-eager-default", "verdicts": []},
+                       {"variant": "tf32-contiguous-eager-default", "verdicts": []},  # the CPU cannot run it
+                       {"variant": "bf16-contiguous-eager-foreach", "verdicts": []},  # not a candidate of the key
                        {"variant": str(fused), "timings": [], "verdicts": []}, {"variant": str(fused), "verdicts": [1]},
                        {"variant": str(fused), "timings": {}}):  # the last: before the verdicts were kept
         fast.cache_path().write_text(json.dumps({key: unreadable}))

@@ -162,9 +162,10 @@ def _read_cache() -> dict:
     return cached if isinstance(cached, dict) else {}
 
 
-def _cached_choice(entry, batch_size: int) -> Choice | None:
-    """The choice a cache entry holds, or None for one this version cannot read (edited by hand, cut short, or
-    of another version): the probe then measures again and writes it anew."""
+def _cached_choice(entry, batch_size: int, device: str, candidates: list[Variant]) -> Choice | None:
+    """The choice a cache entry holds, or None for one this version cannot read (cut short, of another version,
+    or edited by hand into a variant the probe could not have chosen: one ``device`` cannot run, or neither the
+    baseline nor one of ``candidates``): the probe then measures again and writes it anew."""
     if not isinstance(entry, dict):
         return None
     # an entry of a version before the verdicts were kept is measured again: its result would hold none
@@ -175,6 +176,8 @@ def _cached_choice(entry, batch_size: int) -> Choice | None:
     try:
         variant = Variant.parse(text)
     except ValueError:
+        return None
+    if variant.unsupported_on(device) or variant not in (Variant(), *candidates):
         return None
     return Choice(variant, "cache", batch_size, timings, verdicts=tuple(verdicts))
 
@@ -433,7 +436,7 @@ def choose(model_name: str, device: str, train_set, batch_size: int, candidates:
     if key in _CHOSEN:
         return _CHOSEN[key]
     with _cache_lock():
-        cached = _cached_choice(_read_cache().get(key), batch_size) if use_cache else None
+        cached = _cached_choice(_read_cache().get(key), batch_size, device, candidates) if use_cache else None
         if cached:
             choice = cached
         else:
