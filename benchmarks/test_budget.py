@@ -269,19 +269,20 @@ def test_the_quick_probe_tries_what_can_win_on_the_device():
         "convolutions": variants.CONVOLUTIONS}
 
 
+def step_case(mode: str, device: str = "cpu"):
+    """``budget.case_of`` for a step case of VGGNet at batch 128, 10 rounds at least, 1 s of timed rounds."""
+    options = {"benchmark_min_rounds": 10, "benchmark_max_time": 1.0}
+    config = SimpleNamespace(getoption=options.get, mnistbench_fast_policy=setups.FastPolicy())
+    params = {"model_name": "vgg", "device": device, "batch_size": 128, "step_variant": str(Variant()), "mode": mode}
+    item = SimpleNamespace(nodeid=f"test_step[{mode}]", name=f"test_step[{mode}]", originalname="test_step",
+                           callspec=SimpleNamespace(params=params))
+    return budget.case_of(item, config, set())
+
+
 def test_an_inference_step_is_priced_at_a_third_of_a_training_step():
     """A forward step has no backward and no Adam: its images are priced as evaluated ones, a third of a
     training image (``FORWARD_FRACTION``), where a training step's are priced whole."""
-    options = {"benchmark_min_rounds": 10, "benchmark_max_time": 1.0}
-    config = SimpleNamespace(getoption=options.get, mnistbench_fast_policy=setups.FastPolicy())
-
-    def case(mode):
-        params = {"model_name": "vgg", "device": "cpu", "batch_size": 128, "step_variant": str(Variant()), "mode": mode}
-        item = SimpleNamespace(nodeid=f"test_step[{mode}]", name=f"test_step[{mode}]", originalname="test_step",
-                               callspec=SimpleNamespace(params=params))
-        return budget.case_of(item, config, set())
-
-    train, forward = case("train"), case("forward")
+    train, forward = step_case("train"), step_case("forward")
     steps = 10 + budget.WARM_UP_STEPS + 10  # and as many turns with the peak's product as rounds (peaks.in_turns)
     assert (train.steps, train.images_evaluated) == (steps, 0)
     assert (forward.steps, forward.images_evaluated) == (0, steps * 128)
@@ -289,6 +290,17 @@ def test_an_inference_step_is_priced_at_a_third_of_a_training_step():
     work = {name: estimate.modelled(c, FixedSpeeds()) - estimate.SAFETY * train.timed_seconds
             for name, c in (("train", train), ("forward", forward))}
     assert work["forward"] == pytest.approx(work["train"] * estimate.FORWARD_FRACTION)
+
+
+def test_a_step_against_a_gpus_data_sheet_is_priced_without_the_turns_with_the_peaks_product(monkeypatch):
+    """``peaks.in_turns`` runs only against a measured peak: a GPU the data sheets list (an H200) takes no turns
+    after its rounds, an unlisted one does."""
+    monkeypatch.setattr(peaks.torch.cuda, "is_available", lambda: True)
+    for name, turns in (("NVIDIA H200", 0), ("NVIDIA GeForce RTX 4090", 10)):
+        monkeypatch.setattr(peaks.devices, "name", lambda device, name=name: name)
+        case = step_case("train", "cuda:0")
+        assert (case.steps, case.timed_seconds) == (10 + budget.WARM_UP_STEPS + turns,
+                                                    1.0 + turns * peaks.PROBE_SECONDS), name
 
 
 def test_a_schedule_is_priced_one_evaluation_per_seed_and_a_target_one_per_epoch():

@@ -186,9 +186,11 @@ def case_of(item, config, probed: set[tuple]) -> estimate.Case | None:
     model, device = params["model_name"], params.get("device", "cpu")
     if test == "test_step":
         batch, variant = params["batch_size"], params["step_variant"]
-        # after the clock, as many turns with the peak's product as the rounds' minimum (``peaks.in_turns``): a
-        # step and one of the peak's timings each (about ``peaks.PROBE_SECONDS``)
-        rounds = turns = config.getoption("benchmark_min_rounds")
+        # after the clock, against a measured peak (not a listed GPU's data sheet), as many turns with the peak's
+        # product as the rounds' minimum (``peaks.in_turns``): a step and one of the peak's timings each (about
+        # ``peaks.PROBE_SECONDS``)
+        rounds = config.getoption("benchmark_min_rounds")
+        turns = 0 if peaks.datasheet_lists(device) else rounds
         steps = rounds + WARM_UP_STEPS + turns
         compiled = variant != "fast" and Variant.parse(variant).compiles
         forward = params.get("mode") == "forward"  # inference: its images priced as evaluated ones

@@ -45,6 +45,14 @@ def datasheet_tflops(device_name: str, precision: str) -> float | None:
     return None
 
 
+def datasheet_lists(device: str) -> bool:
+    """Whether ``device`` is a GPU the data sheets above list (every precision of it), whose utilisation is
+    then against its data sheet, not a measured peak; False for a CPU and for a GPU this machine cannot reach."""
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        return False
+    return datasheet_tflops(devices.name(device), "fp32") is not None
+
+
 @dataclass(frozen=True)
 class Peak:
     """A measured peak and the product that gave it, which ``in_turns`` times again: its matrices' size, how
@@ -106,8 +114,7 @@ def in_turns(step: Callable[[], object], flop_per_step: float, device: str, prec
 
     Returns the median share (``utilisation_in_turns``), its lowest and highest turn, and the product's median
     TFLOP/s in the turns; nothing where this run measured no peak for ``device``, ``precision`` and ``threads``;
-    where the device ran out of memory for the product's operands, or the step diverged, why (the timed rounds
-    stand)."""
+    where the device ran out of memory for the product's operands, why (the timed rounds stand)."""
     peak = _MEASURED.get((device, precision, threads))
     if peak is None:
         return {}
@@ -124,7 +131,7 @@ def in_turns(step: Callable[[], object], flop_per_step: float, device: str, prec
             with _settings(device, precision):  # the product's settings for the product only: the step keeps its own
                 products_tflops.append(_tflops_of(peak.size, _timed(kernel, a, b, device, peak.products)))
             shares.append(flop_per_step / step_seconds / 1e12 / products_tflops[-1])
-    except (FloatingPointError, torch.OutOfMemoryError) as error:  # training diverged, or the device is full
+    except torch.OutOfMemoryError as error:  # the device is full: the step's memory and the product's operands
         return {"utilisation_in_turns_failed": f"{type(error).__name__}: {error}"}
     return {"utilisation_in_turns": statistics.median(shares),
             "utilisation_in_turns_range": [min(shares), max(shares)],
