@@ -198,7 +198,8 @@ def test_a_budget_that_cannot_work_is_a_usage_error(seconds, workers, message):
 def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_rest(tmp_path):
     """Three benchmarks under a 4-second budget: the first finishes and is saved, the second (a minute long)
     is stopped at the deadline as Ctrl-C would stop it and not saved, the third is listed as not run; the run
-    exits 0 because nothing failed. Started, as a shell's background job is, with SIGINT ignored."""
+    ends with one line, not Ctrl-C's banner, and exits 0 because nothing failed. Started, as a shell's background
+    job is, with SIGINT ignored."""
     (tmp_path / "test_three.py").write_text(textwrap.dedent('''
         import time
 
@@ -221,6 +222,8 @@ def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_re
     assert result.returncode == 0, output
     assert "mnistbench: stopped test_three.py::test_b_long at the deadline, as Ctrl-C would" in output, output
     assert "mnistbench: not run (time budget): test_three.py::test_c_never_reached" in output, output
+    assert "Exit: mnistbench: time budget of 4 s reached: the run stopped as Ctrl-C would" in output, output
+    assert "KeyboardInterrupt" not in output, "one line, not Ctrl-C's banner and the frame it stopped in"
     [saved] = (tmp_path / "results").glob("*/0001_*.json")
     assert [bench["name"] for bench in json.loads(saved.read_text())["benchmarks"]] == ["test_a_short"]
 

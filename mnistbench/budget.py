@@ -295,6 +295,19 @@ def pytest_runtest_call(item):
     return result
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session):
+    """The deadline's interruption, wherever it fell (a case, a setup, between two), ends the run with one line
+    (``pytest.exit``), not Ctrl-C's banner and the frame it stopped in; a user's Ctrl-C stays as it is."""
+    try:
+        return (yield)
+    except KeyboardInterrupt:
+        budget = session.config.stash.get(_BUDGET, None)
+        if budget is None or not budget.expired:
+            raise
+        pytest.exit(f"mnistbench: time budget of {budget.seconds:g} s reached: the run stopped as Ctrl-C would")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, config):
     """After the deadline stopped a run: which case it stopped and which it never reached."""
