@@ -104,6 +104,17 @@ def item_of(run: budget.Budget, node_id: str, benchmark=None) -> SimpleNamespace
                            funcargs={} if benchmark is None else {"benchmark": benchmark})
 
 
+def test_the_line_before_the_run_says_what_fits_and_what_the_cases_left_out_would_need():
+    """As the run decides: a case that does not fit is left out and the next one tried. A total of hours beside
+    most cases fitting (a newcomer read it as a contradiction) is a few long cases, and the line says so."""
+    run = budget.Budget(300.0, estimates={"a": 100.0, "huge": 11_000.0, "b": 150.0, "c": 100.0})
+    assert budget._fitting(run, ["a", "huge", "b", "c"]) == (
+        "mnistbench: time budget 300 s: by these estimates 2 of 4 fit (about 4 min), headline benchmarks first; "
+        "2 left out would need about 185 min; the deadline stops the one still running")
+    assert budget._fitting(run, ["a", "b"]).endswith("2 of 2 fit (about 4 min), headline benchmarks first; "
+                                                      "the deadline stops the one still running")
+
+
 def test_a_case_whose_estimate_does_not_fit_in_the_time_left_is_not_started():
     run = budget.Budget(10.0, estimates={"big": 100.0, "small": 1.0})
     with pytest.raises(pytest.skip.Exception, match=r"^time budget: big not started, about 100 s needed and 10 s left "

@@ -163,14 +163,27 @@ def pytest_report_collectionfinish(config, items):
     lines = [str(estimate.Estimate(len(timed), from_stored, len(budget.estimates) - from_stored,
                                    sum(budget.estimates.values())))]
     if budget.seconds is not None:
-        fitting, left = 0, budget.left()
-        for item in timed:  # as the run will decide: a case that does not fit is skipped, the next one tried
-            needed = budget.estimates.get(item.nodeid, 0.0)
-            if needed <= left:
-                fitting, left = fitting + 1, left - needed
-        lines.append(f"mnistbench: time budget {budget.seconds:g} s: by these estimates {fitting} of {len(timed)} "
-                     f"fit, headline benchmarks first; the deadline stops the one still running")
+        lines.append(_fitting(budget, [item.nodeid for item in timed]))
     return lines
+
+
+def _fitting(budget: Budget, node_ids: list[str]) -> str:
+    """How many of the cases ``node_ids`` fit in the budget by their estimates, as the run will decide (a case
+    that does not fit is skipped, the next one tried), with the minutes of those that fit and of those left out:
+    a total far over the budget beside most cases fitting is a few long cases."""
+    fitting, left, left_out = [], budget.left(), []
+    for node_id in node_ids:
+        needed = budget.estimates.get(node_id, 0.0)
+        if needed <= left:
+            fitting.append(needed)
+            left -= needed
+        else:
+            left_out.append(needed)
+    line = (f"mnistbench: time budget {budget.seconds:g} s: by these estimates {len(fitting)} of {len(node_ids)} fit "
+            f"(about {sum(fitting) / 60:.0f} min), headline benchmarks first")
+    if left_out:
+        line += f"; {len(left_out)} left out would need about {sum(left_out) / 60:.0f} min"
+    return line + "; the deadline stops the one still running"
 
 
 MODELLED_TESTS = ("test_epoch", "test_step", "test_time_to_accuracy", "test_distributed")
