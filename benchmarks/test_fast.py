@@ -188,14 +188,21 @@ def test_a_pinned_variant_the_device_cannot_run_is_refused(mnist_train):
 
 def test_a_real_probe_times_real_steps(mnist_train, monkeypatch, tmp_path):
     monkeypatch.setenv(fast.CACHE_ENV, str(tmp_path))
-    best, timings, _ = fast.probe("vgg", "cpu", mnist_train, 32, [Variant(optimizer="fused")])
+    best, timings, verdicts = fast.probe("vgg", "cpu", mnist_train, 32, [Variant(optimizer="fused")])
     assert best in (BASELINE, Variant(optimizer="fused"))
     measured = {name: ms for name, ms in timings.items() if isinstance(ms, float)}
     assert str(BASELINE) in measured and all(ms > 0 for ms in measured.values()), timings
     assert all(ms.startswith("dropped: a step over") for ms in timings.values() if ms not in measured.values())
-    # a more complex variant is chosen only when faster than fp32 by the margin (by the median; the rank test
-    # on the turns may still keep fp32 when the median is past it)
-    assert best == BASELINE or measured[str(best)] < measured[str(BASELINE)] * (1 - fast.MARGIN)
+    # a more complex variant is chosen only when faster than fp32 by the margin, judged as the probe judges: two
+    # finalists by the median of their turn-by-turn ratios and the test on them (each one's own median, in
+    # ``timings``, can say otherwise on a busy machine: it failed so once under the test command's two
+    # workers), one that alone came within reach of the best by its first timing
+    judged = {verdict.candidate: verdict.info() for verdict in verdicts}
+    if best in judged:
+        assert judged[best]["outcome"] == "replaced" and judged[best]["median_ratio"] < 1 - fast.MARGIN, judged
+    else:
+        assert all(info["outcome"] != "replaced" for info in judged.values()), judged
+        assert best == BASELINE or measured[str(best)] < measured[str(BASELINE)] * (1 - fast.MARGIN)
 
 
 def test_fp16_is_timed_only_after_its_loss_scale_settles(monkeypatch):
