@@ -5,7 +5,7 @@ result files whose rounds give known verdicts."""
 import pytest
 
 from mnistbench.reports import compare, history, pairs, ratio, results, significance
-from stored import bench, report, write_run
+from stored import H100, bench, machine_info, report, table_lines, write_run
 
 STEP_ROUNDS = [0.100, 0.101, 0.099, 0.102, 0.098, 0.100, 0.103, 0.097, 0.101, 0.099]  # a step's 10 rounds
 LIMITS = {"others_share": 0.03, "steal_share": 0.03, "canary_drift": 0.3, "gpu_clock_events": []}
@@ -81,6 +81,26 @@ def test_a_canary_that_ran_at_another_speed_says_the_machine_differed(tmp_path):
     point = latest(tmp_path, [step(STEP_ROUNDS)], [step([t * 1.2 for t in STEP_ROUNDS], **slower_machine)])
     assert point.flag == "regression (disturbed)"
     assert point.note == "the canary ran 38% slower than in run 0001: the machine's speed differed"
+
+
+def test_an_upgrade_of_torch_or_the_gpu_driver_continues_the_series_and_its_change_names_it(tmp_path, capsys):
+    """"Did the last upgrade make it slower?": a GPU step 20% slower after torch and the driver were upgraded is
+    one series' regression, its note naming both upgrades, and each run keeps its own machine (a new driver is
+    a new machine key); another GPU is another series."""
+    upgraded = {**H100, "driver": "580.159.04"}
+    gpu_step = lambda data: step(data, device="cuda:0", device_name=H100["name"])  # noqa: E731
+    write_run(tmp_path, 1, [gpu_step(STEP_ROUNDS)], machine=machine_info(torch_version="2.11.0"))
+    write_run(tmp_path, 2, [gpu_step([t * 1.2 for t in STEP_ROUNDS])], machine=machine_info(gpus=(upgraded,)))
+    write_run(tmp_path, 3, [gpu_step(STEP_ROUNDS)],
+              machine=machine_info(gpus=({**H100, "name": "NVIDIA H200", "memory_gib": 139.8},)))
+    first, other = history.build(results.load([tmp_path]))
+    assert [point.result.driver for point in first.points] == ["570.86.15", "580.159.04"]
+    assert first.points[-1].flag == "regression"
+    assert first.points[-1].note == "torch 2.11.0 -> 2.14.1; driver 570.86.15 -> 580.159.04"
+    assert first.machine == "NVIDIA H100 80GB HBM3 (79.2 GiB; sm 9.0; driver 580.159.04)", "the newest run's"
+    assert [point.result.machine for point in other.points] == ["NVIDIA H200 (139.8 GiB; sm 9.0; driver 570.86.15)"]
+    status, out, err = report(capsys, "history", tmp_path)
+    assert status == 0 and [line.split("|")[2].strip() for line in table_lines(out)] == ["m1", "m2", "m3"], out
 
 
 def test_runs_without_stored_rounds_are_still_judged_by_their_spread(tmp_path):

@@ -93,22 +93,39 @@ def host(machine_info: dict, threads=None) -> str:
     return f"{name} ({'; '.join(parts)})"
 
 
-def identity(machine_info: dict, extra_info: dict) -> str:
+def identity(machine_info: dict, extra_info: dict, with_driver: bool = True) -> str:
     """Which device produced a stored benchmark, in the terms that decide its speed: the CPU with the threads
-    it used, or the GPU with its memory, compute capability and driver."""
+    it used, or the GPU with its memory, compute capability and driver (``with_driver=False`` leaves the driver
+    out: the same hardware before and after a driver upgrade, ``driver`` says which)."""
     device = extra_info["device"]
     if device == "cpu":
         threads = extra_info.get("threads") or (machine_info.get("mnistbench") or {}).get("cpu_threads") or "?"
         return host(machine_info, threads)
+    properties = _gpu_properties(machine_info, device)
+    if properties is None:
+        return f"{extra_info['device_name']} ({'memory and driver' if with_driver else 'memory'} unknown)"
+    driver = f"; driver {properties.get('driver') or 'unknown'}" if with_driver else ""
+    return f"{properties['name']} ({properties['memory_gib']} GiB; sm {properties['compute_capability']}{driver})"
+
+
+def driver(machine_info: dict, extra_info: dict) -> str | None:
+    """The driver of the GPU that produced a stored benchmark; None for a CPU, or where it was not stored."""
+    if extra_info["device"] == "cpu":
+        return None
+    properties = _gpu_properties(machine_info, extra_info["device"])
+    return properties.get("driver") if properties is not None else None
+
+
+def _gpu_properties(machine_info: dict, device: str) -> dict | None:
+    """The stored properties of ``device`` (``cuda:N``); None for another kind, and for files written before
+    GPU properties were stored, which hold names only."""
     gpus = (machine_info.get("mnistbench") or {}).get("gpus") or []
     kind, _, number = device.partition(":")
     index = int(number) if number.isdigit() else 0
     properties = gpus[index] if kind == "cuda" and index < len(gpus) else None
-    # files before GPU properties were stored hold names only
     if not isinstance(properties, dict) or not {"name", "memory_gib", "compute_capability"} <= properties.keys():
-        return f"{extra_info['device_name']} (memory and driver unknown)"
-    return (f"{properties['name']} ({properties['memory_gib']} GiB; sm {properties['compute_capability']}; "
-            f"driver {properties.get('driver') or 'unknown'})")
+        return None
+    return properties
 
 
 @functools.cache

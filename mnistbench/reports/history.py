@@ -17,13 +17,16 @@ its note why, and ``--fail-on-regression`` does not count it.
 
 Runs whose configuration differs (a smoke run of 256 samples beside full epochs), or that ran on another
 machine (``machine.identity``: two CPUs may share a model name and differ threefold in speed), form separate
-series, never a regression. Each series is shown with its machine, and its label names what sets it apart
-from the other series of that machine that would otherwise read the same.
+series, never a regression. An upgrade is what the history exists to judge ("did the last upgrade make it
+slower?"): a series continues across a new torch or torchvision and a new GPU driver, and the change's note
+names what was upgraded. Each run is shown with its machine (a new driver is a new machine key), and each
+series' label names what sets it apart from the other series of that hardware that would otherwise read the
+same.
 """
 import statistics
 from dataclasses import dataclass, field
 
-from .results import CONFIG_FIELDS, Result, run_names
+from .results import CONFIG_FIELDS, VERSION_FIELDS, Result, run_names
 from .significance import rank_test
 
 THRESHOLD = 0.07
@@ -43,8 +46,12 @@ class Point:
 @dataclass
 class Series:
     label: str
-    machine: str
     points: list[Point] = field(default_factory=list)
+
+    @property
+    def machine(self) -> str:
+        """The machine of the newest run (``machine.identity``: a driver upgrade within the series changes it)."""
+        return self.points[-1].result.machine
 
     @property
     def latest_regressed(self) -> bool:
@@ -121,17 +128,26 @@ def _point(previous: Result, current: Result, changes: list[float], threshold: f
             notes.insert(1, f"epochs needed {needed[0]:g} -> {needed[1]:g}: the recipe and seeds, not speed")
     elif current.extra_info["kind"] == "time-to-accuracy":
         notes.insert(0, "epochs needed not stored: the change mixes them with the speed")
+    notes += _upgrades(previous, current)
     disturbances = _disturbances(previous, current, names)
     if flag and disturbances:
         flag += DISTURBED
     return Point(current, change, noise, test.p, flag, "; ".join(notes + disturbances))
 
 
+def _upgrades(previous: Result, current: Result) -> list[str]:
+    """What was upgraded (or downgraded) between two runs of a series: torch, torchvision, the GPU's driver."""
+    changed = [(name, previous.versions.get(name), current.versions.get(name)) for name in VERSION_FIELDS]
+    changed.append(("driver", previous.driver, current.driver))
+    return [f"{name} {before or 'unknown'} -> {after or 'unknown'}" for name, before, after in changed
+            if before != after]
+
+
 def _key(result: Result) -> tuple:
     """What must agree for two runs to be one series: the benchmark (under its current name), its
-    configuration and the machine."""
+    configuration and the hardware (a driver upgrade, as a torch upgrade, continues the series)."""
     configuration = tuple(str(result.extra_info[f]) for f in CONFIG_FIELDS)
-    return result.identity, configuration, result.variant, result.machine, result.host
+    return result.identity, configuration, result.variant, result.hardware, result.host
 
 
 def _distinctions(result: Result) -> dict[str, str]:
@@ -148,9 +164,9 @@ def _distinctions(result: Result) -> dict[str, str]:
 
 
 def _labels(firsts: list[Result]) -> list[str]:
-    """``label (device)``, followed by whatever differs among the series of the same machine that would
+    """``label (device)``, followed by whatever differs among the series of the same hardware that would
     otherwise read the same."""
-    plain = [(result.label, result.device, result.machine) for result in firsts]
+    plain = [(result.label, result.device, result.hardware) for result in firsts]
     labels = []
     for label, result in zip(plain, firsts):
         alike = [_distinctions(other) for other, other_label in zip(firsts, plain) if other_label == label]
@@ -167,7 +183,7 @@ def build(results: list[Result], threshold: float = THRESHOLD) -> list[Series]:
     names = run_names([result.file for result in results])
     all_series = []
     for label, runs in zip(_labels([runs[0] for runs in grouped.values()]), grouped.values()):
-        series = Series(label, runs[0].machine, [Point(runs[0], note="; ".join(_disturbed(runs[0], names)))])
+        series = Series(label, [Point(runs[0], note="; ".join(_disturbed(runs[0], names)))])
         for previous, current in zip(runs, runs[1:]):
             series.points.append(_point(previous, current, [p.change for p in series.points[1:]], threshold, names))
         all_series.append(series)
@@ -180,7 +196,7 @@ def rows(all_series: list[Series]) -> list[dict]:
     names = run_names([point.result.file for series in all_series for point in series.points])
     return [{
         "benchmark": series.label,
-        "machine": series.machine,
+        "machine": point.result.machine,
         "run": names[point.result.file],
         "time": point.result.run_time.strftime("%Y-%m-%d %H:%M"),
         "median_s": point.result.median,

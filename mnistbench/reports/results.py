@@ -138,6 +138,8 @@ class Result:
     rounds: int
     machine: str  # the device that ran it, in the terms that decide its speed (``machine.identity``)
     host: str  # the CPU of the machine that wrote the file (``machine.host``)
+    hardware: str  # ``machine`` less a GPU's driver: the same before and after a driver upgrade
+    driver: str | None  # a GPU's driver (``machine.driver``); None on a CPU or where not stored
     data: tuple[float, ...] | None = None  # every round's seconds, where the run stored them (--benchmark-save-data)
 
     @property
@@ -346,7 +348,9 @@ def _result(bench, path: Path, run_time: datetime, versions: dict, machine_info:
                   extra_info=extra_info,
                   versions=versions, median=float(stats["median"]), iqr=float(stats["iqr"]),
                   rounds=int(stats["rounds"]), machine=machine.identity(machine_info, extra_info),
-                  host=machine.host(machine_info), data=tuple(stats["data"]) if stats.get("data") else None)
+                  host=machine.host(machine_info), hardware=machine.identity(machine_info, extra_info, with_driver=False),
+                  driver=machine.driver(machine_info, extra_info),
+                  data=tuple(stats["data"]) if stats.get("data") else None)
 
 
 def run_names(files) -> dict[Path, str]:
