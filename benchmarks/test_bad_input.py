@@ -801,6 +801,20 @@ def test_each_benchmark_is_compared_with_its_own_newest_result_of_this_machine(t
     assert lines == ["mnistbench: gate passed (median:10%): 2 benchmark(s) compared"] and status == 0
 
 
+def test_a_gpu_baseline_stored_before_a_driver_upgrade_is_what_the_gate_compares_with():
+    """The gate judges an upgrade against the run before it: a GPU's newest stored result with another driver is
+    its baseline; one of another GPU is not."""
+    def on(name, driver):
+        return {"mnistbench": {"gpus": [{"name": name, "memory_gib": 79.2, "compute_capability": "9.0",
+                                         "driver": driver}]}}
+    gpu_step = stored("test_step[vgg-b128-cuda:0-fast-train]", 1.0, **{"extra_info.device": "cuda:0"})
+    runs = [(Path("0001_before.json"), {"machine_info": on("NVIDIA H100", "570.86.15"), "benchmarks": [gpu_step]}),
+            (Path("0002_other.json"), {"machine_info": on("NVIDIA H200", "580.159.04"), "benchmarks": [gpu_step]})]
+    now = gate.identity(on("NVIDIA H100", "580.159.04"), gpu_step["extra_info"])
+    path, _, _ = gate.baseline(runs, gpu_step["fullname"], gate.same_identity(now, gate.Request(True)))
+    assert path.name == "0001_before.json"
+
+
 def test_a_regression_is_one_line_naming_it_and_fails_the_run(tmp_path):
     fp32, fast = STEPS
     lines, status, _ = run_gate_hooks(tmp_path, {"0001_full": (HERE, [stored(fp32, 1.0), stored(fast, 1.0)])},

@@ -11,7 +11,9 @@ into a crash, as does a storage outside the working folder; and a regression end
 
 Here pytest-benchmark gets neither option, so it loads nothing, and its ``compared_mapping`` is filled
 before it prepares its tables: each benchmark that ran with its newest stored result of the same machine
-identity (``machine.identity``: the CPU with its threads, or the GPU), or with ``--benchmark-compare=NUM``
+identity (``machine.identity``: the CPU with its threads, or the GPU whatever its driver: a baseline stored
+before a driver upgrade is what the gate judges the upgrade against, as one before a torch upgrade), or with
+``--benchmark-compare=NUM``
 with its result in that run (another machine said on one line). Its tables show those pairs, its
 ``--benchmark-compare-fail`` checks judge them here, and the verdict is one line. A gate with nothing
 stored for any selected benchmark is refused before the first one runs; the benchmarks without a stored
@@ -88,10 +90,10 @@ def _expression(check) -> str:
 
 
 def identity(machine_info, extra_info) -> str | None:
-    """``machine.identity`` of a stored or current result, or None where its fields cannot say (a hand-edited
-    or foreign file: any field may hold any JSON type)."""
+    """``machine.identity`` of a stored or current result less a GPU's driver, or None where its fields cannot
+    say (a hand-edited or foreign file: any field may hold any JSON type)."""
     try:
-        return machine.identity(machine_info, extra_info)
+        return machine.identity(machine_info, extra_info, with_driver=False)
     except (AttributeError, KeyError, TypeError, ValueError, IndexError):
         return None
 
