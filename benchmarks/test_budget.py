@@ -206,19 +206,23 @@ def test_a_budget_that_cannot_work_is_a_usage_error(seconds, workers, message):
         budget.pytest_configure(config)
 
 
-def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_rest(tmp_path):
+@pytest.mark.parametrize("long_case", ["benchmark.pedantic(time.sleep, args=(60,), rounds=1)",
+                                       "time.sleep(60)  # a probe or a warm-up, before the benchmark times"],
+                         ids=["in its rounds", "before them"])
+def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_rest(tmp_path, long_case):
     """Three benchmarks under a 4-second budget: the first finishes and is saved, the second (a minute long)
     is stopped at the deadline as Ctrl-C would stop it and not saved, the third is listed as not run; the run
-    ends with one line, not Ctrl-C's banner, and exits 0 because nothing failed. Started, as a shell's background
-    job is, with SIGINT ignored."""
-    (tmp_path / "test_three.py").write_text(textwrap.dedent('''
+    ends with one line, not Ctrl-C's banner (nor, where it stopped before the rounds, pytest-benchmark's warning
+    of a fixture "not used at all"), and exits 0 because nothing failed. Started, as a shell's background job
+    is, with SIGINT ignored."""
+    (tmp_path / "test_three.py").write_text(textwrap.dedent(f'''
         import time
 
         def test_a_short(benchmark):
             benchmark.pedantic(time.sleep, args=(0.01,), rounds=2)
 
         def test_b_long(benchmark):
-            benchmark.pedantic(time.sleep, args=(60,), rounds=1)
+            {long_case}
 
         def test_c_never_reached(benchmark):
             benchmark.pedantic(time.sleep, args=(0.01,), rounds=1)
@@ -235,6 +239,7 @@ def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_re
     assert "mnistbench: not run (time budget): test_three.py::test_c_never_reached" in output, output
     assert "Exit: mnistbench: time budget of 4 s reached: the run stopped as Ctrl-C would" in output, output
     assert "KeyboardInterrupt" not in output, "one line, not Ctrl-C's banner and the frame it stopped in"
+    assert "not used at all" not in output, output
     [saved] = (tmp_path / "results").glob("*/0001_*.json")
     assert [bench["name"] for bench in json.loads(saved.read_text())["benchmarks"]] == ["test_a_short"]
 
