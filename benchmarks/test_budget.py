@@ -237,11 +237,34 @@ def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_re
     assert result.returncode == 0, output
     assert "mnistbench: stopped test_three.py::test_b_long at the deadline, as Ctrl-C would" in output, output
     assert "mnistbench: not run (time budget): test_three.py::test_c_never_reached" in output, output
-    assert "Exit: mnistbench: time budget of 4 s reached: the run stopped as Ctrl-C would" in output, output
+    assert "Exit: mnistbench: time budget of 4 s reached while the cases ran: the run stopped as Ctrl-C would" in \
+        output, output
     assert "KeyboardInterrupt" not in output, "one line, not Ctrl-C's banner and the frame it stopped in"
     assert "not used at all" not in output, output
     [saved] = (tmp_path / "results").glob("*/0001_*.json")
     assert [bench["name"] for bench in json.loads(saved.read_text())["benchmarks"]] == ["test_a_short"]
+
+
+def test_a_deadline_before_the_first_case_says_so_and_exits_interrupted(tmp_path):
+    """Collecting (here a module that takes 30 s to import; in the suite the look at the machine and the
+    estimates) can outlast a short budget: one line says nothing ran, and the exit status is not success."""
+    (tmp_path / "test_slow_import.py").write_text(textwrap.dedent('''
+        import time
+        time.sleep(30)
+
+        def test_never_reached(benchmark):
+            benchmark.pedantic(time.sleep, args=(0.01,), rounds=1)
+    '''))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "mnistbench.budget", "-p", "no:cacheprovider", "--benchmark-only",
+         "--time-budget", "2", "test_slow_import.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": ""})
+    output = result.stdout + result.stderr
+    assert result.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "mnistbench: the deadline fell before the first case (while collecting, looking at the machine or " \
+           "estimating): nothing ran; give the run a longer budget" in output, output
+    assert "Exit: mnistbench: time budget of 2 s reached before the first case" in output, output
+    assert "KeyboardInterrupt" not in output, output
 
 
 def test_the_quick_matrix_holds_the_headline_cases_inference_steps_after_the_training_ones():

@@ -7,12 +7,13 @@ nothing saved. With a budget the run
   conservative model) fits in the time left, and skips it otherwise with both numbers;
 - at the deadline stops the running case as Ctrl-C does (the benchmarks that finished are saved, the
   interrupted one is not: ``mnistbench.storage``), lists the cases it never reached, and exits 0 when
-  nothing failed.
+  nothing failed (2 when the deadline fell before the first case: nothing ran).
 The budget counts from pytest's configuration to the deadline; saving the results comes after it. Every
 timed run prints its estimate before the first case, and every case records its whole cost as
 ``case_seconds``, which later runs' estimates read.
 """
 import _thread
+import contextlib
 import dataclasses
 import math
 import signal
@@ -49,8 +50,8 @@ class Budget:
     speeds: estimate.StepSpeeds = field(default_factory=estimate.StepSpeeds)
     benchmarks: list[str] = field(default_factory=list)  # node ids, in the order they run
     reached: list[str] = field(default_factory=list)  # node ids whose setup began (a case skipped for time too)
-    running: str | None = None  # the node id whose test function runs now
-    stopped: str | None = None  # the one that ran at the deadline; None if it fell between cases or in a setup
+    running: str | None = None  # the node id whose setup or test function runs now
+    stopped: str | None = None  # the one that ran at the deadline; None if it fell between cases or before them
     expired: bool = False
     timer: threading.Timer | None = None
 
@@ -114,7 +115,7 @@ def pytest_addoption(parser):
         "--time-budget", type=float, default=None, metavar="SECONDS",
         help="stop within this many seconds, headline benchmarks first: a case is started only if its estimate "
              "fits in the time left, the one running at the deadline is stopped as Ctrl-C would, the finished "
-             "ones are saved and the rest listed (exit 0 when nothing failed)")
+             "ones are saved and the rest listed (exit 0 when nothing failed, 2 when nothing started)")
 
 
 def pytest_configure(config):
@@ -280,6 +281,7 @@ def pytest_runtest_setup(item):
     if needed > left:
         pytest.skip(f"time budget: {item.name} not started, about {needed:.0f} s needed and {max(left, 0):.0f} s "
                     f"left of {budget.seconds:g} s")
+    budget.running = item.nodeid  # from its setup on: a deadline in a module's fixture stops this case
 
 
 @pytest.hookimpl(wrapper=True)
@@ -312,17 +314,32 @@ def pytest_runtest_call(item):
     return result
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtestloop(session):
-    """The deadline's interruption, wherever it fell (a case, a setup, between two), ends the run with one line
-    (``pytest.exit``), not Ctrl-C's banner and the frame it stopped in; a user's Ctrl-C stays as it is."""
+@contextlib.contextmanager
+def _one_line_at_the_deadline(session, when: str):
+    """The deadline's interruption ends the run with one line (``pytest.exit``) saying ``when`` it fell, not
+    Ctrl-C's banner and the frame it stopped in; a user's Ctrl-C stays as it is."""
     try:
-        return (yield)
+        yield
     except KeyboardInterrupt:
         budget = session.config.stash.get(_BUDGET, None)
         if budget is None or not budget.expired:
             raise
-        pytest.exit(f"mnistbench: time budget of {budget.seconds:g} s reached: the run stopped as Ctrl-C would")
+        pytest.exit(f"mnistbench: time budget of {budget.seconds:g} s reached {when}: the run stopped as Ctrl-C "
+                    f"would")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session):
+    """A deadline before the first case (collecting, looking at the machine, estimating): nothing ran."""
+    with _one_line_at_the_deadline(session, "before the first case"):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session):
+    """A deadline in a case, its setup, or between two."""
+    with _one_line_at_the_deadline(session, "while the cases ran"):
+        return (yield)
 
 
 @pytest.hookimpl(trylast=True)
@@ -335,6 +352,9 @@ def pytest_terminal_summary(terminalreporter, config):
     if budget.stopped:
         terminalreporter.write_line(f"mnistbench: stopped {budget.stopped} at the deadline, as Ctrl-C would: the "
                                     f"benchmarks that finished before it are saved")
+    elif not budget.reached:
+        terminalreporter.write_line("mnistbench: the deadline fell before the first case (while collecting, looking "
+                                    "at the machine or estimating): nothing ran; give the run a longer budget")
     else:
         terminalreporter.write_line("mnistbench: the deadline fell while no test function ran (between cases, or in "
                                     "a setup) and stopped the run as Ctrl-C would: the benchmarks that finished "
@@ -346,10 +366,12 @@ def pytest_terminal_summary(terminalreporter, config):
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_sessionfinish(session):
-    """The deadline cannot interrupt the saving; a run stopped by its budget with nothing failed exits 0."""
+    """The deadline cannot interrupt the saving; a run stopped by its budget with nothing failed exits 0, but one
+    stopped before its first case stays interrupted: nothing ran."""
     budget = session.config.stash.get(_BUDGET, None)
     if budget is not None:
         budget.disarm()
-        if budget.expired and session.exitstatus == pytest.ExitCode.INTERRUPTED and not session.testsfailed:
+        if budget.expired and session.exitstatus == pytest.ExitCode.INTERRUPTED and not session.testsfailed \
+                and budget.reached:
             session.exitstatus = pytest.ExitCode.OK
     return (yield)
