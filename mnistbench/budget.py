@@ -314,6 +314,14 @@ def pytest_runtest_call(item):
     return result
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item):
+    """A case's teardown, as the time between cases, stops no case (one skipped in its setup ends here too)."""
+    budget = item.config.stash.get(_BUDGET, None)
+    if budget is not None:
+        budget.running = None
+
+
 @contextlib.contextmanager
 def _one_line_at_the_deadline(session, when: str):
     """The deadline's interruption ends the run with one line (``pytest.exit``) saying ``when`` it fell, not
