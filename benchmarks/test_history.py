@@ -101,6 +101,32 @@ def test_an_upgrade_of_torch_or_the_gpu_driver_continues_the_series_and_its_chan
     assert [point.result.machine for point in other.points] == ["NVIDIA H200 (139.8 GiB; sm 9.0; driver 570.86.15)"]
     status, out, err = report(capsys, "history", tmp_path)
     assert status == 0 and [line.split("|")[2].strip() for line in table_lines(out)] == ["m1", "m2", "m3"], out
+    # the H100's series spans two machine keys, so the labels, not the keys, tell the two GPUs apart
+    assert [series.label for series in (first, other)] == [
+        "step-train vgg b128 (cuda:0, NVIDIA H100 80GB HBM3 (79.2 GiB; sm 9.0))",
+        "step-train vgg b128 (cuda:0, NVIDIA H200 (139.8 GiB; sm 9.0))"]
+
+
+def test_a_driver_or_version_unknown_on_both_sides_is_no_upgrade(tmp_path):
+    """Missing, null and "" all read "unknown": no "driver unknown -> unknown" between two of them."""
+    no_driver = {key: value for key, value in H100.items() if key != "driver"}
+    gpu_step = lambda data: step(data, device="cuda:0", device_name=H100["name"])  # noqa: E731
+    write_run(tmp_path, 1, [gpu_step(STEP_ROUNDS)], machine=machine_info(gpus=(no_driver,)))
+    write_run(tmp_path, 2, [gpu_step(STEP_ROUNDS)], machine=machine_info(gpus=({**H100, "driver": ""},)))
+    [series] = history.build(results.load([tmp_path]))
+    assert series.points[-1].note == ""
+
+
+def test_a_cell_holding_a_pipe_stays_one_markdown_cell(tmp_path, capsys):
+    """A hand-made driver "570|x" in a note: Markdown's escape, not a column more."""
+    gpu_step = lambda data: step(data, device="cuda:0", device_name=H100["name"])  # noqa: E731
+    write_run(tmp_path, 1, [gpu_step(STEP_ROUNDS)], machine=machine_info(gpus=({**H100, "driver": "570|x"},)))
+    write_run(tmp_path, 2, [gpu_step(STEP_ROUNDS)])
+    status, out, _ = report(capsys, "history", tmp_path)
+    rows = table_lines(out)
+    assert status == 0 and "driver 570\\|x -> 570.86.15" in rows[-1], out
+    [header] = [line for line in out.splitlines() if line.startswith("| benchmark")]
+    assert {row.replace("\\|", "").count("|") for row in rows} == {header.count("|")}, out
 
 
 def test_runs_without_stored_rounds_are_still_judged_by_their_spread(tmp_path):

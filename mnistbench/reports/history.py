@@ -139,8 +139,9 @@ def _upgrades(previous: Result, current: Result) -> list[str]:
     """What was upgraded (or downgraded) between two runs of a series: torch, torchvision, the GPU's driver."""
     changed = [(name, previous.versions.get(name), current.versions.get(name)) for name in VERSION_FIELDS]
     changed.append(("driver", previous.driver, current.driver))
+    # missing, null and "" all say "unknown": no change between two of them
     return [f"{name} {before or 'unknown'} -> {after or 'unknown'}" for name, before, after in changed
-            if before != after]
+            if (before or None) != (after or None)]
 
 
 def _key(result: Result) -> tuple:
@@ -159,14 +160,16 @@ def _distinctions(result: Result) -> dict[str, str]:
         "variant": result.variant,
         "recipe": result.recipe,
         "host": "" if result.device == "cpu" else f"host {result.host}",  # a CPU's identity includes its host
+        # a GPU series may span machine keys (a driver upgrade), so the label, not the key, tells two GPUs apart
+        "gpu": "" if result.device == "cpu" else result.hardware,
         "test": result.name.rsplit("::", 1)[-1],
     }
 
 
 def _labels(firsts: list[Result]) -> list[str]:
-    """``label (device)``, followed by whatever differs among the series of the same hardware that would
-    otherwise read the same."""
-    plain = [(result.label, result.device, result.hardware) for result in firsts]
+    """``label (device)``, followed by whatever differs among the series that would otherwise read the same: of
+    the same CPU (a CPU series keeps one machine key, which tells CPUs apart), or of any GPU."""
+    plain = [(result.label, result.device, result.hardware if result.device == "cpu" else None) for result in firsts]
     labels = []
     for label, result in zip(plain, firsts):
         alike = [_distinctions(other) for other, other_label in zip(firsts, plain) if other_label == label]
