@@ -25,10 +25,27 @@ def latest(tmp_path, *runs) -> history.Point:
     return series.points[-1]
 
 
-def test_a_step_made_20_percent_slower_is_a_significant_regression(tmp_path):
+def test_a_step_made_20_percent_slower_is_a_significant_regression(tmp_path, capsys):
     point = latest(tmp_path, [step(STEP_ROUNDS)], [step([t * 1.2 for t in STEP_ROUNDS])])
     assert point.flag == "regression" and point.change == pytest.approx(0.2, abs=0.01)
-    assert point.p < significance.ALPHA and point.note == ""
+    assert point.p < significance.ALPHA and point.noise is None and point.note == history.UNKNOWN_NOISE
+    status, _, err = report(capsys, "history", tmp_path, "--fail-on-regression")
+    assert status == 1 and err.strip().endswith("(1 before the run-to-run noise is known: rerun to confirm)"), err
+
+
+def test_a_regression_is_judged_against_the_run_to_run_noise_from_the_fourth_run_on(tmp_path):
+    """Two runs' rounds share their processes' machine states: until two changes came before it, a significant
+    change is flagged with the note that the noise between runs is not known (it is not zero: no 0% is shown);
+    from the fourth run on, a change within the typical run-to-run change is not flagged."""
+    runs = [STEP_ROUNDS, [t * 0.85 for t in STEP_ROUNDS], STEP_ROUNDS, [t * 1.12 for t in STEP_ROUNDS]]
+    for index, data in enumerate(runs, start=1):
+        write_run(tmp_path, index, [step(data)])
+    [series] = history.build(results.load([tmp_path]))
+    assert [(point.flag, point.noise, point.note == history.UNKNOWN_NOISE) for point in series.points[1:3]] == [
+        ("improvement", None, True), ("regression", None, True)]
+    last = series.points[-1]
+    assert last.change == pytest.approx(0.12) and last.noise == pytest.approx(0.16, abs=0.01), last
+    assert (last.flag, last.note) == ("", ""), "12% slower, within the runs' typical change of about 16%"
 
 
 def test_the_same_rounds_again_are_no_change(tmp_path):
@@ -96,7 +113,7 @@ def test_an_upgrade_of_torch_or_the_gpu_driver_continues_the_series_and_its_chan
     first, other = history.build(results.load([tmp_path]))
     assert [point.result.driver for point in first.points] == ["570.86.15", "580.159.04"]
     assert first.points[-1].flag == "regression"
-    assert first.points[-1].note == "torch 2.11.0 -> 2.14.1; driver 570.86.15 -> 580.159.04"
+    assert first.points[-1].note == f"torch 2.11.0 -> 2.14.1; driver 570.86.15 -> 580.159.04; {history.UNKNOWN_NOISE}"
     assert first.machine == "NVIDIA H100 80GB HBM3 (79.2 GiB; sm 9.0; driver 580.159.04)", "the newest run's"
     assert [point.result.machine for point in other.points] == ["NVIDIA H200 (139.8 GiB; sm 9.0; driver 570.86.15)"]
     status, out, err = report(capsys, "history", tmp_path)

@@ -72,7 +72,10 @@ def history_command(args) -> int:
         print(f"mnistbench: {len(unsure)} change(s) in the newest run involve a disturbed run, not counted as "
               f"regressions or improvements: {', '.join(unsure)}", file=sys.stderr)
     if regressed:
-        print(f"mnistbench: {len(regressed)} regression(s) in the newest run: {', '.join(regressed)}", file=sys.stderr)
+        unconfirmed = sum(series.points[-1].noise is None for series in all_series if series.latest_regressed)
+        print(f"mnistbench: {len(regressed)} regression(s) in the newest run: {', '.join(regressed)}"
+              + (f" ({unconfirmed} before the run-to-run noise is known: rerun to confirm)" if unconfirmed else ""),
+              file=sys.stderr)
         if args.fail_on_regression:
             return 1
     return 0

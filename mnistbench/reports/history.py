@@ -31,6 +31,11 @@ from .significance import rank_test
 
 THRESHOLD = 0.07
 DISTURBED = " (disturbed)"
+RUN_TO_RUN_CHANGES = 2  # the changes a series needs before its run-to-run noise is known
+# A significant change before that: on a shared VM whose speed moves between processes (VGGNet's step on this
+# project's Intel Xeon by a third between runs minutes apart, docs/measured.md), a rank test on two runs' rounds
+# calls a change of the machine significant too; a rerun tells them apart.
+UNKNOWN_NOISE = "run-to-run noise not known before a 4th run: rerun to tell the code's change from the machine's"
 
 
 @dataclass(frozen=True)
@@ -109,15 +114,16 @@ def _point(previous: Result, current: Result, changes: list[float], threshold: f
     """``current`` against ``previous``, the relative changes of the series before them in ``changes``."""
     per_epoch = bool(epochs(previous)) and bool(epochs(current))  # both times to accuracy that stored them
     change = speed(current, per_epoch) / speed(previous, per_epoch) - 1
-    run_to_run = statistics.median(abs(c) for c in changes) if len(changes) >= 2 else 0.0
+    # None until two changes came before: how much runs differ is then not known, not zero
+    run_to_run = statistics.median(abs(c) for c in changes) if len(changes) >= RUN_TO_RUN_CHANGES else None
     before, after = rounds(previous, per_epoch), rounds(current, per_epoch)
     test = rank_test(before, after)
     notes = [test.note] if test.note else []
     if test.p is not None:
         noise = run_to_run
-        flag = _flag(change, noise, threshold) if test.significant else ""
+        flag = _flag(change, noise or 0.0, threshold) if test.significant else ""
     elif before is None or after is None:  # runs older than their rounds: their spread stands in for a test
-        noise = max(previous.relative_noise, current.relative_noise, run_to_run)
+        noise = max(previous.relative_noise, current.relative_noise, run_to_run or 0.0)
         flag = _flag(change, noise, threshold)
     else:
         noise, flag = run_to_run, ""
@@ -132,6 +138,8 @@ def _point(previous: Result, current: Result, changes: list[float], threshold: f
     disturbances = _disturbances(previous, current, names)
     if flag and disturbances:
         flag += DISTURBED
+    elif flag and test.p is not None and run_to_run is None:  # the rounds of one process share its machine's state
+        notes.append(UNKNOWN_NOISE)
     return Point(current, change, noise, test.p, flag, "; ".join(notes + disturbances))
 
 
