@@ -166,7 +166,7 @@ def test_only_a_case_that_returned_teaches_the_model(raising):
 
 def test_the_deadline_names_the_case_running_then_never_one_skipped_or_finished(monkeypatch):
     """A case finished, the next skipped for want of time: a deadline falling then stopped no case. The one whose
-    test function runs at the deadline is named."""
+    setup or test function runs at the deadline is named."""
     monkeypatch.setattr(budget.signal, "pthread_kill", lambda thread, number: None, raising=False)  # no Ctrl-C here
     run = budget.Budget(10.0, estimates={"big": 100.0}, benchmarks=["finished", "big", "running", "never"])
     lines = []
@@ -183,15 +183,17 @@ def test_the_deadline_names_the_case_running_then_never_one_skipped_or_finished(
     call(item_of(run, "finished"))
     with pytest.raises(pytest.skip.Exception):
         budget.pytest_runtest_setup(item_of(run, "big"))
-    assert deadline() == ["mnistbench: the deadline fell while no test function ran (between cases, or in a setup) "
-                          "and stopped the run as Ctrl-C would: the benchmarks that finished are saved",
+    assert deadline() == ["mnistbench: the deadline fell while no case ran (between two) and stopped the run as "
+                          "Ctrl-C would: the benchmarks that finished are saved",
                           "mnistbench: not run (time budget): running",
                           "mnistbench: not run (time budget): never"]
     budget.pytest_runtest_setup(item_of(run, "running"))
+    stopped = ["mnistbench: stopped running at the deadline, as Ctrl-C would: the benchmarks that finished before it "
+               "are saved", "mnistbench: not run (time budget): never"]
+    assert deadline() == stopped, "in its setup (a module's fixture, its data)"
     wrapper = budget.pytest_runtest_call(item_of(run, "running"))
     next(wrapper)
-    assert deadline() == ["mnistbench: stopped running at the deadline, as Ctrl-C would: the benchmarks that "
-                          "finished before it are saved", "mnistbench: not run (time budget): never"]
+    assert deadline() == stopped
 
 
 @pytest.mark.parametrize("seconds, workers, message", [
@@ -206,23 +208,19 @@ def test_a_budget_that_cannot_work_is_a_usage_error(seconds, workers, message):
         budget.pytest_configure(config)
 
 
-@pytest.mark.parametrize("long_case", ["benchmark.pedantic(time.sleep, args=(60,), rounds=1)",
-                                       "time.sleep(60)  # a probe or a warm-up, before the benchmark times"],
-                         ids=["in its rounds", "before them"])
-def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_rest(tmp_path, long_case):
+def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_rest(tmp_path):
     """Three benchmarks under a 4-second budget: the first finishes and is saved, the second (a minute long)
     is stopped at the deadline as Ctrl-C would stop it and not saved, the third is listed as not run; the run
-    ends with one line, not Ctrl-C's banner (nor, where it stopped before the rounds, pytest-benchmark's warning
-    of a fixture "not used at all"), and exits 0 because nothing failed. Started, as a shell's background job
-    is, with SIGINT ignored."""
-    (tmp_path / "test_three.py").write_text(textwrap.dedent(f'''
+    ends with one line, not Ctrl-C's banner, and exits 0 because nothing failed. Started, as a shell's
+    background job is, with SIGINT ignored."""
+    (tmp_path / "test_three.py").write_text(textwrap.dedent('''
         import time
 
         def test_a_short(benchmark):
             benchmark.pedantic(time.sleep, args=(0.01,), rounds=2)
 
         def test_b_long(benchmark):
-            {long_case}
+            benchmark.pedantic(time.sleep, args=(60,), rounds=1)
 
         def test_c_never_reached(benchmark):
             benchmark.pedantic(time.sleep, args=(0.01,), rounds=1)
@@ -240,31 +238,48 @@ def test_the_deadline_stops_the_running_case_saves_the_finished_and_lists_the_re
     assert "Exit: mnistbench: time budget of 4 s reached while the cases ran: the run stopped as Ctrl-C would" in \
         output, output
     assert "KeyboardInterrupt" not in output, "one line, not Ctrl-C's banner and the frame it stopped in"
-    assert "not used at all" not in output, output
     [saved] = (tmp_path / "results").glob("*/0001_*.json")
     assert [bench["name"] for bench in json.loads(saved.read_text())["benchmarks"]] == ["test_a_short"]
 
 
-def test_a_deadline_before_the_first_case_says_so_and_exits_interrupted(tmp_path):
-    """Collecting (here a module that takes 30 s to import; in the suite the look at the machine and the
-    estimates) can outlast a short budget: one line says nothing ran, and the exit status is not success."""
-    (tmp_path / "test_slow_import.py").write_text(textwrap.dedent('''
-        import time
-        time.sleep(30)
+def test_a_deadline_before_the_first_case_says_so_and_exits_interrupted():
+    """Collecting, the look at the machine and the estimates can outlast a short budget: one line (no Ctrl-C
+    banner) says nothing ran, and the exit status stays "interrupted", not success; a user's own Ctrl-C is
+    left as it is."""
+    run = budget.Budget(2.0, benchmarks=["a", "b"])
+    session = SimpleNamespace(config=SimpleNamespace(stash={budget._BUDGET: run}),
+                              exitstatus=pytest.ExitCode.INTERRUPTED, testsfailed=0)
+    collecting = budget.pytest_collection(session)
+    next(collecting)
+    with pytest.raises(KeyboardInterrupt):
+        collecting.throw(KeyboardInterrupt())  # before the deadline: the user's
+    run.expired = True
+    collecting = budget.pytest_collection(session)
+    next(collecting)
+    with pytest.raises(pytest.exit.Exception, match="^mnistbench: time budget of 2 s reached before the first case: "
+                                                    "the run stopped as Ctrl-C would$"):
+        collecting.throw(KeyboardInterrupt())
+    lines = []
+    budget.pytest_terminal_summary(SimpleNamespace(section=lambda title: None, write_line=lines.append),
+                                   session.config)
+    assert lines == ["mnistbench: the deadline fell before the first case (while collecting, looking at the "
+                     "machine or estimating): nothing ran; give the run a longer budget",
+                     "mnistbench: not run (time budget): a", "mnistbench: not run (time budget): b"]
+    finishing = budget.pytest_sessionfinish(session)
+    next(finishing)
+    with pytest.raises(StopIteration):
+        finishing.send(None)
+    assert session.exitstatus == pytest.ExitCode.INTERRUPTED
 
-        def test_never_reached(benchmark):
-            benchmark.pedantic(time.sleep, args=(0.01,), rounds=1)
-    '''))
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "mnistbench.budget", "-p", "no:cacheprovider", "--benchmark-only",
-         "--time-budget", "2", "test_slow_import.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": ""})
-    output = result.stdout + result.stderr
-    assert result.returncode == pytest.ExitCode.INTERRUPTED, output
-    assert "mnistbench: the deadline fell before the first case (while collecting, looking at the machine or " \
-           "estimating): nothing ran; give the run a longer budget" in output, output
-    assert "Exit: mnistbench: time budget of 2 s reached before the first case" in output, output
-    assert "KeyboardInterrupt" not in output, output
+
+def test_a_case_the_deadline_stops_before_its_rounds_is_not_warned_of_as_unused():
+    """pytest-benchmark warns of a fixture "not used at all" unless its test was skipped: a case stopped in its
+    probe or warm-up is marked as it marks a skipped one."""
+    run = budget.Budget(10.0)
+    run.expired = True
+    benchmark = SimpleNamespace(extra_info={}, skipped=False)
+    call(item_of(run, "stopped", benchmark), KeyboardInterrupt())
+    assert benchmark.skipped
 
 
 def test_the_quick_matrix_holds_the_headline_cases_inference_steps_after_the_training_ones():

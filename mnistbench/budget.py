@@ -275,10 +275,7 @@ def pytest_runtest_setup(item):
         return
     budget.reached.append(item.nodeid)
     needed = budget.needed(item.nodeid)
-    if budget.seconds is None or needed is None:
-        return
-    left = budget.left()
-    if needed > left:
+    if budget.seconds is not None and needed is not None and needed > (left := budget.left()):
         pytest.skip(f"time budget: {item.name} not started, about {needed:.0f} s needed and {max(left, 0):.0f} s "
                     f"left of {budget.seconds:g} s")
     budget.running = item.nodeid  # from its setup on: a deadline in a module's fixture stops this case
@@ -364,9 +361,8 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line("mnistbench: the deadline fell before the first case (while collecting, looking "
                                     "at the machine or estimating): nothing ran; give the run a longer budget")
     else:
-        terminalreporter.write_line("mnistbench: the deadline fell while no test function ran (between cases, or in "
-                                    "a setup) and stopped the run as Ctrl-C would: the benchmarks that finished "
-                                    "are saved")
+        terminalreporter.write_line("mnistbench: the deadline fell while no case ran (between two) and stopped the "
+                                    "run as Ctrl-C would: the benchmarks that finished are saved")
     for node_id in budget.benchmarks:
         if node_id not in budget.reached:
             terminalreporter.write_line(f"mnistbench: not run (time budget): {node_id}")
