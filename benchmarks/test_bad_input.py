@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -187,6 +188,21 @@ def test_a_file_given_as_the_data_root_is_named(tmp_path, capsys):
     (["--samples", "-5"], 2, "mnistbench train: error: argument --samples: must be a positive integer, got -5"),
     (["--epochs", "ten"], 2, "mnistbench train: error: argument --epochs: must be a positive integer, got 'ten'"),
     (["--recipe", "slow"], 2, "mnistbench train: error: argument --recipe: invalid choice: 'slow'"),
+    (["--out", "{tmp}"], 2, "mnistbench: error: --out: {tmp} is a folder: name the model file, e.g. {tmp}/mnist_MODEL.pth"),
+    (["--out", "{tmp}/a-file"], 2,
+     "mnistbench: error: --out: {tmp}/a-file exists: name another file, or add --overwrite to replace it"),
+    (["--seed", str(10**24)], 2,
+     f"mnistbench train: error: argument --seed: must be an integer from 0 to 2**64 - 1, got {10**24}"),
+    (["--seed", "-1"], 2, "mnistbench train: error: argument --seed: must be an integer from 0 to 2**64 - 1, got -1"),
+    (["--device", " "], 2, "mnistbench: error: --device is empty: name one device, such as cpu or cuda:0"),
+    (["--fast-variant", "bf16-channels_last-eager-fused"], 2,
+     "mnistbench: error: --fast-variant pins the fast setup's variant, and the reference setup runs its own: add "
+     "--pipeline fast, or leave --fast-variant out"),
+    (["--recipe", "fast", "--pipeline", "resident", "--fast-variant", "bf16-channels_last-eager-fused"], 2,
+     "mnistbench: error: --fast-variant pins the fast setup's variant, and the resident setup runs its own"),
+    (["--recipe", "fast", "--fast-variant", "fp32-contiguous-eager-default-matmul"], 2,
+     "mnistbench: error: vgg has no convolution on maps of at most 4 pixels: fp32-contiguous-eager-default-matmul "
+     "would run fp32-contiguous-eager-default's kernels"),
 ])
 def test_bad_train_arguments_are_refused_before_training(args, status, message, tmp_path, mnist_root, capsys):
     (tmp_path / "a-file").write_text("")
@@ -194,6 +210,21 @@ def test_bad_train_arguments_are_refused_before_training(args, status, message, 
     code, out, err = run_cli(capsys, "train", "--model", "vgg", "--mnist-root", mnist_root, *args)
     assert code == status and out == ""
     assert first_line(err).startswith(message.format(tmp=tmp_path)), err
+
+
+def test_a_model_file_already_there_is_kept_unless_overwrite_is_given(tmp_path, monkeypatch, capsys):
+    """The articles' scripts replace mnist_vgg.pth on every run; a model trained for hours is not replaced by
+    the next command unless asked, and the refusal comes before any training."""
+    monkeypatch.chdir(tmp_path)
+    earlier = tmp_path / "mnist_vgg.pth"
+    earlier.write_bytes(b"hours of training")
+    args = ["train", "--model", "vgg", "--dataset", "synthetic", "--epochs", "1", "--samples", "128", "--no-progress"]
+    code, out, err = run_cli(capsys, *args)
+    assert (code, out) == (2, "") and err == ("mnistbench: error: --out: mnist_vgg.pth exists: name another file, or "
+                                              "add --overwrite to replace it\n")
+    assert earlier.read_bytes() == b"hours of training"
+    code, out, err = run_cli(capsys, *args, "--overwrite")
+    assert code == 0 and checkpoints.load("vgg", earlier) is not None, err
 
 
 def test_an_unknown_model_is_refused_naming_the_choices(capsys):
@@ -208,7 +239,7 @@ def pickled_model(path):
 
 @pytest.mark.parametrize("make, fault", [
     (None, "no such file"),
-    (lambda path: path.mkdir(), "no such file"),
+    (lambda path: path.mkdir(), "a folder, not a model file"),
     (lambda path: path.write_bytes(b""), "not a PyTorch state_dict file (EOFError while reading it)"),
     (lambda path: path.write_text("hello"), "not a PyTorch state_dict file (KeyError while reading it)"),
     ("truncated", "not a PyTorch state_dict file ("),
@@ -308,7 +339,27 @@ RESULT_FAULTS = {
                                 "not an object"),
     "machine_info as a list": ({**run_file([bench(median=9.0)], "2026-10-01T00:00:00+00:00"), "machine_info": []},
                                "skipped, machine_info is [], not an object"),
+    "no epochs": (run_file([bench(**{"extra_info.epochs": [2, 0]})]), f"skipped benchmark {BENCH}: extra_info.epochs[1] "
+                  "is 0, not one or more"),
+    "an empty list of epochs": (run_file([bench(**{"extra_info.epochs": []})]), f"skipped benchmark {BENCH}: "
+                                "extra_info.epochs is [], not a non-empty array"),
+    "a negative round": (run_file([bench(**{"stats.data": [1.0, -13.0]})]), f"skipped benchmark {BENCH}: "
+                         "stats.data[1] is -13.0, not above zero"),
+    "NaN rounds": (json.dumps(run_file([bench(**{"stats.data": [float("nan")]})])),
+                   f"skipped benchmark {BENCH}: stats.data[0] is NaN, not a finite number"),
+    "no ranks": (run_file([bench(**{"extra_info.world_size": 0})]), f"skipped benchmark {BENCH}: extra_info.world_size "
+                 "is 0, not one or more"),
+    "negative samples": (run_file([bench(**{"extra_info.samples": -128})]), f"skipped benchmark {BENCH}: "
+                         "extra_info.samples is -128, not one or more"),
+    "a canary of zero": (run_file([bench(**{"extra_info.quiet": {"canary_ms": [0.0, 0.0],
+                                                                 "limits": {"canary_drift": 0.5}}})]),
+                         f"skipped benchmark {BENCH}: extra_info.quiet.canary_ms[0] is 0.0, not above zero"),
+    "another suite's file": (run_file([{"name": f"test_{n}", "fullname": f"tests/test_x.py::test_{n}", "params": {},
+                                        "extra_info": {}, "stats": {"median": 1.0, "iqr": 0.1, "rounds": 5}}
+                                       for n in range(30)]),
+                             "skipped, not an mnistbench result file (no benchmark holds extra_info.kind)"),
     "a folder named .json": ("folder", "skipped, not readable JSON ([Errno 21] Is a directory"),
+    "a FIFO named .json": ("fifo", "skipped, not a regular file"),
     "a leftover partial save": (json.dumps(GOOD)[:100], None),
 }
 
@@ -321,6 +372,8 @@ def test_a_bad_results_file_is_one_warning_and_the_rest_is_reported(fault, comma
     name = ".0002_run.json.partial" if fault == "a leftover partial save" else "0002_run.json"
     if content == "folder":
         (tmp_path / name).mkdir()
+    elif content == "fifo":  # reading it would wait for a writer forever
+        os.mkfifo(tmp_path / name)
     else:
         write(tmp_path / name, content)
     before = snapshot(tmp_path)
@@ -331,6 +384,22 @@ def test_a_bad_results_file_is_one_warning_and_the_rest_is_reported(fault, comma
     else:
         assert len(err.splitlines()) == 1 and err.startswith(f"mnistbench: warning: {tmp_path / name}: {warning}"), err
     assert snapshot(tmp_path) == before
+
+
+def test_a_run_is_read_once_however_many_paths_lead_to_it(tmp_path, capsys):
+    """A folder named twice, or with its subfolder, or a copy of a run under another name, would otherwise put a
+    run beside itself: no change, and --fail-on-regression passing the run that regressed."""
+    runs = tmp_path / "results" / "Linux"
+    write(runs / "0001_a.json", run_file([bench(median=1.0)], "2026-11-01T10:00:00+00:00"))
+    write(runs / "0002_b.json", run_file([bench(median=2.0)], "2026-11-02T10:00:00+00:00"))
+    once = run_cli(capsys, "history", tmp_path / "results", "--format", "json")
+    for paths in ([tmp_path / "results"] * 2, [tmp_path / "results", runs], [runs / "0002_b.json", runs]):
+        assert run_cli(capsys, "history", *paths, "--format", "json") == once
+    copy = write(runs / "0002_b copy.json", (runs / "0002_b.json").read_text())
+    status, out, err = run_cli(capsys, "history", runs, "--format", "json")
+    assert (status, out) == once[:2] and json.loads(out)[-1]["change"] == "+100.0%"
+    assert err.splitlines()[1:] == once[2].splitlines()  # the copy sorts first: the original is the one skipped
+    assert err.splitlines()[0] == f"mnistbench: warning: {runs / '0002_b.json'}: skipped, the same run as {copy} (its time and machine)"
 
 
 # One value of each JSON type, named as the warnings name what belongs in a field.
@@ -401,18 +470,60 @@ def test_nothing_usable_is_an_error_after_the_warnings(command, paths, warning, 
                                 f"mnistbench: error: no usable pytest-benchmark results in {path}"]
 
 
-@pytest.mark.parametrize("command", ["ratio", "history"])
-@pytest.mark.parametrize("plot, message", [
-    ("{tmp}/no-such-folder/plot.png",
-     "mnistbench: error: [Errno 2] No such file or directory: '{tmp}/no-such-folder/plot.png'"),
-    ("{tmp}/plot.xyz", "mnistbench: error: Format 'xyz' is not supported"),
+@pytest.mark.parametrize("command", ["ratio", "history", "scaling"])
+@pytest.mark.parametrize("options, message", [
+    (["--plot", "{tmp}/plot.xyz"], "argument --plot: must name a .png, .svg, .pdf file, got '{tmp}/plot.xyz'"),
+    (["--plot", "{tmp}/plot"], "argument --plot: must name a .png, .svg, .pdf file, got '{tmp}/plot'"),
+    (["--plot", "{tmp}/no-such-folder/plot.png"], "argument --plot: folder {tmp}/no-such-folder does not exist"),
+    (["--plot", "{tmp}/a-file/plot.png"], "argument --plot: {tmp}/a-file is not a folder"),
 ])
-def test_a_plot_that_cannot_be_written_is_an_error_after_the_table(command, plot, message, tmp_path, capsys):
-    write(tmp_path / "0001_good.json", GOOD)
-    write(tmp_path / "0002_good.json", {**GOOD, "datetime": "2026-11-02T10:00:00+00:00"})  # a history to plot
-    status, out, err = run_cli(capsys, command, tmp_path, "--plot", plot.format(tmp=tmp_path))
-    assert status == 2 and "\n| benchmark" in out
-    assert first_line(err).startswith(message.format(tmp=tmp_path)), err
+def test_a_report_option_that_cannot_work_is_refused_before_the_report(command, options, message, tmp_path, capsys):
+    """Before reading a results file: matplotlib would write a name without a suffix as PNG under another name
+    than the one said, and refuse an unknown format after the table."""
+    write(tmp_path / "a-file", "")
+    status, out, err = run_cli(capsys, command, "{tmp}/no-results".format(tmp=tmp_path),
+                               *[option.format(tmp=tmp_path) for option in options])
+    assert (status, out) == (2, "") and first_line(err) == f"mnistbench {command}: error: {message.format(tmp=tmp_path)}"
+
+
+def test_a_line_break_in_a_stored_name_stays_within_its_row(tmp_path, capsys):
+    document = run_file([bench(median=2.0)])
+    document["machine_info"]["cpu"] = {"brand_raw": "AMD\nEPYC", "family": 25, "model": 17, "stepping": 1}
+    write(tmp_path / "0001_run.json", document)
+    status, out, err = run_cli(capsys, "history", tmp_path)
+    assert status == 0 and err == ""
+    legend, blank, *table = out.splitlines()
+    assert legend.startswith("- m1: AMD EPYC (") and blank == "" and len(table) == 3, out
+    assert all(line.startswith("| ") and line.endswith(" |") for line in table[:1] + table[2:]), out
+
+
+def test_ctrl_c_while_torch_imports_is_one_line(monkeypatch, capsys):
+    """The first seconds of every command import torch: Ctrl-C there says what it says later, not a traceback."""
+    import mnistbench.__main__ as command
+
+    class Importing(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "mnistbench.cli", Importing("mnistbench.cli"))
+    assert command.run() == 130 and capsys.readouterr().err == "mnistbench: interrupted\n"
+
+
+def test_a_page_in_a_missing_folder_is_refused_before_the_report(tmp_path, capsys):
+    status, out, err = run_cli(capsys, "report", tmp_path / "no-results", "--html", tmp_path / "no" / "page.html")
+    assert (status, out) == (2, "")
+    assert first_line(err) == f"mnistbench report: error: argument --html: folder {tmp_path / 'no'} does not exist"
+
+
+@pytest.mark.parametrize("threshold, message", [
+    ("7", "must be a fraction between 0 and 1 such as 0.07 (7%), got 7"),
+    ("0", "must be a fraction between 0 and 1 such as 0.07 (7%), got 0"),
+    ("nan", "must be a fraction between 0 and 1 such as 0.07 (7%), got nan"),
+    ("7%", "must be a fraction such as 0.07 (7%), got '7%'"),
+])
+def test_a_history_threshold_is_a_fraction(threshold, message, tmp_path, capsys):
+    status, out, err = run_cli(capsys, "history", tmp_path, "--threshold", threshold)
+    assert (status, out) == (2, "") and first_line(err) == f"mnistbench history: error: argument --threshold: {message}"
 
 
 def test_a_results_folder_with_thousands_of_files_is_read_whole(tmp_path, capsys):

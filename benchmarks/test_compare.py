@@ -84,6 +84,27 @@ def test_compare_names_machines_by_key_identity_or_a_part_only_one_holds(capsys)
     assert "m2 = AMD EPYC (AuthenticAMD 26/2/1" in err and "m3 = AMD EPYC (AuthenticAMD 26/2/1" in err
 
 
+def test_a_machine_named_by_its_key_keeps_it_beside_a_file_of_an_earlier_machine(tmp_path, capsys):
+    """Keys number the machines of the stored results; a file read from elsewhere, even of an older run, gets
+    the next key, so that the B named m1 is m1 in the legend and the table too."""
+    write_run(tmp_path / "stored", 5, [bench(median=1.0)])
+    earlier = write_run(tmp_path / "elsewhere", 1, [bench(median=2.0)], machine=EPYC1_MACHINE)
+    status, out, err = report(capsys, "compare", earlier, "m1", "--results", tmp_path / "stored")
+    assert status == 0, err
+    assert out.splitlines()[0].startswith(f"A = {earlier}, B = m1.")
+    assert f"- m1: {ZEN4_ID}" in out.splitlines() and f"- m2: {EPYC1_ID}" in out.splitlines()
+    row = table_lines(out)[0]
+    assert [row.split("|")[i].strip() for i in (3, 6)] == ["m2", "m1"], row
+
+
+def test_the_default_reference_away_from_the_checkout_is_one_line_naming_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = report(capsys, "score", REPO / "results")
+    assert (status, out) == (2, "")
+    assert err == (f"mnistbench: error: the default reference {score.DEFAULT_REFERENCE} is not here: run from the "
+                   "checkout's root, or name a reference run with --reference RUN\n")
+
+
 @pytest.mark.parametrize("changed, reason", [
     ({"samples": 256}, "samples differs (A 60000, B 256)"),
     ({"batch_size": 512}, "batch_size differs (A 128, B 512)"),

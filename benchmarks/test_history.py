@@ -5,7 +5,7 @@ result files whose rounds give known verdicts."""
 import pytest
 
 from mnistbench.reports import compare, history, pairs, ratio, results, significance
-from stored import H100, bench, machine_info, report, table_lines, write_run
+from stored import EPYC1, H100, bench, machine_info, report, table_lines, write_run
 
 STEP_ROUNDS = [0.100, 0.101, 0.099, 0.102, 0.098, 0.100, 0.103, 0.097, 0.101, 0.099]  # a step's 10 rounds
 LIMITS = {"others_share": 0.03, "steal_share": 0.03, "canary_drift": 0.3, "gpu_clock_events": []}
@@ -31,6 +31,21 @@ def test_a_step_made_20_percent_slower_is_a_significant_regression(tmp_path, cap
     assert point.p < significance.ALPHA and point.noise is None and point.note == history.UNKNOWN_NOISE
     status, _, err = report(capsys, "history", tmp_path, "--fail-on-regression")
     assert status == 1 and err.strip().endswith("(1 before the run-to-run noise is known: rerun to confirm)"), err
+
+
+def test_the_gate_judges_the_newest_run_alone(tmp_path, capsys):
+    """An older run's regression, on a machine that has not run since, stays in the table, and the gate of the
+    newest run (a CI job's, on another machine) passes; it fails once its own run regresses."""
+    write_run(tmp_path, 1, [step(STEP_ROUNDS)])
+    write_run(tmp_path, 2, [step([t * 1.2 for t in STEP_ROUNDS])])  # the first machine's last run: regressed
+    other = machine_info(cpu=EPYC1, capability="AVX2")
+    write_run(tmp_path, 3, [step(STEP_ROUNDS)], machine=other)
+    write_run(tmp_path, 4, [step(STEP_ROUNDS)], machine=other)
+    status, out, err = report(capsys, "history", tmp_path, "--fail-on-regression")
+    assert status == 0 and err == "" and "| regression" in out
+    write_run(tmp_path, 5, [step([t * 1.2 for t in STEP_ROUNDS])], machine=other)
+    status, _, err = report(capsys, "history", tmp_path, "--fail-on-regression")
+    assert status == 1 and err.startswith("mnistbench: 1 regression(s) in the newest run: step-train vgg b128 (cpu) on m2")
 
 
 def test_a_regression_is_judged_against_the_run_to_run_noise_from_the_fourth_run_on(tmp_path):

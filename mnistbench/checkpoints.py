@@ -29,6 +29,8 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
 def load(model_name: str, path: str | os.PathLike, device: str = "cpu") -> nn.Module:
     """A ``model_name`` network with the weights stored in ``path``, on ``device``, in eval mode."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, not a model file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:

@@ -9,7 +9,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 import models
 
-from . import allocator, checkpoints, data, devices, distributed, profile, setups, train_job, training
+from . import allocator, atomic, checkpoints, data, devices, distributed, profile, setups, train_job, training
 from .reports import claims, compare, history, machines, page, plots, ratio, results, scaling, score, tables
 from .evaluation import evaluate
 from .variants import Variant
@@ -31,7 +31,8 @@ def _load(paths) -> list[results.Result]:
 
 def _sides(texts: list[str], stored: list[str]) -> tuple[list[list[results.Result]], dict[str, str]]:
     """The results each of ``texts`` names: a file or folder (of one machine), else a machine (``machines.select``)
-    of the results under ``stored``; and the machine keys of all that was read."""
+    of the results under ``stored``; and the machine keys of all that was read: the stored results' own (by which
+    a side may be named), then the next ones for what only the files hold."""
     read, sides = [], []
     for text in texts:
         if Path(text).exists():
@@ -39,8 +40,7 @@ def _sides(texts: list[str], stored: list[str]) -> tuple[list[list[results.Resul
         else:
             read = read or _load(stored)
             sides.append(machines.select(text, read))
-    everything = sorted(read + [result for side in sides for result in side], key=lambda result: result.run_time)
-    return sides, machines.keys(everything)
+    return sides, machines.extended(machines.keys(read), [result for side in sides for result in side])
 
 
 def ratio_command(args) -> int:
@@ -65,14 +65,15 @@ def history_command(args) -> int:
     if args.plot:
         left_out = plots.history_chart(all_series, args.plot)
         print(f"mnistbench: wrote {args.plot} ({left_out} series with a single run left out)", file=sys.stderr)
-    regressed = [f"{series.label} on {machine_keys[series.machine]}" for series in all_series if series.latest_regressed]
-    unsure = [f"{series.label} on {machine_keys[series.machine]}" for series in all_series
+    judged = history.in_newest_run(all_series)
+    regressed = [f"{series.label} on {machine_keys[series.machine]}" for series in judged if series.latest_regressed]
+    unsure = [f"{series.label} on {machine_keys[series.machine]}" for series in judged
               if series.points[-1].flag.endswith(history.DISTURBED)]
     if unsure:
         print(f"mnistbench: {len(unsure)} change(s) in the newest run involve a disturbed run, not counted as "
               f"regressions or improvements: {', '.join(unsure)}", file=sys.stderr)
     if regressed:
-        unconfirmed = sum(series.points[-1].noise is None for series in all_series if series.latest_regressed)
+        unconfirmed = sum(series.points[-1].noise is None for series in judged if series.latest_regressed)
         print(f"mnistbench: {len(regressed)} regression(s) in the newest run: {', '.join(regressed)}"
               + (f" ({unconfirmed} before the run-to-run noise is known: rerun to confirm)" if unconfirmed else ""),
               file=sys.stderr)
@@ -105,9 +106,12 @@ def compare_command(args) -> int:
 def score_command(args) -> int:
     """``mnistbench score``: each machine's score against the reference run; exit status 1 when no result is of
     a benchmark the score lists."""
+    if args.reference == score.DEFAULT_REFERENCE and not Path(args.reference).exists():
+        raise ValueError(f"the default reference {args.reference} is not here: run from the checkout's root, or "
+                         f"name a reference run with --reference RUN")
     loaded = _load(args.paths)
     [reference], _ = _sides([args.reference], args.paths)
-    machine_keys = machines.keys(sorted(loaded + reference, key=lambda result: result.run_time))
+    machine_keys = machines.extended(machines.keys(loaded), reference)
     found = score.scores(reference, loaded)
     if not found:
         print("mnistbench: no result of a benchmark the score lists", file=sys.stderr)
@@ -126,7 +130,9 @@ def report_command(args) -> int:
         reference = []
     else:
         [reference], _ = _sides([args.reference], args.paths)
-    Path(args.html).write_text(page.build(loaded, reference, args.reference, args.paths), encoding="utf-8")
+    built = page.build(loaded, reference, args.reference, args.paths)
+    with atomic.replacing(args.html) as partial:
+        partial.write_text(built, encoding="utf-8")
     print(f"mnistbench: wrote {args.html}", file=sys.stderr)
     return 0
 
@@ -145,6 +151,8 @@ def scaling_command(args) -> int:
 
 def _device(name: str) -> str:
     """One device, checked against this machine (``cuda`` means ``cuda:0``)."""
+    if not name.strip():
+        raise ValueError("--device is empty: name one device, such as cpu or cuda:0")
     chosen = devices.parse(name)
     if len(chosen) != 1:
         raise ValueError(f"--device takes one device, not {name!r}")
@@ -161,18 +169,64 @@ def _positive(text: str) -> int:
     return value
 
 
-def _writable_folder(folder: Path) -> None:
-    """Refuse at the start, not after the first epoch, an output folder the model file cannot be written to."""
+def _output_file(text: str) -> str:
+    """A report's output file, in a folder that exists and can be written (checked before the report's work)."""
+    folder = Path(text).parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist" if not folder.exists()
+                                         else f"{folder} is not a folder")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
+    return text
+
+
+def _image_file(text: str) -> str:
+    """A chart's file, named with a format matplotlib writes, where it can be written."""
+    if Path(text).suffix.lower() not in plots.FORMATS:
+        raise argparse.ArgumentTypeError(f"must name a {', '.join(plots.FORMATS)} file, got {text!r}")
+    return _output_file(text)
+
+
+def _seed(text: str) -> int:
+    """A seed ``torch.manual_seed`` takes: 0 to 2**64 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**64 - 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """A relative change strictly between 0 and 1: 0.07 is 7% (7 would be 700%)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a fraction such as 0.07 (7%), got {text!r}") from None
+    if not 0 < value < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 such as 0.07 (7%), got {text}")
+    return value
+
+
+def _new_model_file(out: Path, overwrite: bool) -> None:
+    """Refuse at the start, not after the first epoch, a model file that cannot be written, and one that would
+    replace a file already there (a model trained for hours) unless ``--overwrite`` says so."""
+    folder = out.parent
     if not folder.exists():
         raise ValueError(f"--out: folder {folder} does not exist")
     if not folder.is_dir():
         raise ValueError(f"--out: {folder} is not a folder")
     if not os.access(folder, os.W_OK):
         raise ValueError(f"--out: folder {folder} is not writable")
+    if out.is_dir():
+        raise ValueError(f"--out: {out} is a folder: name the model file, e.g. {out / train_job.default_out('MODEL')}")
+    if out.exists() and not overwrite:
+        raise ValueError(f"--out: {out} exists: name another file, or add --overwrite to replace it")
 
 
 def train_command(args) -> int:
-    _writable_folder(Path(args.out).parent if args.out else Path.cwd())
+    _new_model_file(Path(args.out or train_job.default_out(args.model)), args.overwrite)
     policy = setups.FastPolicy(pinned=args.fast_variant and Variant.parse(args.fast_variant),
                                use_cache=not args.no_fast_cache)
     summary = train_job.train(args.model, _device(args.device), recipe_name=args.recipe, epochs=args.epochs,
@@ -221,7 +275,8 @@ def parser() -> argparse.ArgumentParser:
         if table:
             command.add_argument("--format", choices=tables.FORMATS, default="markdown")
         if plot:
-            command.add_argument("--plot", metavar="FILE.png", help="also draw the report as a PNG")
+            command.add_argument("--plot", type=_image_file, metavar="FILE.png",
+                                 help="also draw the report as a chart (.png, .svg or .pdf)")
         command.set_defaults(function=function)
         return command
 
@@ -229,7 +284,7 @@ def parser() -> argparse.ArgumentParser:
                     "own host's CPU (the newest comparable runs), the articles' claims beside them", ratio_command)
     history_parser = report("history", "each benchmark's medians over the stored runs, regressions flagged",
                             history_command)
-    history_parser.add_argument("--threshold", type=float, default=history.THRESHOLD,
+    history_parser.add_argument("--threshold", type=_fraction, default=history.THRESHOLD,
                                 help="smallest relative slowdown that counts, if also significant and above the run-to-run "
                                      "noise (default: 0.07)")
     history_parser.add_argument("--fail-on-regression", action="store_true",
@@ -244,7 +299,8 @@ def parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("--results", nargs="+", default=DEFAULT_RESULTS, metavar="PATH",
                                 help="where A and B are looked up when they name machines (default: results/)")
     compare_parser.add_argument("--format", choices=tables.FORMATS, default="markdown")
-    compare_parser.add_argument("--plot", metavar="FILE.png", help="also draw the speedups as a PNG")
+    compare_parser.add_argument("--plot", type=_image_file, metavar="FILE.png",
+                                help="also draw the speedups as a chart (.png, .svg or .pdf)")
     compare_parser.set_defaults(function=compare_command)
     score_parser = report("score", f"each machine's score: {score.SCALE} x the geometric mean of reference median / "
                                    f"median over a fixed list of benchmarks, base and peak apart", score_command,
@@ -254,7 +310,7 @@ def parser() -> argparse.ArgumentParser:
                                    "run 0005)")
     report_parser = report("report", "one self-contained HTML page of every report", report_command, table=False,
                            plot=False)
-    report_parser.add_argument("--html", required=True, metavar="FILE.html", help="the page to write")
+    report_parser.add_argument("--html", required=True, type=_output_file, metavar="FILE.html", help="the page to write")
     report_parser.add_argument("--reference", default=score.DEFAULT_REFERENCE, metavar="RUN",
                                help="the score's reference (default: the Zen 5 main job, run 0005)")
 
@@ -275,9 +331,12 @@ def parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--pipeline", choices=setups.SETUPS,
                               help="reference (the articles' loop), resident, or fast (resident in the device's fast "
                                    "variant); default: reference for the article recipe, fast for the fast one")
-    train_parser.add_argument("--out", help="model file to write (default: mnist_MODEL.pth)")
+    train_parser.add_argument("--out", help=f"model file to write (default: {train_job.default_out('MODEL')}); "
+                                            "an existing file is refused unless --overwrite")
+    train_parser.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     train_parser.add_argument("--samples", type=_positive, help="train on the first N images of each shuffled epoch")
-    train_parser.add_argument("--seed", type=int, default=0)
+    train_parser.add_argument("--seed", type=_seed, default=0, help="of the weights, the data's order and dropout "
+                                                                    "(default: 0)")
     train_parser.add_argument("--no-progress", action="store_true",
                               help="no progress bar (it is drawn only on a terminal anyway)")
     train_parser.add_argument("--fast-variant", help="pin the fast setup's variant (e.g. bf16-channels_last-eager-fused) "

@@ -29,6 +29,7 @@ The parameters are the convolutions' own (the optimizer, ``state_dict`` and the 
 the same values); only how each forward pass computes them changes, and the order in memory of the weights
 it multiplies (``as_matrix_products``).
 """
+import dataclasses
 import functools
 import itertools
 
@@ -299,6 +300,15 @@ def has_small_maps(model_name: str) -> bool:
     """Whether the registered model ``model_name`` has convolutions that a ``matmul`` variant computes as
     matrix products on a digit (GoogLeNet does, VGGNet not)."""
     return small_map_convolutions(models.build(model_name), data.IMAGE_SHAPE) > 0
+
+
+def runs_native(model_name: str, variant) -> str | None:
+    """Why ``variant`` (a ``variants.Variant``) would time ``model_name``'s native kernels under a ``matmul``
+    name (the model has no convolution the variant computes otherwise), or None."""
+    if variant.convolution != "matmul" or has_small_maps(model_name):
+        return None
+    return (f"{model_name} has no convolution on maps of at most {MAX_PIXELS} pixels: {variant} would run "
+            f"{dataclasses.replace(variant, convolution='native')}'s kernels")
 
 
 def _plain(module: nn.Module) -> bool:

@@ -11,7 +11,7 @@ import contextlib
 import statistics
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch.autograd import DeviceType
@@ -93,9 +93,8 @@ def check(model_name: str, device: str, variant: Variant, steps: int) -> None:
         raise ValueError(f"steps must be positive, got {steps}")
     if reason := variant.unsupported_on(device):
         raise ValueError(f"{variant} cannot run on {device}: {reason}")
-    if variant.convolution == "matmul" and not convolution.has_small_maps(model_name):
-        raise ValueError(f"{model_name} has no convolution on maps of at most {convolution.MAX_PIXELS} pixels: "
-                         f"{variant} would run {replace(variant, convolution='native')}'s kernels")
+    if wasted := convolution.runs_native(model_name, variant):
+        raise ValueError(wasted)
     if torch.device(device).type == "mps":
         raise ValueError("the profiler does not see MPS kernels, only the CPU's dispatch of them: profile cpu or cuda")
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 import models
 
-from . import checkpoints, data, distributed, setups, training
+from . import checkpoints, convolution, data, distributed, setups, training
 from . import quiet  # noqa: F401 (registers its watcher: a fast probe on a machine that is not quiet is not cached)
 
 
@@ -28,6 +28,11 @@ class Summary:
     interrupted: bool
 
 
+def default_out(model_name: str) -> str:
+    """The model file the articles' scripts write, ``mnist_vgg.pth``."""
+    return f"mnist_{model_name}.pth"
+
+
 def train(model_name: str, device: str, *, recipe_name: str = "article", epochs: int | None = None,
           setup: str | None = None, out: str | Path | None = None, dataset: str = "mnist", root=None,
           samples: int | None = None, seed: int = 0, progress: bool | None = None,
@@ -39,7 +44,12 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
     recipe = models.recipe(model_name, recipe_name)
     recipe = dataclasses.replace(recipe, epochs=epochs or recipe.epochs)
     setup_name = setup or setups.RECIPE_SETUPS[recipe_name]
-    out = Path(out or f"mnist_{model_name}.pth")
+    out = Path(out or default_out(model_name))
+    if fast_policy.pinned is not None and setup_name != "fast":
+        raise ValueError(f"--fast-variant pins the fast setup's variant, and the {setup_name} setup runs its own: "
+                         f"add --pipeline fast, or leave --fast-variant out")
+    if fast_policy.pinned is not None and (wasted := convolution.runs_native(model_name, fast_policy.pinned)):
+        raise ValueError(wasted)
     train_set = data.load(dataset, root, train=True)
     test_set = data.load(dataset, root, train=False)
     member = distributed.join(device)  # rank 0 of 1 unless torchrun started this process

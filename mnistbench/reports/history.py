@@ -201,6 +201,16 @@ def build(results: list[Result], threshold: float = THRESHOLD) -> list[Series]:
     return sorted(all_series, key=lambda s: s.label)
 
 
+def in_newest_run(all_series: list[Series]) -> list[Series]:
+    """The series that the newest run read took part in, which ``--fail-on-regression`` judges (a CI gate
+    judges the run it just made): a series whose newest run is older belongs to another machine, or to a
+    benchmark that run left out."""
+    if not all_series:
+        return []
+    newest = max((series.points[-1].result for series in all_series), key=lambda result: result.run_time).file
+    return [series for series in all_series if series.points[-1].result.file == newest]
+
+
 def rows(all_series: list[Series]) -> list[dict]:
     """Every run of every series as a table row, in time order: its median (seconds), its change from the run
     before with the noise and the rank test's p, and whether that is flagged."""

@@ -20,9 +20,18 @@ def keys(results: list[Result]) -> dict[str, str]:
     return {identity: f"m{number}" for number, identity in enumerate(ordered, start=1)}
 
 
+def extended(machine_keys: dict[str, str], results: list[Result]) -> dict[str, str]:
+    """``machine_keys`` with the next keys for the machines of ``results`` (in time order) that it lacks: a
+    machine named by its key among the stored results keeps that key beside a file read from elsewhere."""
+    new = [identity for identity in keys(sorted(results, key=lambda result: result.run_time))
+           if identity not in machine_keys]
+    return {**machine_keys, **{identity: f"m{number}" for number, identity in enumerate(new, len(machine_keys) + 1)}}
+
+
 def legend(used: list[str], machine_keys: dict[str, str]) -> list[str]:
-    """One Markdown list line per machine of ``used`` (identities, in key order): ``- m1: AMD EPYC (...)``."""
-    return [f"- {key}: {identity}" for identity, key in machine_keys.items() if identity in used]
+    """One Markdown list line per machine of ``used`` (identities, in key order): ``- m1: AMD EPYC (...)``; a line
+    break in a hand-edited identity written as a space."""
+    return [f"- {key}: {identity}".replace("\n", " ") for identity, key in machine_keys.items() if identity in used]
 
 
 def select(text: str, results: list[Result]) -> list[Result]:

@@ -1,9 +1,14 @@
-"""PNG charts of the reports, drawn with matplotlib's file-only backend."""
+"""Charts of the reports (PNG, SVG or PDF), drawn with matplotlib's file-only backend."""
+import os
+from pathlib import Path
+
+from .. import atomic
 from .compare import geometric_means
 from .history import Series
 from .pairs import Pair
 
 LINE_STYLES = ("-", "--", ":", "-.")
+FORMATS = (".png", ".svg", ".pdf")  # a chart's file names one of these formats: matplotlib's name for it
 
 
 def _pyplot():
@@ -15,6 +20,16 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(figure, file) -> None:
+    """Write ``figure`` to ``file``: a path whole or not at all (``atomic``), in the format its suffix names
+    (PNG without one); an open binary file (the page's) as PNG."""
+    if not isinstance(file, (str, os.PathLike)):
+        figure.savefig(file, dpi=120, format="png")
+        return
+    with atomic.replacing(file) as partial:
+        figure.savefig(partial, dpi=120, format=Path(file).suffix[1:].lower() or "png")
 
 
 def _pair_label(pair: Pair, machines_shared: bool) -> str:
@@ -51,7 +66,7 @@ def ratio_chart(pairs: list[Pair], path) -> None:
         [(device, accelerator, cpu)] = machines
         title += f"\n{device} {accelerator}\nvs cpu {cpu}"
     figure.suptitle(title, fontsize=9)
-    figure.savefig(path, dpi=120)
+    _save(figure, path)
     plt.close(figure)
 
 
@@ -93,7 +108,7 @@ def history_chart(all_series: list[Series], path) -> int:
     left = f"; {left_out} series with a single run left out" if left_out else ""
     figure.suptitle(f"Benchmark history: {len(trends)} series{left}. Red circles: regressions beyond the "
                     f"threshold and the noise", fontsize=10)
-    figure.savefig(path, dpi=120)
+    _save(figure, path)
     plt.close(figure)
     return left_out
 
@@ -121,7 +136,7 @@ def scaling_chart(curves, path) -> None:
     axes.set_ylim(bottom=0)
     axes.set_title("Data-parallel scaling (dashed: ideal; labels: efficiency)")
     axes.legend(fontsize=7)
-    figure.savefig(path, dpi=120)
+    _save(figure, path)
     plt.close(figure)
 
 
@@ -153,5 +168,5 @@ def compare_chart(pairs: list[Pair], path, a_name: str, b_name: str) -> None:
     axes.set_xlabel("speedup of B over A (A's median time / B's)")
     axes.set_xlim(0, max(*speedups, 1.0) * 1.15)  # the line of equal speed always in view
     figure.suptitle(f"B: {b_name}\nagainst A: {a_name}", fontsize=9)
-    figure.savefig(path, dpi=120)
+    _save(figure, path)
     plt.close(figure)

@@ -4,11 +4,12 @@ Files of every pytest-benchmark version are read: 3.x wrote its UTC ``datetime``
 4.x and later with one. Files of every version of this suite are read in its current terms: a field
 stored before it existed reads as what leaving it out meant (``STORED_DEFAULTS``), and a test parameter
 renamed since reads under its new name (``current_params``), so that old and new runs of one benchmark
-pair and form series. A file that is not valid JSON, a JSON from another tool, a folder with no JSON, a
-machine description whose fields hold the wrong JSON type, or one benchmark with a missing, mistyped or
-nonsensical field (a hand-edited median of zero, a number where a device name belongs) each produce a
-one-line warning naming the file, the field and its value; only when nothing usable is left does ``load``
-raise ``NoResultsError``.
+pair and form series. A file that is not valid JSON, a JSON from another tool or another pytest-benchmark
+suite, a folder with no JSON, something that is not a regular file, a copy of a run already read, a machine
+description whose fields hold the wrong JSON type, or one benchmark with a missing, mistyped or nonsensical
+field (a hand-edited median of zero, a number where a device name belongs, a time to accuracy of no epochs)
+each produce a one-line warning naming the file, the field and its value; only when nothing usable is left
+does ``load`` raise ``NoResultsError``.
 """
 import dataclasses
 import json
@@ -49,6 +50,18 @@ EXTRA_INFO_TYPES = {"kind": str, "model": str, "device": str, "device_name": str
                     "epochs": (int, [int])}
 BENCHMARK_TYPES = {"fullname": str, "params": (dict, None), "extra_info": EXTRA_INFO_TYPES,
                    "stats": {"median": float, "iqr": float, "rounds": int, "data": [float]}}
+# The values the reports divide by or count with, beyond their JSON type (see ``check_values``): a rule for a
+# number, or for each item of an array of numbers; ``NON_EMPTY`` also refuses an empty array.
+ABOVE_ZERO = (lambda value: value > 0, "above zero")
+ONE_OR_MORE = (lambda value: value >= 1, "one or more")
+NON_EMPTY = "non-empty"
+BENCHMARK_VALUES = {
+    "stats": {"median": ABOVE_ZERO, "iqr": (lambda value: value >= 0, "zero or more"), "rounds": ONE_OR_MORE,
+              "data": ABOVE_ZERO},
+    "extra_info": {"batch_size": ONE_OR_MORE, "samples": ONE_OR_MORE, "world_size": ONE_OR_MORE, "nodes": ONE_OR_MORE,
+                   "seeds": ONE_OR_MORE, "max_epochs": ONE_OR_MORE, "epochs": (*ONE_OR_MORE, NON_EMPTY),
+                   "joules_per_image": ABOVE_ZERO, "quiet": {"canary_ms": ABOVE_ZERO}},
+}
 
 
 class NoResultsError(RuntimeError):
@@ -109,6 +122,30 @@ def check(value, spec, where: str) -> None:
     elif isinstance(chosen, list):
         for index, item in enumerate(value):
             check(item, chosen[0], f"{where}[{index}]")
+
+
+def check_values(value, rules, where: str) -> None:
+    """``FieldError`` naming the first field of ``value`` (found at ``where``, its JSON types already checked)
+    whose value breaks its rule in ``rules``: a dict of rules for an object's fields, where present and not null;
+    a (test, expected[, ``NON_EMPTY``]) tuple for a number, or for every item of an array. NaN and infinities
+    are never valid."""
+    if value is None:
+        return
+    if isinstance(rules, dict):
+        for field, inner in rules.items():
+            if isinstance(value, dict) and field in value:
+                check_values(value[field], inner, f"{where}.{field}")
+        return
+    valid, expected, *options = rules
+    if isinstance(value, list):
+        if not value and NON_EMPTY in options:
+            raise FieldError(where, value, "a non-empty array")
+        for index, item in enumerate(value):
+            check_values(item, rules, f"{where}[{index}]")
+    elif not math.isfinite(value):
+        raise FieldError(where, value, "a finite number")
+    elif not valid(value):
+        raise FieldError(where, value, expected)
 
 
 def test_function(fullname: str) -> str:
@@ -241,23 +278,29 @@ class Result:
 
 
 def json_files(paths) -> list[Path]:
-    """The JSON files named by ``paths``: files as given, folders searched recursively."""
-    found = []
+    """The JSON files named by ``paths``: files as given, folders searched recursively; each file once, however
+    many of ``paths`` lead to it (``results results/Linux-...``)."""
+    found = {}
     for path in map(Path, paths):
         if path.is_dir():
             inside = sorted(path.rglob("*.json"))
             if not inside:
                 warnings.warn(f"{path}: no JSON files in this folder", ResultWarning, stacklevel=2)
-            found += inside
-        elif path.is_file():
-            found.append(path)
+        elif path.exists():
+            inside = [path]
         else:
             warnings.warn(f"{path}: no such file or folder", ResultWarning, stacklevel=2)
-    return found
+            inside = []
+        for file in inside:
+            found.setdefault(file.resolve(), file)
+    return list(found.values())
 
 
 def read_file(path: Path) -> list[Result]:
     """The usable benchmarks of one pytest-benchmark JSON file (warnings for the rest)."""
+    if path.exists() and not (path.is_file() or path.is_dir()):  # reading a FIFO or a device would block
+        warnings.warn(f"{path}: skipped, not a regular file", ResultWarning, stacklevel=2)
+        return []
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -280,6 +323,11 @@ def parse(document, path: Path) -> list[Result]:
         return []
     if not document["benchmarks"]:
         warnings.warn(f"{path}: skipped, it holds no benchmarks", ResultWarning, stacklevel=2)
+    elif all(isinstance(bench, dict) and isinstance(bench.get("extra_info", {}), dict)
+             and "kind" not in bench.get("extra_info", {}) for bench in document["benchmarks"]):
+        warnings.warn(f"{path}: skipped, not an mnistbench result file (no benchmark holds extra_info.kind)",
+                      ResultWarning, stacklevel=2)
+        return []
     ours = machine_info.get("mnistbench", {})
     versions = {field: ours.get(field) for field in VERSION_FIELDS}
     results = []
@@ -334,15 +382,8 @@ def _result(bench, path: Path, run_time: datetime, versions: dict, machine_info:
         for field in fields:
             if field not in within:
                 raise FieldError(f"{where}.{field}")
-    checked = [("stats", stats, "median", lambda v: v > 0, "above zero"),
-               ("stats", stats, "iqr", lambda v: v >= 0, "zero or more"),
-               ("stats", stats, "rounds", lambda v: v >= 1, "one or more")]
-    if "joules_per_image" in extra_info:  # the reports divide by it
-        checked.append(("extra_info", extra_info, "joules_per_image", lambda v: v > 0, "above zero"))
-    for where, within, field, valid, expected in checked:
-        if not math.isfinite(within[field]) or not valid(within[field]):
-            raise FieldError(f"{where}.{field}", within[field], expected if math.isfinite(within[field])
-                             else "a finite number")
+    for where, within in (("stats", stats), ("extra_info", extra_info)):
+        check_values(within, BENCHMARK_VALUES[where], where)
     return Result(file=path, run_time=run_time, name=bench["fullname"],
                   params=current_params(test_function(bench["fullname"]), bench.get("params") or {}, extra_info),
                   extra_info=extra_info,
@@ -362,8 +403,20 @@ def run_names(files) -> dict[Path, str]:
 
 
 def load(paths) -> list[Result]:
-    """Every usable benchmark under ``paths``, oldest run first; ``NoResultsError`` if there is none."""
-    results = [result for path in json_files(paths) for result in read_file(path)]
+    """Every usable benchmark under ``paths``, oldest run first, each run once (a copy of a run's file under
+    another name is skipped with a warning: a run beside its own copy would read as no change);
+    ``NoResultsError`` if there is none."""
+    results, runs = [], {}
+    for path in json_files(paths):
+        found = read_file(path)
+        if found:
+            run = (found[0].run_time, found[0].host)  # pytest-benchmark's datetime holds microseconds
+            if run in runs:
+                warnings.warn(f"{path}: skipped, the same run as {runs[run]} (its time and machine)", ResultWarning,
+                              stacklevel=2)
+                continue
+            runs[run] = path
+        results += found
     if not results:
         raise NoResultsError(f"no usable pytest-benchmark results in {', '.join(map(str, paths))}")
     return sorted(results, key=lambda result: result.run_time)

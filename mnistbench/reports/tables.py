@@ -63,8 +63,9 @@ def render(rows: list[dict], fmt: str = "markdown", machine_keys: dict[str, str]
     if fmt != "markdown":
         raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     rows, used = keyed(rows, machine_keys or {})
-    # a cell's own "|" (a hand-made driver, a test's id) would end it: Markdown's escape keeps it one cell
-    cells = [[_cell(row[column], column).replace("|", "\\|") for column in columns] for row in rows]
+    # a cell's own "|" (a hand-made driver, a test's id) would end it: Markdown's escape keeps it one cell; a line
+    # break (a hand-edited CPU name) would end the row
+    cells = [[_cell(row[column], column).replace("|", "\\|").replace("\n", " ") for column in columns] for row in rows]
     widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
