@@ -88,6 +88,8 @@ def test_evaluate_refuses_a_wrong_or_corrupt_file_in_one_line(tmp_path, mnist_ro
     status, _, err = report(capsys, "evaluate", "--model", "vgg", "--weights", path, "--mnist-root", mnist_root)
     assert status == 2
     assert err.count("\n") == 1 and message in err
+    if content is None:  # the article's GoogLeNet file: the model to name instead
+        assert err.endswith("): they are googlenet's, --model googlenet\n"), err
 
 
 def test_an_interrupted_run_keeps_the_last_complete_epoch(tmp_path, few_test_digits_root, monkeypatch):

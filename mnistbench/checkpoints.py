@@ -45,8 +45,10 @@ def load(model_name: str, path: str | os.PathLike, device: str = "cpu") -> nn.Mo
     expected, found = set(model.state_dict()), set(state_dict)
     if expected != found:
         missing, unexpected = sorted(expected - found), sorted(found - expected)
+        other = [name for name in models.names() if set(models.build(name).state_dict()) == found]
         raise CheckpointError(f"{path}: not {model_name} weights ({len(missing)} missing keys such as "
-                              f"{missing[:2]}, {len(unexpected)} unexpected keys such as {unexpected[:2]})")
+                              f"{missing[:2]}, {len(unexpected)} unexpected keys such as {unexpected[:2]})"
+                              + (f": they are {other[0]}'s, --model {other[0]}" if other else ""))
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:  # same names, other shapes
