@@ -399,7 +399,7 @@ def test_a_run_is_read_once_however_many_paths_lead_to_it(tmp_path, capsys):
     status, out, err = run_cli(capsys, "history", runs, "--format", "json")
     assert (status, out) == once[:2] and json.loads(out)[-1]["change"] == "+100.0%"
     assert err.splitlines()[1:] == once[2].splitlines()  # the copy sorts first: the original is the one skipped
-    assert err.splitlines()[0] == f"mnistbench: warning: {runs / '0002_b.json'}: skipped, the same run as {copy} (its time and machine)"
+    assert err.splitlines()[0] == f"mnistbench: warning: {runs / '0002_b.json'}: skipped, the same run as {copy} (its time, machine and medians)"
 
 
 # One value of each JSON type, named as the warnings name what belongs in a field.

@@ -410,10 +410,10 @@ def load(paths) -> list[Result]:
     for path in json_files(paths):
         found = read_file(path)
         if found:
-            run = (found[0].run_time, found[0].host)  # pytest-benchmark's datetime holds microseconds
+            run = (found[0].run_time, found[0].host, tuple((result.name, result.median) for result in found))
             if run in runs:
-                warnings.warn(f"{path}: skipped, the same run as {runs[run]} (its time and machine)", ResultWarning,
-                              stacklevel=2)
+                warnings.warn(f"{path}: skipped, the same run as {runs[run]} (its time, machine and medians)",
+                              ResultWarning, stacklevel=2)
                 continue
             runs[run] = path
         results += found
