@@ -13,8 +13,8 @@ import torch
 from torchvision import datasets
 
 import models
-from mnistbench import (backends, cases, data, devices, fast, guards, idx, machine, matrix, peaks, pipelines, setups,
-                        variants)
+from mnistbench import (backends, cases, convolution, data, devices, fast, guards, idx, machine, matrix, peaks,
+                        pipelines, setups, variants)
 from mnistbench.reports import ratio, scaling
 from mnistbench.variants import Variant
 
@@ -97,7 +97,7 @@ def pytest_addoption(parser):
 
 
 def _comma_list(value: str, valid, option: str) -> list[str]:
-    chosen = [item.strip() for item in value.split(",") if item.strip()]
+    chosen = list(dict.fromkeys(item.strip() for item in value.split(",") if item.strip()))  # each once
     unknown = [item for item in chosen if item not in valid]
     if unknown or not chosen:
         raise pytest.UsageError(f"{option}: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(valid)}")
@@ -108,8 +108,8 @@ def _comma_list(value: str, valid, option: str) -> list[str]:
 def pytest_configure(config):
     try:
         config.mnistbench_devices = devices.parse(config.getoption("devices"))
-    except ValueError as error:
-        raise pytest.UsageError(f"--devices: {error}") from None
+    except ValueError as error:  # its message names the option
+        raise pytest.UsageError(str(error) if str(error).startswith("--devices") else f"--devices: {error}") from None
     config.mnistbench_models = _comma_list(config.getoption("models"), models.names(), "--models")
     config.mnistbench_full = bool(config.getoption("benchmark_only"))
     config.mnistbench_matrix = config.getoption("matrix")
@@ -196,7 +196,13 @@ def pytest_generate_tests(metafunc):
         cases = [(device, name, mode) for device in config.mnistbench_devices
                  for name in matrix.step_variants(device, chosen_matrix, config.mnistbench_variant_choices)
                  for mode in matrix.step_modes(name, chosen_matrix)]
-        metafunc.parametrize(("device", "step_variant", "mode"), cases, ids=["-".join(case) for case in cases])
+        cases = [pytest.param(*case, id="-".join(case)) for case in cases]
+        if not cases:  # one skipped case that says why, not pytest's "empty parameter set"
+            chosen = config.mnistbench_variant_choices
+            cases = [pytest.param(None, None, None, id="no-step-variant", marks=pytest.mark.skip(
+                reason=f"no step variant of --precisions {','.join(chosen['precisions'])} --compile "
+                       f"{','.join(chosen['compile_modes'])} runs on {', '.join(config.mnistbench_devices)}"))]
+        metafunc.parametrize(("device", "step_variant", "mode"), cases)
     elif "device" in names and "backend" not in names:  # test_distributed pairs each backend with its device
         metafunc.parametrize("device", config.mnistbench_devices)
     if "pipeline_name" in names:
@@ -218,6 +224,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.gpu)
         if cases.is_benchmark(item):
             wanted = matrix.in_matrix(cases.test(item), params, config.mnistbench_matrix)
+            if reason := _pinned_cannot_serve(config.mnistbench_fast_policy.pinned, params):
+                item.add_marker(pytest.mark.skip(reason=reason))
         else:
             wanted = not config.mnistbench_full
         (kept if wanted else dropped).append(item)
@@ -228,6 +236,17 @@ def pytest_collection_modifyitems(config, items):
     else:  # the longest tests first: one started last keeps the run going on one worker while the others idle
         kept.sort(key=lambda item: item.get_closest_marker("long") is None)
     items[:] = kept
+
+
+def _pinned_cannot_serve(pinned, params: dict) -> str | None:
+    """Why the ``--fast-variant`` cannot serve the fast case of ``params``, or None: a device it cannot run on
+    (a GPU part's choice pinned for the CPU too), a schedule it cannot train, a ``matmul`` VGGNet."""
+    if pinned is None or "fast" not in (params.get("setup"), params.get("recipe_name"), params.get("step_variant")):
+        return None
+    model_name = params["model_name"]
+    reason = (pinned.unsupported_on(params.get("device", "cpu")) or convolution.runs_native(model_name, pinned)
+              or params.get("recipe_name") == "fast" and pinned.unsupported_with(models.recipe(model_name, "fast").schedule))
+    return f"--fast-variant {pinned}: {reason}" if reason else None
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,8 @@ DATA_FAULTS = {
     "count mismatch": ({TRAIN_LABELS: lambda good: bytes.fromhex("00000801") + (59_999).to_bytes(4, "big")
                         + bytes(59_999)},
                        f"{TRAIN_IMAGES} holds 60,000 images but {TRAIN_LABELS} beside it holds 59,999 labels"),
+    "letters' labels": ({TEST_LABELS: lambda good: head(good / TEST_LABELS, 8) + bytes(i % 26 + 1 for i in range(10_000))},
+                        f"{TEST_LABELS}: label 26 at item 25: MNIST's labels are 0 to 9 (another dataset's file?)"),
     "a folder for a file": ({TEST_LABELS: "folder"}, f"{TEST_LABELS}: [Errno 21] Is a directory"),
     "not gzip": ({TRAIN_IMAGES: None, f"{TRAIN_IMAGES}.gz": lambda good: b"PK\3\4 a zip file"},
                  f"{TRAIN_IMAGES}.gz: not a gzip archive (it starts with b'PK')"),
@@ -661,7 +663,7 @@ def test_only_the_benchmarks_of_tests_that_passed_are_kept():
 def test_an_unwritable_results_folder_is_refused_when_the_run_would_save(tmp_path, disabled, refused):
     (tmp_path / "results").write_text("a file where the results folder should be")
     run = SimpleNamespace(storage=FileStorage(tmp_path / "results", Logger()), save=None, autosave=True,
-                          disabled=disabled)
+                          disabled=disabled, json=None, histogram=None)
     storage.make_atomic(run)
     assert isinstance(run.storage, storage.AtomicFileStorage)
     if refused:
@@ -672,26 +674,53 @@ def test_an_unwritable_results_folder_is_refused_when_the_run_would_save(tmp_pat
         storage.check_writable(run)
 
 
+@pytest.mark.parametrize("options, refusal", [
+    ({"json": "{tmp}/no-such-folder/run.json"}, "--benchmark-json: {tmp}/no-such-folder/run.json is not a file this run "
+                                                "could write (a folder, or in a folder that is missing or not writable)"),
+    ({"json": "{tmp}"}, "--benchmark-json: {tmp} is not a file this run could write"),
+    ({"histogram": "{tmp}/histogram"}, "--benchmark-histogram draws with pygal, which is not installed"),
+])
+def test_where_results_go_is_checked_before_the_first_benchmark(options, refusal, tmp_path, monkeypatch):
+    """pytest-benchmark writes --benchmark-json before the storage's file and fails on a bad path after the last
+    benchmark, losing both; a histogram without pygal fails there too."""
+    monkeypatch.setattr(storage.importlib.util, "find_spec", lambda name: None)  # pygal absent, as here
+    run = SimpleNamespace(**{"storage": FileStorage(tmp_path, Logger()), "save": None, "autosave": True,
+                             "disabled": False, "json": None, "histogram": None,
+                             **{name: value.format(tmp=tmp_path) for name, value in options.items()}})
+    with pytest.raises(pytest.UsageError, match=f"^{re.escape(refusal.format(tmp=tmp_path))}"):
+        storage.check_writable(run)
+
+
+def test_an_empty_results_folder_option_is_refused():
+    """An unset shell variable (--benchmark-storage=$DIR) would start a second history in the working folder."""
+    config = SimpleNamespace(getoption=lambda name: {"benchmark_storage": ""}[name])
+    with pytest.raises(pytest.UsageError, match="^--benchmark-storage is empty: name a folder"):
+        storage.pytest_configure(config)
+
+
 INTERRUPT_PLUGIN = """
+import os, signal
 from mnistbench import training
 run_epoch, calls = training.TrainingRun.epoch, []
 
-def epoch(self, batches=None):  # Ctrl-C in the second benchmark, before its first timed epoch ends
+def epoch(self, batches=None):  # the signal in the second benchmark, before its first timed epoch ends
     calls.append(1)
     if len(calls) == 3:
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.{signal})
     return run_epoch(self, batches)
 
 training.TrainingRun.epoch = epoch
 """
 
 
-def test_ctrl_c_midway_keeps_the_finished_benchmarks_and_no_partial_one(tmp_path, mnist_root):
-    # pytest-benchmark alone would crash on the interrupted benchmark's empty rounds and save nothing.
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])  # Ctrl-C; timeout's default, a CI job cancelled
+def test_an_interrupt_midway_keeps_the_finished_benchmarks_and_no_partial_one(signal_name, tmp_path, mnist_root):
+    # pytest-benchmark alone would crash on the interrupted benchmark's empty rounds and save nothing; SIGTERM
+    # would kill the run with nothing saved.
     result, lines = run_pytest("benchmarks/test_epoch.py", "--benchmark-only", "--devices=cpu", "--models=vgg",
                                "--precisions=fp32", "--epoch-samples=128", "--epoch-rounds=2", "-k", "reference or resident",
                                f"--mnist-root={mnist_root}", f"--benchmark-storage={tmp_path / 'results'}",
-                               tmp_path=tmp_path, plugin=INTERRUPT_PLUGIN)
+                               tmp_path=tmp_path, plugin=INTERRUPT_PLUGIN.replace("{signal}", signal_name))
     assert result.returncode == 2, "\n".join(lines)
     assert ("mnistbench: not saved: test_epoch[vgg-cpu-resident]: its test did not pass "
             "(interrupted, failed or skipped)") in lines
@@ -856,15 +885,15 @@ class Finished(SimpleNamespace):
         return self.stats[field]
 
 
-def finished(name: str, median: float) -> Finished:
+def finished(name: str, median: float, params: dict | None = None) -> Finished:
     return Finished(name=name, fullname=f"benchmarks/test_step.py::{name}", extra_info=bench()["extra_info"],
-                    stats=dict.fromkeys(gate.STATS_FIELDS, median))
+                    params=params or {}, stats=dict.fromkeys(gate.STATS_FIELDS, median))
 
 
-def run_gate_hooks(tmp_path, runs: dict, finishing: dict, limit="median:10%"):
+def run_gate_hooks(tmp_path, runs: dict, finishing: dict, limit="median:10%", params: dict | None = None):
     """The gate's hooks as pytest calls them, over ``runs`` (file name -> machine info and stored benchmarks) in
     a results folder, for a run of ``STEPS`` where ``finishing`` (name -> median) pass: the lines it writes, the
-    exit status and pytest-benchmark's ``compared_mapping``."""
+    exit status and pytest-benchmark's ``compared_mapping``; ``params`` gives the test parameters of some (name ->)."""
     for name, (machine_info, benchmarks) in runs.items():
         write(tmp_path / "results" / "machine" / f"{name}.json", {**run_file(benchmarks), "machine_info": machine_info})
     lines = []
@@ -879,7 +908,8 @@ def run_gate_hooks(tmp_path, runs: dict, finishing: dict, limit="median:10%"):
     session = SimpleNamespace(config=config, exitstatus=pytest.ExitCode.OK, items=[SimpleNamespace(
         nodeid=f"benchmarks/test_step.py::{name}", name=name, fixturenames=["benchmark"]) for name in STEPS])
     gate.pytest_collection_finish(session)
-    config._benchmarksession.benchmarks = [finished(name, median) for name, median in finishing.items()]
+    config._benchmarksession.benchmarks = [finished(name, median, (params or {}).get(name))
+                                           for name, median in finishing.items()]
     finish = gate.pytest_sessionfinish(session)
     next(finish)  # pytest-benchmark's tables and the terminal summary come here
     gate.pytest_terminal_summary(None, config)
@@ -922,7 +952,8 @@ def test_a_gpu_baseline_stored_before_a_driver_upgrade_is_what_the_gate_compares
     runs = [(Path("0001_before.json"), {"machine_info": on("NVIDIA H100", "570.86.15"), "benchmarks": [gpu_step]}),
             (Path("0002_other.json"), {"machine_info": on("NVIDIA H200", "580.159.04"), "benchmarks": [gpu_step]})]
     now = gate.identity(on("NVIDIA H100", "580.159.04"), gpu_step["extra_info"])
-    path, _, _ = gate.baseline(runs, gpu_step["fullname"], gate.same_identity(now, gate.Request(True)))
+    finished_step = SimpleNamespace(extra_info=gpu_step["extra_info"], params=gpu_step["params"])
+    path, _, _ = gate.baseline(runs, gpu_step["fullname"], gate.comparable(finished_step, now, gate.Request(True)))
     assert path.name == "0001_before.json"
 
 
@@ -941,9 +972,24 @@ def test_benchmarks_with_nothing_stored_are_named_and_a_gate_that_compared_nothi
     assert lines == [
         f"mnistbench: compare: nothing stored of this machine in {tmp_path / 'results'} for 1 of 2 benchmark(s), "
         f"which run uncompared: {fast}",
-        f"mnistbench: compare: not compared, nothing stored to compare with: {fast}",
+        f"mnistbench: compare: not compared, nothing stored of this machine and configuration (images per round, "
+        f"dataset, seeds...) to compare with: {fast}",
         "mnistbench: gate failed (median:10%): no benchmark of this run was compared with a stored result"]
     assert status == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_stored_result_of_another_configuration_is_no_baseline(tmp_path):
+    """A quick matrix's 12,800-image epoch after a full one, or 1,024 images after 256: not a change of speed. A fast
+    case whose probe chose another variant is still the fast case."""
+    fp32, fast = STEPS
+    fast_params = {"model_name": "vgg", "batch_size": 128, "device": "cpu", "step_variant": "fast", "mode": "train"}
+    runs = {"0001_sizes": (HERE, [stored(fp32, 1.0, **{"extra_info.samples": 1024}),
+                                  stored(fast, 1.0, params=fast_params, **{"extra_info.precision": "bf16"})])}
+    lines, status, mapping = run_gate_hooks(tmp_path, runs, {fp32: 1.25, fast: 1.0}, params={fast: fast_params})
+    assert lines == [f"mnistbench: compare: not compared, nothing stored of this machine and configuration (images per "
+                     f"round, dataset, seeds...) to compare with: {fp32}",
+                     "mnistbench: gate passed (median:10%): 1 benchmark(s) compared"], lines
+    assert status == 0
 
 
 def test_a_stored_benchmark_or_file_with_fields_of_any_type_is_no_baseline(tmp_path):

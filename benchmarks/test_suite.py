@@ -86,6 +86,41 @@ def test_each_bad_option_is_refused_naming_the_choices(option, message):
     assert message in str(refused.value)
 
 
+def test_options_name_each_choice_once_and_their_own_name_once():
+    config = OptionsOnly("--devices=cpu,cpu", "--models=vgg,vgg,googlenet")
+    conftest.pytest_configure(config)
+    assert (config.mnistbench_devices, config.mnistbench_models) == (["cpu"], ["vgg", "googlenet"])
+    with pytest.raises(pytest.UsageError) as refused:
+        conftest.pytest_configure(OptionsOnly("--devices="))
+    assert str(refused.value) == "--devices is empty; use 'all' or a comma list such as 'cpu,cuda:0'"
+
+
+@pytest.mark.parametrize("pinned, params, reason", [
+    ("fp16-contiguous-eager-default", {"model_name": "vgg", "device": "cpu", "setup": "fast"},
+     "--fast-variant fp16-contiguous-eager-default: fp16 needs a CUDA device"),
+    ("bf16-contiguous-eager-fused-matmul", {"model_name": "vgg", "device": "cpu", "step_variant": "fast"},
+     "--fast-variant bf16-contiguous-eager-fused-matmul: vgg has no convolution on maps of at most 4 pixels"),
+    ("bf16-contiguous-eager-fused-matmul", {"model_name": "googlenet", "device": "cpu", "recipe_name": "fast"}, None),
+    ("fp16-contiguous-eager-default", {"model_name": "vgg", "device": "cpu", "setup": "reference"}, None),
+])
+def test_a_pinned_fast_variant_skips_the_cases_it_cannot_serve_saying_why(pinned, params, reason):
+    """A GPU part's choice pinned for the CPU too (docs/gpu.md, in parts): the CPU's fast cases skip, the rest run."""
+    found = conftest._pinned_cannot_serve(Variant.parse(pinned), params)
+    assert found == reason if reason is None else found.startswith(reason), found
+
+
+def test_a_matrix_of_no_step_variant_is_one_skipped_case_saying_why():
+    config = OptionsOnly("--devices=cpu", "--precisions=tf32", "--matrix=exhaustive", benchmark_only=True)
+    conftest.pytest_configure(config)
+    parametrized = {}
+    metafunc = SimpleNamespace(config=config, fixturenames=["model_name", "device", "step_variant", "mode"],
+                               parametrize=lambda names, values, **ids: parametrized.update({str(names): values}))
+    conftest.pytest_generate_tests(metafunc)
+    [case] = parametrized[str(("device", "step_variant", "mode"))]
+    assert case.id == "no-step-variant" and case.marks[0].kwargs["reason"].startswith(
+        "no step variant of --precisions tf32 --compile eager,compile,compile-step,cudagraphs,cudagraphs-step runs on cpu")
+
+
 @pytest.mark.parametrize("options, mode", [
     ({}, "smoke run (benchmarks execute once, untimed)"),
     ({"benchmark_enable": True}, "tests and timed benchmarks (--benchmark-enable)"),

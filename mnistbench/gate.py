@@ -28,6 +28,7 @@ import pytest
 from pytest_benchmark.utils import PercentageRegressionCheck
 
 from . import cases, machine
+from .reports import pairs, results
 
 # The statistics pytest-benchmark's tables and --benchmark-compare-fail read from a stored result.
 STATS_FIELDS = ("min", "max", "mean", "median", "stddev", "iqr")
@@ -66,7 +67,8 @@ class Verdict:
         nothing, or passed with how many were compared."""
         lines = []
         if self.uncompared:
-            lines.append(f"mnistbench: compare: not compared, nothing stored to compare with: {', '.join(self.uncompared)}")
+            lines.append(f"mnistbench: compare: not compared, nothing stored of this machine and configuration (images "
+                         f"per round, dataset, seeds...) to compare with: {', '.join(self.uncompared)}")
         if not request.checks:
             return lines
         limits = " ".join(_expression(check) for check in request.checks)
@@ -137,10 +139,25 @@ def same_hardware(here: dict, request: Request):
     return wanted
 
 
-def same_identity(now: str | None, request: Request):
-    """After the run: a stored result is comparable if its identity is ``now``, the finished benchmark's."""
+def same_configuration(bench, stored) -> bool:
+    """Whether a stored benchmark ran the configuration of the finished ``bench``: the fields the reports pair
+    runs by (``reports.results.CONFIG_FIELDS``: images per round, dataset, seeds, recipe...; in a fast case the
+    variant its probe chose may differ). A 1,024-image epoch is no regression of a 256-image one. The library
+    versions may differ: an upgrade is what the gate judges."""
+    theirs = {**results.STORED_DEFAULTS, **(stored.get("extra_info") or {})}
+    ours = {**results.STORED_DEFAULTS, **bench.extra_info}
+    stored_params = results.current_params(results.test_function(stored["fullname"]), stored.get("params") or {}, theirs)
+    fast = results.is_fast(getattr(bench, "params", None) or {}) and results.is_fast(stored_params)
+    ignored = pairs.DEVICE_FIELDS + (results.VARIANT_FIELDS if fast else ())
+    return all(ours.get(name) == theirs.get(name) for name in results.CONFIG_FIELDS if name not in ignored)
+
+
+def comparable(bench, now: str | None, request: Request):
+    """After the run: a stored result is comparable with the finished ``bench`` if it ran its configuration, and
+    on the machine ``now`` (its identity) unless the run compared with was named."""
     def wanted(machine_info, stored):
-        return request.named or (now is not None and identity(machine_info, stored.get("extra_info")) == now)
+        return same_configuration(bench, stored) and (
+            request.named or (now is not None and identity(machine_info, stored.get("extra_info")) == now))
     return wanted
 
 
@@ -149,7 +166,7 @@ def compared_mapping(runs, benchmarks, here: dict, request: Request) -> dict[Pat
     ``benchmarks`` (its finished ``Metadata``) with its baseline; benchmarks without one are left out."""
     mapping = {}
     for bench in benchmarks:
-        found = baseline(runs, bench.fullname, same_identity(identity(here, bench.extra_info), request))
+        found = baseline(runs, bench.fullname, comparable(bench, identity(here, bench.extra_info), request))
         if found:
             path, _machine_info, stored = found
             mapping.setdefault(path, {})[bench.fullname] = stored

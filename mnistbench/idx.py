@@ -13,6 +13,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 SIDE = 28
 HEADER_SIZE = {"images": 16, "labels": 8}  # magic, count, and for images rows and columns: 4 bytes each
 ITEM_SIZE = {"images": SIDE * SIDE, "labels": 1}
+CLASSES = 10  # MNIST's digits and Fashion-MNIST's garments: labels 0 to 9
 
 
 class IdxError(ValueError):
@@ -26,7 +27,8 @@ def kind_of(name: str) -> str:
 
 def check(path: Path, kind: str) -> int:
     """The number of images or labels (``kind``) in the idx file ``path``; ``IdxError`` if its header
-    is not that kind's or its size disagrees with the header."""
+    is not that kind's, its size disagrees with the header, or a label is not a class (0 to 9: EMNIST's letters
+    are 1 to 26, and a label of 10 would fail every step with an index error, on a GPU a device-side assert)."""
     magic, header_size = IMAGES_MAGIC if kind == "images" else LABELS_MAGIC, HEADER_SIZE[kind]
     size = path.stat().st_size
     with open(path, "rb") as file:
@@ -52,4 +54,9 @@ def check(path: Path, kind: str) -> int:
         raise IdxError(f"truncated at {size:,} of {expected:,} bytes (its header announces {count:,} {kind})")
     if size > expected:
         raise IdxError(f"{size - expected:,} bytes longer than its header's {count:,} {kind} ({expected:,} bytes)")
+    if kind == "labels":
+        labels = path.read_bytes()[header_size:]
+        if labels and (largest := max(labels)) >= CLASSES:
+            raise IdxError(f"label {largest} at item {labels.index(largest):,}: MNIST's labels are 0 to {CLASSES - 1} "
+                           f"(another dataset's file?)")
     return count

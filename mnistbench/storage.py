@@ -6,15 +6,20 @@ its first round, nothing at all (its empty statistics raise ``ValueError: min() 
 sequence`` and the finished benchmarks are lost with it). It also keeps the timing of a test that failed
 or skipped after timing. And it writes the file in place, so a kill or a full disk midway leaves a
 truncated JSON file in the history. Here only the benchmarks of tests that passed are saved, through a
-temporary file renamed into place.
+temporary file renamed into place. SIGTERM (``timeout``'s default signal, a cancelled CI job, ``docker stop``),
+which would kill the run with nothing saved, stops it as Ctrl-C does. Where the results are to go (the storage,
+``--benchmark-json``, a histogram's writer) is checked before the first benchmark, not after the last.
 
 pytest.ini's ``--benchmark-storage=results`` would be relative to the folder pytest starts in: started from
 ``benchmarks/``, a run would begin a second history in ``benchmarks/results/`` (and even ``--collect-only``
 would create it). A relative storage given in pytest.ini is therefore taken relative to pytest's rootdir, the
 checkout; one given on the command line stays relative to the working folder, as any path argument.
 """
+import importlib.util
 import os
 import shlex
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -82,19 +87,46 @@ def folder(config) -> str:
 _PASSED = pytest.StashKey[set]()
 
 
+_SIGTERM_BEFORE = pytest.StashKey[object]()
+
+
+def _stop_as_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own pytest_configure opens (and creates) the folder
 def pytest_configure(config):
+    if not folder(config).strip():  # an unset shell variable: pytest-benchmark would save in the working folder
+        raise pytest.UsageError("--benchmark-storage is empty: name a folder, or leave the option out for results/")
     config.option.benchmark_storage = in_checkout(config)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        config.stash[_SIGTERM_BEFORE] = signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
+
+
+def pytest_unconfigure(config):
+    if _SIGTERM_BEFORE in config.stash:  # a pytest run inside a process (a test's) leaves its handler as found
+        signal.signal(signal.SIGTERM, config.stash[_SIGTERM_BEFORE])
 
 
 def check_writable(benchmark_session) -> None:
-    """``UsageError`` if the run is to save its results in a folder it cannot write: said before the first
-    benchmark, not after the last."""
+    """``UsageError`` if the run is to save its results where it cannot write, or draw a histogram it cannot:
+    said before the first benchmark, not after the last (pytest-benchmark writes ``--benchmark-json`` first,
+    and its failure there would lose the storage's file too)."""
+    if benchmark_session.disabled:
+        return
     storage = benchmark_session.storage
-    saving = (benchmark_session.save or benchmark_session.autosave) and not benchmark_session.disabled
+    saving = benchmark_session.save or benchmark_session.autosave
     if saving and isinstance(storage, FileStorage) and not (storage.path.is_dir() and os.access(storage.path, os.W_OK)):
         raise pytest.UsageError(f"--benchmark-storage: {storage.path} is not a writable folder, "
                                 f"so this run could not save its results")
+    if benchmark_session.json:
+        path = Path(benchmark_session.json)
+        if path.is_dir() or not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise pytest.UsageError(f"--benchmark-json: {path} is not a file this run could write (a folder, or in a "
+                                    f"folder that is missing or not writable)")
+    if benchmark_session.histogram and importlib.util.find_spec("pygal") is None:
+        raise pytest.UsageError("--benchmark-histogram draws with pygal, which is not installed: "
+                                "pip install 'pytest-benchmark[histogram]', or leave the option out")
 
 
 def pytest_sessionstart(session):

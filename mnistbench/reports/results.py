@@ -154,6 +154,11 @@ def test_function(fullname: str) -> str:
     return fullname.rsplit("::", 1)[-1].split("[", 1)[0]
 
 
+def is_fast(params: dict) -> bool:
+    """Whether a benchmark's parameters (``current_params``) are the ``fast`` setup's, recipe's or step's."""
+    return "fast" in (params.get("setup"), params.get("recipe_name"), params.get("step_variant"))
+
+
 def identity(test: str, params: dict) -> tuple:
     """What a benchmark is, whatever device ran it: the test and its parameters (in the current terms,
     ``current_params``) less the device, e.g. ``("test_epoch", ("model_name", "vgg"), ("setup", "fast"))``."""
@@ -195,7 +200,7 @@ class Result:
     @property
     def fast(self) -> bool:
         """Whether this is the ``fast`` setup, recipe or step: each device in its own measured best variant."""
-        return "fast" in (self.params.get("setup"), self.params.get("recipe_name"), self.params.get("step_variant"))
+        return is_fast(self.params)
 
     @property
     def tuning(self) -> str | None:
