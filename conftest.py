@@ -15,7 +15,7 @@ from torchvision import datasets
 import models
 from mnistbench import (backends, cases, convolution, data, devices, fast, guards, idx, machine, matrix, peaks,
                         pipelines, setups, variants)
-from mnistbench.reports import ratio, scaling
+from mnistbench.reports import ratio, results, scaling
 from mnistbench.variants import Variant
 
 # storage: saves only the benchmarks that finished, atomically, under the checkout's results/;
@@ -241,7 +241,7 @@ def pytest_collection_modifyitems(config, items):
 def _pinned_cannot_serve(pinned, params: dict) -> str | None:
     """Why the ``--fast-variant`` cannot serve the fast case of ``params``, or None: a device it cannot run on
     (a GPU part's choice pinned for the CPU too), a schedule it cannot train, a ``matmul`` VGGNet."""
-    if pinned is None or "fast" not in (params.get("setup"), params.get("recipe_name"), params.get("step_variant")):
+    if pinned is None or not results.is_fast(params):
         return None
     model_name = params["model_name"]
     reason = (pinned.unsupported_on(params.get("device", "cpu")) or convolution.runs_native(model_name, pinned)
