@@ -13,8 +13,8 @@ import torch
 from torchvision import datasets
 
 import models
-from mnistbench import (backends, cases, convolution, data, devices, fast, guards, idx, machine, matrix, peaks,
-                        pipelines, setups, variants)
+from mnistbench import (backends, cases, data, devices, fast, guards, idx, machine, matrix, peaks, pipelines, setups,
+                        variants)
 from mnistbench.reports import ratio, results, scaling
 from mnistbench.variants import Variant
 
@@ -244,8 +244,8 @@ def _pinned_cannot_serve(pinned, params: dict) -> str | None:
     if pinned is None or not results.is_fast(params):
         return None
     model_name = params["model_name"]
-    reason = (pinned.unsupported_on(params.get("device", "cpu")) or convolution.runs_native(model_name, pinned)
-              or params.get("recipe_name") == "fast" and pinned.unsupported_with(models.recipe(model_name, "fast").schedule))
+    schedule = models.recipe(model_name, params.get("recipe_name", "article")).schedule  # the recipe each test resolves
+    reason = setups.pinned_cannot_serve(pinned, params.get("device", "cpu"), model_name, schedule)
     return f"--fast-variant {pinned}: {reason}" if reason else None
 
 

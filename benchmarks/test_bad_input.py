@@ -203,7 +203,8 @@ def test_a_file_given_as_the_data_root_is_named(tmp_path, capsys):
     (["--recipe", "fast", "--pipeline", "resident", "--fast-variant", "bf16-channels_last-eager-fused"], 2,
      "mnistbench: error: --fast-variant pins the fast setup's variant, and the resident setup runs its own"),
     (["--recipe", "fast", "--fast-variant", "fp32-contiguous-eager-default-matmul"], 2,
-     "mnistbench: error: vgg has no convolution on maps of at most 4 pixels: fp32-contiguous-eager-default-matmul "
+     "mnistbench: error: --fast-variant fp32-contiguous-eager-default-matmul: vgg has no convolution on maps of at "
+     "most 4 pixels: fp32-contiguous-eager-default-matmul "
      "would run fp32-contiguous-eager-default's kernels"),
 ])
 def test_bad_train_arguments_are_refused_before_training(args, status, message, tmp_path, mnist_root, capsys):

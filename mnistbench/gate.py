@@ -140,16 +140,15 @@ def same_hardware(here: dict, request: Request):
 
 
 def same_configuration(bench, stored) -> bool:
-    """Whether a stored benchmark ran the configuration of the finished ``bench``: the fields the reports pair
-    runs by (``reports.results.CONFIG_FIELDS``: images per round, dataset, seeds, recipe...; in a fast case the
-    variant its probe chose may differ). A 1,024-image epoch is no regression of a 256-image one. The library
+    """Whether a stored benchmark ran the configuration of the finished ``bench``: as the reports pair runs
+    (``reports.pairs.differing``: images per round, dataset, seeds, recipe...; in a fast case the variant its
+    probe chose may differ). A 1,024-image epoch is no regression of a 256-image one. The library
     versions may differ: an upgrade is what the gate judges."""
     theirs = {**results.STORED_DEFAULTS, **(stored.get("extra_info") or {})}
     ours = {**results.STORED_DEFAULTS, **bench.extra_info}
     stored_params = results.current_params(results.test_function(stored["fullname"]), stored.get("params") or {}, theirs)
     fast = results.is_fast(getattr(bench, "params", None) or {}) and results.is_fast(stored_params)
-    ignored = pairs.DEVICE_FIELDS + (results.VARIANT_FIELDS if fast else ())
-    return all(ours.get(name) == theirs.get(name) for name in results.CONFIG_FIELDS if name not in ignored)
+    return not pairs.differing(ours, theirs, fast)
 
 
 def comparable(bench, now: str | None, request: Request):

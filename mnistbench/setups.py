@@ -66,6 +66,15 @@ class Setup:
         return {"setup": self.name, **(self.choice.info() if self.choice else {})}
 
 
+def pinned_cannot_serve(pinned: Variant, device: str, model_name: str, schedule: str) -> str | None:
+    """Why the pinned fast variant cannot serve ``model_name`` on ``device`` trained with ``schedule``, or None: a
+    device it cannot run on, a ``matmul`` variant of a model without small maps (it would time the native kernels
+    under another name), a schedule it cannot train. One answer for ``resolve``, the benchmark run (which skips
+    such cases) and the train job (which refuses before loading the data)."""
+    return (pinned.unsupported_on(device) or convolution.runs_native(model_name, pinned)
+            or pinned.unsupported_with(schedule))
+
+
 def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, train_set,
             policy: FastPolicy = FastPolicy()) -> Setup:
     """The setup called ``name`` for ``model_name`` trained with ``recipe`` on ``device``; for ``fast``
@@ -74,10 +83,8 @@ def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, trai
         raise ValueError(f"unknown setup {name!r}; choose from {', '.join(SETUPS)}")
     if name != "fast":
         return Setup(name, name, Variant())
-    if policy.pinned is not None:
-        reason = policy.pinned.unsupported_on(device) or policy.pinned.unsupported_with(recipe.schedule)
-        if reason:
-            raise ValueError(f"--fast-variant {policy.pinned} cannot run on {device}: {reason}")
+    if policy.pinned is not None and (reason := pinned_cannot_serve(policy.pinned, device, model_name, recipe.schedule)):
+        raise ValueError(f"--fast-variant {policy.pinned}: {reason}")
     candidates = policy.candidates(device, recipe.schedule, model_name)
     choice = fast.choose(model_name, device, train_set, policy.probe_batch_for(recipe.batch_size), candidates,
                          pinned=policy.pinned, use_cache=policy.use_cache, save=policy.save_cache,

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 import models
 
-from . import checkpoints, convolution, data, distributed, setups, training
+from . import checkpoints, data, distributed, setups, training
 from . import quiet  # noqa: F401 (registers its watcher: a fast probe on a machine that is not quiet is not cached)
 
 
@@ -48,8 +48,9 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
     if fast_policy.pinned is not None and setup_name != "fast":
         raise ValueError(f"--fast-variant pins the fast setup's variant, and the {setup_name} setup runs its own: "
                          f"add --pipeline fast, or leave --fast-variant out")
-    if fast_policy.pinned is not None and (wasted := convolution.runs_native(model_name, fast_policy.pinned)):
-        raise ValueError(wasted)
+    if fast_policy.pinned is not None and \
+            (reason := setups.pinned_cannot_serve(fast_policy.pinned, device, model_name, recipe.schedule)):
+        raise ValueError(f"--fast-variant {fast_policy.pinned}: {reason}")
     train_set = data.load(dataset, root, train=True)
     test_set = data.load(dataset, root, train=False)
     member = distributed.join(device)  # rank 0 of 1 unless torchrun started this process

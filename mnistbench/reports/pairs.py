@@ -56,12 +56,20 @@ def with_energy(found: list[Pair]) -> bool:
     return any(pair.energy_ratio is not None for pair in found)
 
 
+def differing(a_info: dict, b_info: dict, fast: bool) -> list[str]:
+    """The configuration fields (``CONFIG_FIELDS``) whose values differ between two benchmarks' ``extra_info``
+    (``results.STORED_DEFAULTS`` filling the fields older results lack), less the device's own, and the variant's
+    where both are ``fast`` (each side at its own measured best). The one rule of what compares with what: the
+    pairs here, the gate's baselines (``mnistbench.gate``)."""
+    allowed = DEVICE_FIELDS + (VARIANT_FIELDS if fast else ())
+    return [field for field in CONFIG_FIELDS if field not in allowed and a_info.get(field) != b_info.get(field)]
+
+
 def mismatch(a: Result, b: Result, names: tuple[str, str] = ("a", "b")) -> str | None:
     """Which configuration fields or library versions differ between ``a`` and ``b``, if any, each side
     called by its name in ``names``; in a ``fast`` pair the variant fields may differ."""
-    allowed = DEVICE_FIELDS + (VARIANT_FIELDS if a.fast and b.fast else ())
     reasons = [f"{field} differs ({names[0]} {a.extra_info[field]}, {names[1]} {b.extra_info[field]})"
-               for field in CONFIG_FIELDS if field not in allowed and a.extra_info[field] != b.extra_info[field]]
+               for field in differing(a.extra_info, b.extra_info, a.fast and b.fast)]
     reasons += [f"{field} differs ({names[0]} {version}, {names[1]} {b.versions.get(field)})"
                 for field, version in a.versions.items() if version != b.versions.get(field)]
     return "; ".join(reasons) or None
