@@ -169,14 +169,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def _unwritable(folder: Path) -> str | None:
+    """Why a file cannot be written into ``folder``, or None."""
+    if not folder.exists():
+        return f"folder {folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK):
+        return f"folder {folder} is not writable"
+    return None
+
+
 def _output_file(text: str) -> str:
     """A report's output file, in a folder that exists and can be written (checked before the report's work)."""
-    folder = Path(text).parent
-    if not folder.is_dir():
-        raise argparse.ArgumentTypeError(f"folder {folder} does not exist" if not folder.exists()
-                                         else f"{folder} is not a folder")
-    if not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
+    if problem := _unwritable(Path(text).parent):
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
@@ -212,13 +219,8 @@ def _fraction(text: str) -> float:
 def _new_model_file(out: Path, overwrite: bool) -> None:
     """Refuse at the start, not after the first epoch, a model file that cannot be written, and one that would
     replace a file already there (a model trained for hours) unless ``--overwrite`` says so."""
-    folder = out.parent
-    if not folder.exists():
-        raise ValueError(f"--out: folder {folder} does not exist")
-    if not folder.is_dir():
-        raise ValueError(f"--out: {folder} is not a folder")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"--out: folder {folder} is not writable")
+    if problem := _unwritable(out.parent):
+        raise ValueError(f"--out: {problem}")
     if out.is_dir():
         raise ValueError(f"--out: {out} is a folder: name the model file, e.g. {out / train_job.default_out('MODEL')}")
     if out.exists() and not overwrite:
