@@ -113,8 +113,9 @@ def pytest_configure(config):
     config.mnistbench_models = _comma_list(config.getoption("models"), models.names(), "--models")
     config.mnistbench_full = bool(config.getoption("benchmark_only"))
     config.mnistbench_matrix = config.getoption("matrix")
-    if config.getoption("benchmark_enable") and config.getoption("dist", "no") != "no":  # pytest-benchmark's test
-        raise pytest.UsageError(f"--benchmark-enable times benchmarks in one process, which pytest-xdist "
+    timing = next((option for option in ("benchmark_only", "benchmark_enable") if config.getoption(option)), None)
+    if timing and config.getoption("dist", "no") != "no":  # pytest-benchmark's test of xdist, said with its fix
+        raise pytest.UsageError(f"--{timing.replace('_', '-')} times benchmarks in one process, which pytest-xdist "
                                 f"(-n {config.getoption('numprocesses')}) cannot: pytest-benchmark would time nothing; "
                                 f"drop -n or give -n 0")
     defaults = matrix.probe_choices(config.mnistbench_matrix, full=config.mnistbench_full)
@@ -478,4 +479,12 @@ def pytest_report_header(config):
         mode = "tests and timed benchmarks (--benchmark-enable)"
     return (f"mnistbench: {mode}; devices {','.join(config.mnistbench_devices)}; "
             f"models {','.join(config.mnistbench_models)}; {config.mnistbench_matrix} matrix; "
-            f"{os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')} worker(s)")
+            f"{_workers(config)} worker(s)")
+
+
+def _workers(config) -> int:
+    """The processes that run the tests: pytest-xdist's workers (its controller and each worker know their
+    number), else this one."""
+    if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+        return int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    return config.getoption("numprocesses") if config.getoption("dist", "no") != "no" else 1

@@ -842,12 +842,14 @@ def test_collecting_from_the_benchmarks_folder_creates_nothing_and_finds_every_g
 
 # --- contradicting options ----------------------------------------------------------------------------------
 
-def test_timing_under_pytest_xdist_is_refused_as_benchmark_only_is():
-    """pytest-benchmark refuses --benchmark-only with -n N itself, and would time nothing with --benchmark-enable."""
+@pytest.mark.parametrize("option", ["benchmark_only", "benchmark_enable"])
+def test_timing_under_pytest_xdist_is_refused_naming_the_fix(option):
+    """pytest-benchmark refuses --benchmark-only with -n N itself ("Can't have both --benchmark-only and
+    --benchmark-disable"), without the fix, and would time nothing with --benchmark-enable."""
     with pytest.raises(pytest.UsageError) as refused:
-        conftest.pytest_configure(OptionsOnly(benchmark_enable=True, dist="load", numprocesses=2))
-    assert str(refused.value) == ("--benchmark-enable times benchmarks in one process, which pytest-xdist (-n 2) "
-                                  "cannot: pytest-benchmark would time nothing; drop -n or give -n 0")
+        conftest.pytest_configure(OptionsOnly(**{option: True}, dist="worksteal", numprocesses=2))
+    assert str(refused.value) == (f"--{option.replace('_', '-')} times benchmarks in one process, which pytest-xdist "
+                                  "(-n 2) cannot: pytest-benchmark would time nothing; drop -n or give -n 0")
 
 
 @pytest.mark.parametrize("options, message", [

@@ -138,6 +138,22 @@ def test_the_header_says_whether_the_run_times(options, mode, monkeypatch):
                                                   (fast.Turns(), None))
 
 
+@pytest.mark.parametrize("worker_count, xdist, workers", [
+    (None, {"dist": "worksteal", "numprocesses": 2}, 2),  # pytest-xdist's controller, which only knows -n
+    ("2", {"dist": "worksteal", "numprocesses": 2}, 2),  # one of its workers
+    (None, {"dist": "no", "numprocesses": 0}, 1),  # -n 0
+])
+def test_the_header_counts_the_processes_that_run_the_tests(worker_count, xdist, workers, monkeypatch):
+    monkeypatch.setenv(fast.CACHE_ENV, os.environ.get(fast.CACHE_ENV, ""))  # a smoke run's configure replaces it
+    if worker_count is None:
+        monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    else:
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", worker_count)
+    config = OptionsOnly("--devices=cpu", **xdist)
+    conftest.pytest_configure(config)
+    assert conftest.pytest_report_header(config).endswith(f"; {workers} worker(s)")
+
+
 def test_the_package_builds_without_a_setuptools_deprecation():
     """setuptools deprecates the ``project.license`` table; the SPDX string replacing it needs setuptools 77."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
