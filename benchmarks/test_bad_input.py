@@ -891,14 +891,17 @@ def finished(name: str, median: float, params: dict | None = None) -> Finished:
                     params=params or {}, stats=dict.fromkeys(gate.STATS_FIELDS, median))
 
 
-def run_gate_hooks(tmp_path, runs: dict, finishing: dict, limit="median:10%", params: dict | None = None):
+def run_gate_hooks(tmp_path, runs: dict, finishing: dict, limit="median:10%", params: dict | None = None,
+                   compare: bool | str = True):
     """The gate's hooks as pytest calls them, over ``runs`` (file name -> machine info and stored benchmarks) in
     a results folder, for a run of ``STEPS`` where ``finishing`` (name -> median) pass: the lines it writes, the
-    exit status and pytest-benchmark's ``compared_mapping``; ``params`` gives the test parameters of some (name ->)."""
+    exit status and pytest-benchmark's ``compared_mapping``; ``params`` gives the test parameters of some (name ->),
+    ``compare`` the run named by ``--benchmark-compare=NUM``."""
     for name, (machine_info, benchmarks) in runs.items():
         write(tmp_path / "results" / "machine" / f"{name}.json", {**run_file(benchmarks), "machine_info": machine_info})
     lines = []
-    config = OptionsOnly(benchmark_only=True, benchmark_compare=True, benchmark_compare_fail=[parse_compare_fail(limit)])
+    config = OptionsOnly(benchmark_only=True, benchmark_compare=compare,
+                         benchmark_compare_fail=[parse_compare_fail(limit)])
     config.option.collectonly = False
     config.pluginmanager = SimpleNamespace(get_plugin=lambda name: SimpleNamespace(
         write_line=lambda line, **style: lines.append(line)))
@@ -928,6 +931,23 @@ def test_a_gate_with_nothing_stored_of_this_machine_is_refused_before_the_first_
         f"--benchmark-compare-fail: nothing stored of this machine in {tmp_path / 'results'} to compare the 2 "
         "selected benchmark(s) with; store a baseline first: the same command without --benchmark-compare and "
         "--benchmark-compare-fail")
+
+
+@pytest.mark.parametrize("stored_runs, compare, message", [
+    (7, "9999", "--benchmark-compare=9999: no stored run of this machine id in {results} matches it; the stored runs "
+                "are 0003, 0004, 0005, 0006, 0007 (of 7)"),
+    (0, "0001", "--benchmark-compare=0001: no stored run of this machine id in {results} matches it; none is stored"),
+    (1, "a/b/c", "--benchmark-compare=a/b/c: 'a/b/c' isn't an existing file or acceptable glob. Expected "
+                 "'platform-glob/filename-glob' or 'filename-glob'."),
+])
+def test_a_gate_against_a_run_that_is_not_stored_is_refused_naming_the_stored_runs(stored_runs, compare, message,
+                                                                                  tmp_path):
+    """pytest-benchmark's storage finds no file for a number it does not hold, and the gate said "nothing stored";
+    a name of three parts was a traceback."""
+    runs = {f"{number:04d}_run": (HERE, [stored(name, 1.0) for name in STEPS]) for number in range(1, stored_runs + 1)}
+    with pytest.raises(pytest.UsageError) as refused:
+        run_gate_hooks(tmp_path, runs, {}, compare=compare)
+    assert str(refused.value) == message.format(results=tmp_path / "results")
 
 
 def test_each_benchmark_is_compared_with_its_own_newest_result_of_this_machine(tmp_path):

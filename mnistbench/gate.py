@@ -109,10 +109,22 @@ def usable(stored) -> bool:
 
 def stored_runs(storage, request: Request) -> tuple[list[tuple[Path, dict]], list[str]]:
     """pytest-benchmark's stored runs of this machine id through its own storage, oldest first (its order, by
-    file name): all of them, or those ``request`` names; and one line per file it could not read."""
+    file name): all of them, or those ``request`` names; and one line per file it could not read.
+
+    A run named that is not stored, or a name pytest-benchmark cannot read as a run (a path of three parts), is
+    ``pytest.UsageError`` naming the runs that are."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        runs = list(storage.load(request.compare) if request.named else storage.load())
+        try:
+            runs = list(storage.load(request.compare) if request.named else storage.load())
+        except ValueError as error:  # pytest-benchmark's FileStorage.query, on a name it cannot read
+            raise pytest.UsageError(f"--benchmark-compare={request.compare}: {error}") from None
+    if request.named and not runs:
+        numbers = [path.name.partition("_")[0] for path in storage.query("[0-9][0-9][0-9][0-9]_")]
+        stored = (f"the stored runs are {', '.join(numbers[-5:])}" + (f" (of {len(numbers)})" if len(numbers) > 5 else "")
+                  if numbers else "none is stored")
+        raise pytest.UsageError(f"--benchmark-compare={request.compare}: no stored run of this machine id in "
+                                f"{storage.path} matches it; {stored}")
     return runs, [f"mnistbench: compare: {warning.message}" for warning in caught]
 
 
