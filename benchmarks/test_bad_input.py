@@ -690,6 +690,30 @@ def test_where_results_go_is_checked_before_the_first_benchmark(options, refusal
         storage.check_writable(run)
 
 
+@pytest.mark.parametrize("option, value, does", [
+    ("benchmark_json", "run.json", "writes timings"),
+    ("benchmark_save", "baseline", "saves timings"),
+    ("benchmark_histogram", ["histogram"], "draws timings"),
+    ("benchmark_csv", ["table"], "writes timings"),
+])
+def test_an_option_that_writes_timings_is_refused_in_a_smoke_run(option, value, does):
+    """A smoke run times nothing, so pytest-benchmark writes none of these files, and says nothing."""
+    options = {"benchmark_storage": "results", "benchmark_only": False, "benchmark_enable": False,
+               "benchmark_json": None, "benchmark_save": None, "benchmark_histogram": [], "benchmark_csv": []}
+    def config(**given):
+        return SimpleNamespace(getoption=lambda name, default=None: {**options, option: value, **given}[name],
+                               option=SimpleNamespace(), stash=pytest.Stash(), rootpath=REPO,
+                               invocation_params=SimpleNamespace(args=()), getini=lambda name: [])
+
+    with pytest.raises(pytest.UsageError) as refused:
+        storage.pytest_configure(config())
+    assert str(refused.value) == (f"--{option.replace('_', '-')} {does}, and this run times nothing (a smoke run: "
+                                  "benchmarks execute once, untimed): add --benchmark-only")
+    timed = config(benchmark_only=True)
+    storage.pytest_configure(timed)  # a timed run writes it
+    storage.pytest_unconfigure(timed)
+
+
 def test_an_empty_results_folder_option_is_refused():
     """An unset shell variable (--benchmark-storage=$DIR) would start a second history in the working folder."""
     config = SimpleNamespace(getoption=lambda name: {"benchmark_storage": ""}[name])

@@ -2,6 +2,10 @@
 the run times its benchmarks, which cases are benchmarks, and a case's test and parameters."""
 
 
+# Why an option about timings has nothing to act on in a smoke run, and the fix.
+UNTIMED = "this run times nothing (a smoke run: benchmarks execute once, untimed): add --benchmark-only"
+
+
 def timed(config) -> bool:
     """Whether the run times its benchmarks (``--benchmark-only`` or ``--benchmark-enable``); otherwise it is a
     smoke run, in which each benchmark executes once, untimed."""

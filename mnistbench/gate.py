@@ -244,8 +244,7 @@ def pytest_configure(config):
     if not compare:
         raise pytest.UsageError("--benchmark-compare-fail gates this run against stored results: add --benchmark-compare")
     if not cases.timed(config):
-        raise pytest.UsageError("--benchmark-compare compares timings, and this run times nothing (a smoke run: "
-                                "benchmarks execute once, untimed): add --benchmark-only")
+        raise pytest.UsageError(f"--benchmark-compare compares timings, and {cases.UNTIMED}")
     config.stash[_REQUEST] = Request(compare, tuple(checks or ()))
 
 

@@ -8,7 +8,8 @@ or skipped after timing. And it writes the file in place, so a kill or a full di
 truncated JSON file in the history. Here only the benchmarks of tests that passed are saved, through a
 temporary file renamed into place. SIGTERM (``timeout``'s default signal, a cancelled CI job, ``docker stop``),
 which would kill the run with nothing saved, stops it as Ctrl-C does. Where the results are to go (the storage,
-``--benchmark-json``, a histogram's writer) is checked before the first benchmark, not after the last.
+``--benchmark-json``, a histogram's writer) is checked before the first benchmark, not after the last; an
+option that writes timings in a smoke run, which times nothing, is refused (pytest-benchmark writes nothing).
 
 pytest.ini's ``--benchmark-storage=results`` would be relative to the folder pytest starts in: started from
 ``benchmarks/``, a run would begin a second history in ``benchmarks/results/`` (and even ``--collect-only``
@@ -26,7 +27,7 @@ import pytest
 from pytest_benchmark.storage.file import FileStorage
 from pytest_benchmark.utils import safe_dumps
 
-from . import atomic
+from . import atomic, cases
 
 
 class AtomicFileStorage(FileStorage):
@@ -99,6 +100,11 @@ def pytest_configure(config):
     if not folder(config).strip():  # an unset shell variable: pytest-benchmark would save in the working folder
         raise pytest.UsageError("--benchmark-storage is empty: name a folder, or leave the option out for results/")
     config.option.benchmark_storage = in_checkout(config)
+    if not cases.timed(config):  # pytest-benchmark would write nothing, and say nothing
+        for option, does in (("benchmark_json", "writes timings"), ("benchmark_save", "saves timings"),
+                             ("benchmark_histogram", "draws timings"), ("benchmark_csv", "writes timings")):
+            if config.getoption(option, None):
+                raise pytest.UsageError(f"--{option.replace('_', '-')} {does}, and {cases.UNTIMED}")
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         config.stash[_SIGTERM_BEFORE] = signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
 
