@@ -721,6 +721,17 @@ def test_an_empty_results_folder_option_is_refused():
         storage.pytest_configure(config)
 
 
+def test_an_elasticsearch_storage_without_its_package_is_refused(monkeypatch):
+    """pytest-benchmark imports the package when it opens the storage: an INTERNALERROR without it."""
+    monkeypatch.setattr(storage.importlib.util, "find_spec", lambda name: None)  # elasticsearch absent, as here
+    config = SimpleNamespace(getoption=lambda name: {"benchmark_storage": "elasticsearch+http://host:9200/b/b"}[name])
+    with pytest.raises(pytest.UsageError) as refused:
+        storage.pytest_configure(config)
+    assert str(refused.value) == ("--benchmark-storage: an Elasticsearch storage needs the elasticsearch package, "
+                                  "which is not installed: pip install 'pytest-benchmark[elasticsearch]', or name a "
+                                  "folder")
+
+
 INTERRUPT_PLUGIN = """
 import os, signal
 from mnistbench import training

@@ -99,6 +99,9 @@ def _stop_as_ctrl_c(signum, frame):
 def pytest_configure(config):
     if not folder(config).strip():  # an unset shell variable: pytest-benchmark would save in the working folder
         raise pytest.UsageError("--benchmark-storage is empty: name a folder, or leave the option out for results/")
+    if folder(config).startswith("elasticsearch+") and importlib.util.find_spec("elasticsearch") is None:
+        raise pytest.UsageError("--benchmark-storage: an Elasticsearch storage needs the elasticsearch package, which "
+                                "is not installed: pip install 'pytest-benchmark[elasticsearch]', or name a folder")
     config.option.benchmark_storage = in_checkout(config)
     if not cases.timed(config):  # pytest-benchmark would write nothing, and say nothing
         for option, does in (("benchmark_json", "writes timings"), ("benchmark_save", "saves timings"),
