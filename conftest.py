@@ -104,6 +104,13 @@ def _comma_list(value: str, valid, option: str) -> list[str]:
     return chosen
 
 
+def _choices(config, option: str, default, valid) -> list[str]:
+    """A comma list option's choices: ``default`` where it is not given; an empty one (an unset shell variable)
+    refused, as every such option is."""
+    value = config.getoption(option)
+    return _comma_list(",".join(default) if value is None else value, valid, f"--{option.replace('_', '-')}")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     try:
@@ -120,15 +127,11 @@ def pytest_configure(config):
                                 f"drop -n or give -n 0")
     defaults = matrix.probe_choices(config.mnistbench_matrix, full=config.mnistbench_full)
     config.mnistbench_variant_choices = {
-        "precisions": _comma_list(config.getoption("precisions") or ",".join(defaults["precisions"]),
-                                  variants.PRECISIONS, "--precisions"),
-        "memory_formats": _comma_list(config.getoption("memory_formats"), variants.MEMORY_FORMATS, "--memory-formats"),
-        "compile_modes": _comma_list(config.getoption("compile") or ",".join(defaults["compile_modes"]),
-                                     variants.COMPILE_MODES, "--compile"),
-        "optimizers": _comma_list(config.getoption("optimizers") or ",".join(defaults["optimizers"]),
-                                  variants.OPTIMIZERS, "--optimizers"),
-        "convolutions": _comma_list(config.getoption("convolutions") or ",".join(defaults["convolutions"]),
-                                    variants.CONVOLUTIONS, "--convolutions"),
+        "precisions": _choices(config, "precisions", defaults["precisions"], variants.PRECISIONS),
+        "memory_formats": _choices(config, "memory_formats", variants.MEMORY_FORMATS, variants.MEMORY_FORMATS),
+        "compile_modes": _choices(config, "compile", defaults["compile_modes"], variants.COMPILE_MODES),
+        "optimizers": _choices(config, "optimizers", defaults["optimizers"], variants.OPTIMIZERS),
+        "convolutions": _choices(config, "convolutions", defaults["convolutions"], variants.CONVOLUTIONS),
     }
     if "native" not in config.mnistbench_variant_choices["convolutions"]:
         raise pytest.UsageError("--convolutions: matmul is tried on the native variants the probe times: give "

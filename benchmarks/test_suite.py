@@ -79,6 +79,9 @@ class OptionsOnly(SimpleNamespace):
     ("--convolutions=matmul", "--convolutions: matmul is tried on the native variants the probe times"),
     ("--fast-variant=bf16", "--fast-variant: unknown variant 'bf16': write PRECISION-FORMAT-COMPILE-OPTIMIZER"),
     ("--target-accuracy=99", "--target-accuracy must be a fraction in (0, 1], got 99.0"),
+    # empty, as an unset shell variable gives: refused as --devices= and --memory-formats= are, not the default
+    *[(f"--{option}=", f"--{option}: unknown empty list; choose from ")
+      for option in ("models", "precisions", "memory-formats", "compile", "optimizers", "convolutions")],
 ])
 def test_each_bad_option_is_refused_naming_the_choices(option, message):
     with pytest.raises(pytest.UsageError) as refused:
