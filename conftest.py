@@ -480,9 +480,17 @@ def pytest_report_header(config):
         mode = "full benchmark"
     else:
         mode = "tests and timed benchmarks (--benchmark-enable)"
-    return (f"mnistbench: {mode}; devices {','.join(config.mnistbench_devices)}; "
+    chosen = config.mnistbench_variant_choices
+    options = (f"--precisions {','.join(chosen['precisions'])} --memory-formats {','.join(chosen['memory_formats'])} "
+               f"--compile {','.join(chosen['compile_modes'])} --optimizers {','.join(chosen['optimizers'])}")
+    # the probe always holds the fp32 baseline: where nothing else was chosen, a fast case is that baseline
+    return [f"mnistbench: {mode}; devices {','.join(config.mnistbench_devices)}; "
             f"models {','.join(config.mnistbench_models)}; {config.mnistbench_matrix} matrix; "
-            f"{_workers(config)} worker(s)")
+            f"{_workers(config)} worker(s)",
+            *[f"mnistbench: no variant of {options} runs on {device}: its fast cases time the fp32 baseline"
+              for device in config.mnistbench_devices
+              if not variants.matrix(device, chosen["precisions"], chosen["memory_formats"], chosen["compile_modes"],
+                                     chosen["optimizers"])]]
 
 
 def _workers(config) -> int:

@@ -133,12 +133,26 @@ def test_the_header_says_whether_the_run_times(options, mode, monkeypatch):
     monkeypatch.setenv(fast.CACHE_ENV, os.environ.get(fast.CACHE_ENV, ""))  # a smoke run's configure replaces it
     config = OptionsOnly("--devices=cpu", "--models=vgg", **options)
     conftest.pytest_configure(config)
-    assert conftest.pytest_report_header(config).startswith(
+    assert conftest.pytest_report_header(config)[0].startswith(
         f"mnistbench: {mode}; devices cpu; models vgg; standard matrix; ")
     # a probe whose choice is timed takes its full turns at the recipe's batch; a smoke run's only checks the path
     policy = config.mnistbench_fast_policy
     assert (policy.turns, policy.probe_batch) == ((fast.SMOKE_TURNS, fast.SMOKE_PROBE_BATCH) if options == {} else
                                                   (fast.Turns(), None))
+
+
+def test_the_header_says_where_the_chosen_variants_leave_the_fast_cases_only_the_baseline(monkeypatch):
+    """--precisions tf32 on a CPU: the probe has nothing but the fp32 baseline to time, and stored it as the fast
+    choice without a word."""
+    monkeypatch.setenv(fast.CACHE_ENV, os.environ.get(fast.CACHE_ENV, ""))  # a smoke run's configure replaces it
+    config = OptionsOnly("--devices=cpu", "--precisions=tf32", "--compile=eager")
+    conftest.pytest_configure(config)
+    assert conftest.pytest_report_header(config)[1:] == [
+        "mnistbench: no variant of --precisions tf32 --memory-formats contiguous,channels_last --compile eager "
+        "--optimizers default runs on cpu: its fast cases time the fp32 baseline"]
+    config = OptionsOnly("--devices=cpu", "--precisions=tf32,bf16")
+    conftest.pytest_configure(config)
+    assert len(conftest.pytest_report_header(config)) == 1
 
 
 @pytest.mark.parametrize("worker_count, xdist, workers", [
@@ -154,7 +168,7 @@ def test_the_header_counts_the_processes_that_run_the_tests(worker_count, xdist,
         monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", worker_count)
     config = OptionsOnly("--devices=cpu", **xdist)
     conftest.pytest_configure(config)
-    assert conftest.pytest_report_header(config).endswith(f"; {workers} worker(s)")
+    assert conftest.pytest_report_header(config)[0].endswith(f"; {workers} worker(s)")
 
 
 def test_the_package_builds_without_a_setuptools_deprecation():
