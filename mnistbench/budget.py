@@ -320,30 +320,33 @@ def pytest_runtest_teardown(item):
 
 
 @contextlib.contextmanager
-def _one_line_at_the_deadline(session, when: str):
-    """The deadline's interruption ends the run with one line (``pytest.exit``) saying ``when`` it fell, not
-    Ctrl-C's banner and the frame it stopped in; a user's Ctrl-C stays as it is."""
+def _one_line_at_the_deadline(session):
+    """The deadline's interruption ends the run with one line (``pytest.exit``) saying when it fell, before the
+    first case or while the cases ran (as the summary says), not Ctrl-C's banner and the frame it stopped in; a
+    user's Ctrl-C stays as it is."""
     try:
         yield
     except KeyboardInterrupt:
         budget = session.config.stash.get(_BUDGET, None)
         if budget is None or not budget.expired:
             raise
+        when = "while the cases ran" if budget.reached else "before the first case"
         pytest.exit(f"mnistbench: time budget of {budget.seconds:g} s reached {when}: the run stopped as Ctrl-C "
                     f"would")
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection(session):
-    """A deadline before the first case (collecting, looking at the machine, estimating): nothing ran."""
-    with _one_line_at_the_deadline(session, "before the first case"):
+    """A deadline while collecting (nothing ran)."""
+    with _one_line_at_the_deadline(session):
         return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session):
-    """A deadline in a case, its setup, or between two."""
-    with _one_line_at_the_deadline(session, "while the cases ran"):
+    """A deadline before the first case's setup (the look at the machine, the peaks: nothing ran), in a case, its
+    setup, or between two."""
+    with _one_line_at_the_deadline(session):
         return (yield)
 
 
