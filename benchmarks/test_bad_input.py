@@ -747,6 +747,18 @@ training.TrainingRun.epoch = epoch
 """
 
 
+@pytest.mark.parametrize("raising, skipped", [(KeyboardInterrupt(), True), (RuntimeError("a fault"), False)])
+def test_a_case_stopped_before_its_rounds_is_not_warned_of_as_unused(raising, skipped):
+    """pytest-benchmark warns of a fixture "not used at all" unless its test was skipped: a case Ctrl-C, SIGTERM or
+    a deadline stops in its probe or warm-up is marked as it marks a skipped one; one that failed is not."""
+    benchmark = SimpleNamespace(skipped=False)
+    wrapper = storage.pytest_runtest_call(SimpleNamespace(funcargs={"benchmark": benchmark}))
+    next(wrapper)
+    with pytest.raises(type(raising)):
+        wrapper.throw(raising)
+    assert benchmark.skipped is skipped
+
+
 def test_an_interrupt_midway_keeps_the_finished_benchmarks_and_no_partial_one(tmp_path, mnist_root):
     """SIGTERM (timeout's default signal, a cancelled CI job) would kill the run with nothing saved; it stops the
     run as Ctrl-C does, with the KeyboardInterrupt Ctrl-C raises. pytest-benchmark alone would then crash on the

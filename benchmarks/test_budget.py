@@ -275,16 +275,6 @@ def test_a_deadline_before_the_first_case_says_so_and_exits_interrupted():
     assert session.exitstatus == pytest.ExitCode.INTERRUPTED
 
 
-def test_a_case_the_deadline_stops_before_its_rounds_is_not_warned_of_as_unused():
-    """pytest-benchmark warns of a fixture "not used at all" unless its test was skipped: a case stopped in its
-    probe or warm-up is marked as it marks a skipped one."""
-    run = budget.Budget(10.0)
-    run.expired = True
-    benchmark = SimpleNamespace(extra_info={}, skipped=False)
-    call(item_of(run, "stopped", benchmark), KeyboardInterrupt())
-    assert benchmark.skipped
-
-
 def test_the_quick_matrix_holds_the_headline_cases_inference_steps_after_the_training_ones():
     """The quick matrix: the headline epochs, steps and time to accuracy, then the same steps in inference
     (what ``mnistbench score`` lists beside them); the rest of the standard matrix is left out."""

@@ -289,16 +289,11 @@ def pytest_runtest_call(item):
     budget = item.config.stash.get(_BUDGET, None)
     if budget is None:
         return (yield)
-    start, budget.running = time.perf_counter(), item.nodeid
-    benchmark = getattr(item, "funcargs", {}).get("benchmark")
+    start, benchmark = time.perf_counter(), getattr(item, "funcargs", {}).get("benchmark")
     try:
         result = yield
-    except KeyboardInterrupt:
-        if budget.expired and benchmark is not None:  # stopped before it timed: as pytest-benchmark marks a skipped
-            benchmark.skipped = True                  # test's fixture, so that it does not warn "not used at all"
-        raise
     finally:
-        budget.running = None
+        budget.running = None  # set in its setup
     if benchmark is not None:
         seconds = time.perf_counter() - start
         benchmark.extra_info["case_seconds"] = seconds

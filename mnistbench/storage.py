@@ -145,6 +145,18 @@ def pytest_sessionstart(session):
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A case stopped (Ctrl-C, SIGTERM, a time budget's deadline) before its rounds, in its probe or warm-up, is
+    marked as pytest-benchmark marks a skipped test's fixture: it would warn "not used at all", as of a fault."""
+    try:
+        return (yield)
+    except KeyboardInterrupt:
+        if (benchmark := getattr(item, "funcargs", {}).get("benchmark")) is not None:
+            benchmark.skipped = True
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.when == "call" and report.passed:
