@@ -196,6 +196,7 @@ def test_a_file_given_as_the_data_root_is_named(tmp_path, capsys):
     (["--seed", str(10**24)], 2,
      f"mnistbench train: error: argument --seed: must be an integer from 0 to 2**64 - 1, got {10**24}"),
     (["--seed", "-1"], 2, "mnistbench train: error: argument --seed: must be an integer from 0 to 2**64 - 1, got -1"),
+    (["--seed", "one"], 2, "mnistbench train: error: argument --seed: must be an integer from 0 to 2**64 - 1, got 'one'"),
     (["--device", " "], 2, "mnistbench: error: --device is empty: name one device, such as cpu or cuda:0"),
     (["--fast-variant", "bf16-channels_last-eager-fused"], 2,
      "mnistbench: error: --fast-variant pins the fast setup's variant, and the reference setup runs its own: add "
@@ -520,7 +521,7 @@ def test_a_page_in_a_missing_folder_is_refused_before_the_report(tmp_path, capsy
     ("7", "must be a fraction between 0 and 1 such as 0.07 (7%), got 7"),
     ("0", "must be a fraction between 0 and 1 such as 0.07 (7%), got 0"),
     ("nan", "must be a fraction between 0 and 1 such as 0.07 (7%), got nan"),
-    ("7%", "must be a fraction such as 0.07 (7%), got '7%'"),
+    ("7%", "must be a fraction between 0 and 1 such as 0.07 (7%), got '7%'"),
 ])
 def test_a_history_threshold_is_a_fraction(threshold, message, tmp_path, capsys):
     status, out, err = run_cli(capsys, "history", tmp_path, "--threshold", threshold)

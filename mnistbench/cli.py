@@ -159,14 +159,24 @@ def _device(name: str) -> str:
     return chosen[0]
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _number(convert, valid, expected: str):
+    """An argparse type: the text ``convert``ed (``int`` or ``float``) where ``valid`` accepts the value, else the
+    error "must be EXPECTED, got TEXT" (quoted where it is not a number)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}") from None
+        if not valid(value):  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text}")
+        return value
+    return parse
+
+
+_positive = _number(int, lambda value: value >= 1, "a positive integer")
+_seed = _number(int, lambda value: 0 <= value < 2**64, "an integer from 0 to 2**64 - 1")  # what torch.manual_seed takes
+# a relative change: 0.07 is 7% (7 would be 700%)
+_fraction = _number(float, lambda value: 0 < value < 1, "a fraction between 0 and 1 such as 0.07 (7%)")
 
 
 def _unwritable(folder: Path) -> str | None:
@@ -192,28 +202,6 @@ def _image_file(text: str) -> str:
     if Path(text).suffix.lower() not in plots.FORMATS:
         raise argparse.ArgumentTypeError(f"must name a {', '.join(plots.FORMATS)} file, got {text!r}")
     return _output_file(text)
-
-
-def _seed(text: str) -> int:
-    """A seed ``torch.manual_seed`` takes: 0 to 2**64 - 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if not 0 <= value < 2**64:
-        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**64 - 1, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    """A relative change strictly between 0 and 1: 0.07 is 7% (7 would be 700%)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a fraction such as 0.07 (7%), got {text!r}") from None
-    if not 0 < value < 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be a fraction between 0 and 1 such as 0.07 (7%), got {text}")
-    return value
 
 
 def _new_model_file(out: Path, overwrite: bool) -> None:
