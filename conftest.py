@@ -68,7 +68,7 @@ def pytest_addoption(parser):
     group.addoption("--precisions", default=None,
                     help="step benchmark precisions: fp32, tf32 (CUDA), bf16, fp16 (CUDA); default: all a device "
                          "supports (quick matrix: fp32, bf16)")
-    group.addoption("--memory-formats", default=",".join(variants.MEMORY_FORMATS),
+    group.addoption("--memory-formats", default=None,
                     help="step benchmark memory formats: contiguous, channels_last (default: both)")
     group.addoption("--compile", default=None,
                     help="step benchmark compile modes: eager, compile, compile-step, cudagraphs (CUDA), "
@@ -99,8 +99,10 @@ def pytest_addoption(parser):
 def _comma_list(value: str, valid, option: str) -> list[str]:
     chosen = list(dict.fromkeys(item.strip() for item in value.split(",") if item.strip()))  # each once
     unknown = [item for item in chosen if item not in valid]
-    if unknown or not chosen:
-        raise pytest.UsageError(f"{option}: unknown {', '.join(unknown) or 'empty list'}; choose from {', '.join(valid)}")
+    if not chosen:
+        raise pytest.UsageError(f"{option} is empty; choose from {', '.join(valid)}")
+    if unknown:
+        raise pytest.UsageError(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(valid)}")
     return chosen
 
 
@@ -137,7 +139,7 @@ def pytest_configure(config):
         raise pytest.UsageError("--convolutions: matmul is tried on the native variants the probe times: give "
                                 "native,matmul or native")
     try:
-        pinned = config.getoption("fast_variant") and Variant.parse(config.getoption("fast_variant"))
+        pinned = None if config.getoption("fast_variant") is None else Variant.parse(config.getoption("fast_variant"))
     except ValueError as error:
         raise pytest.UsageError(f"--fast-variant: {error}") from None
     # A timed run caches only a probe that had the machine to itself, never one beside other xdist workers or
@@ -146,7 +148,7 @@ def pytest_configure(config):
     timed = cases.timed(config)
     config.mnistbench_fast_policy = setups.FastPolicy(
         **{name: tuple(chosen) for name, chosen in config.mnistbench_variant_choices.items()},
-        pinned=pinned or None, use_cache=not config.getoption("no_fast_cache"),
+        pinned=pinned, use_cache=not config.getoption("no_fast_cache"),
         save_cache=not config.mnistbench_full or "PYTEST_XDIST_WORKER" not in os.environ,
         save_disturbed=not config.mnistbench_full, turns=fast.Turns() if timed else setups.SMOKE.turns,
         probe_batch=None if timed else setups.SMOKE.probe_batch)  # a smoke run probes as setups.SMOKE says
@@ -180,6 +182,7 @@ def pytest_configure(config):
     devices.share_cpu_threads()
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's: without it (-p no:xdist) an unknown hook would stop pytest
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (in pytest.ini) spreads tests over the cores, but timed benchmarks must own the machine
     (and pytest-benchmark times nothing under xdist), and a time budget's deadline stops one process."""
@@ -480,22 +483,36 @@ def pytest_report_header(config):
         mode = "full benchmark"
     else:
         mode = "tests and timed benchmarks (--benchmark-enable)"
-    chosen = config.mnistbench_variant_choices
-    options = (f"--precisions {','.join(chosen['precisions'])} --memory-formats {','.join(chosen['memory_formats'])} "
-               f"--compile {','.join(chosen['compile_modes'])} --optimizers {','.join(chosen['optimizers'])}")
-    # the probe always holds the fp32 baseline: where nothing else was chosen, a fast case is that baseline
     return [f"mnistbench: {mode}; devices {','.join(config.mnistbench_devices)}; "
             f"models {','.join(config.mnistbench_models)}; {config.mnistbench_matrix} matrix; "
-            f"{_workers(config)} worker(s)",
-            *[f"mnistbench: no variant of {options} runs on {device}: its fast cases time the fp32 baseline"
-              for device in config.mnistbench_devices
-              if not variants.matrix(device, chosen["precisions"], chosen["memory_formats"], chosen["compile_modes"],
-                                     chosen["optimizers"])]]
+            f"{_workers(config)} worker(s)", *_baseline_only(config)]
+
+
+def _baseline_only(config) -> list[str]:
+    """A line per device where the chosen variants leave the fast probe nothing but the fp32 baseline it always
+    times (``--precisions tf32`` on a CPU; ``--compile compile-step`` for a one-cycle recipe), naming the cases:
+    there the fast cases time that baseline. None where a variant is pinned."""
+    policy = config.mnistbench_fast_policy
+    if policy.pinned is not None:
+        return []
+    lines = []
+    for device in config.mnistbench_devices:
+        # the fast epochs and steps train under the article's recipe, the fast time to accuracy under its own
+        bare = [f"{model} {'epochs and steps' if name == 'article' else 'time to accuracy'}"
+                for model in config.mnistbench_models for name in models.RECIPES
+                if not [variant for variant in policy.candidates(device, models.recipe(model, name).schedule, model)
+                        if variant != Variant()]]
+        if bare:
+            lines.append(f"mnistbench: on {device} the chosen --precisions, --memory-formats, --compile, --optimizers "
+                         f"leave the fast probe only the fp32 baseline for {', '.join(bare)}: those fast cases time it")
+    return lines
 
 
 def _workers(config) -> int:
-    """The processes that run the tests: pytest-xdist's workers (its controller and each worker know their
-    number), else this one."""
-    if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    """The processes that run the tests: on a pytest-xdist worker, their count; on its controller, the workers it
+    starts (none for --collect-only); else this one."""
+    if hasattr(config, "workerinput"):
         return int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    return config.getoption("numprocesses") if config.getoption("dist", "no") != "no" else 1
+    if config.getoption("dist", "no") == "no" or config.getoption("collectonly", False):
+        return 1
+    return max(1, len(config.getoption("tx", None) or ()))  # -n N started as N, after --maxprocesses

@@ -197,6 +197,7 @@ def test_a_file_given_as_the_data_root_is_named(tmp_path, capsys):
      f"mnistbench train: error: argument --seed: must be an integer from 0 to 2**64 - 1, got {10**24}"),
     (["--seed", "-1"], 2, "mnistbench train: error: argument --seed: must be an integer from 0 to 2**64 - 1, got -1"),
     (["--seed", "one"], 2, "mnistbench train: error: argument --seed: must be an integer from 0 to 2**64 - 1, got 'one'"),
+    (["--fast-variant", ""], 2, "mnistbench: error: unknown variant '': write PRECISION-FORMAT-COMPILE-OPTIMIZER"),
     (["--device", " "], 2, "mnistbench: error: --device is empty: name one device, such as cpu or cuda:0"),
     (["--fast-variant", "bf16-channels_last-eager-fused"], 2,
      "mnistbench: error: --fast-variant pins the fast setup's variant, and the reference setup runs its own: add "
@@ -695,12 +696,11 @@ def test_where_results_go_is_checked_before_the_first_benchmark(options, refusal
     ("benchmark_json", "run.json", "writes timings"),
     ("benchmark_save", "baseline", "saves timings"),
     ("benchmark_histogram", ["histogram"], "draws timings"),
-    ("benchmark_csv", ["table"], "writes timings"),
 ])
 def test_an_option_that_writes_timings_is_refused_in_a_smoke_run(option, value, does):
     """A smoke run times nothing, so pytest-benchmark writes none of these files, and says nothing."""
     options = {"benchmark_storage": "results", "benchmark_only": False, "benchmark_enable": False,
-               "benchmark_json": None, "benchmark_save": None, "benchmark_histogram": [], "benchmark_csv": []}
+               "benchmark_json": None, "benchmark_save": None, "benchmark_histogram": []}
     def config(**given):
         return SimpleNamespace(getoption=lambda name, default=None: {**options, option: value, **given}[name],
                                option=SimpleNamespace(), stash=pytest.Stash(), rootpath=REPO,
@@ -982,20 +982,35 @@ def test_a_gate_with_nothing_stored_of_this_machine_is_refused_before_the_first_
 
 
 @pytest.mark.parametrize("stored_runs, compare, message", [
-    (7, "9999", "--benchmark-compare=9999: no stored run of this machine id in {results} matches it; the stored runs "
-                "are 0003, 0004, 0005, 0006, 0007 (of 7)"),
-    (0, "0001", "--benchmark-compare=0001: no stored run of this machine id in {results} matches it; none is stored"),
+    (7, "9999", "--benchmark-compare=9999: no stored run in {results}/machine matches it; the stored runs are 0003, "
+                "0004, 0005, 0006, 0007 (of 7)"),
+    (0, "0001", "--benchmark-compare=0001: no stored run in {results}/machine matches it; none is stored"),
+    (1, "other/0001", "--benchmark-compare=other/0001: no stored run in {results}/other matches it; the stored runs "
+                      "are 0002"),  # another machine id's folder, its own runs named
+    (1, "0009_broken", "--benchmark-compare=0009_broken: no stored run it names could be read: Failed to load "
+                       "{results}/machine/0009_broken.json: "),  # stored, unreadable: not "no stored run"
     (1, "a/b/c", "--benchmark-compare=a/b/c: 'a/b/c' isn't an existing file or acceptable glob. Expected "
                  "'platform-glob/filename-glob' or 'filename-glob'."),
 ])
-def test_a_gate_against_a_run_that_is_not_stored_is_refused_naming_the_stored_runs(stored_runs, compare, message,
-                                                                                  tmp_path):
-    """pytest-benchmark's storage finds no file for a number it does not hold, and the gate said "nothing stored";
-    a name of three parts was a traceback."""
+def test_a_gate_against_a_run_that_cannot_be_read_is_refused_saying_why(stored_runs, compare, message, tmp_path):
+    """pytest-benchmark's storage finds no file for a number it does not hold, skips one it cannot read, and the
+    gate said "nothing stored" for both; a name of three parts was a traceback."""
     runs = {f"{number:04d}_run": (HERE, [stored(name, 1.0) for name in STEPS]) for number in range(1, stored_runs + 1)}
+    write(tmp_path / "results" / "other" / "0002_run.json", run_file([stored(name, 1.0) for name in STEPS]))
+    if compare == "0009_broken":
+        (tmp_path / "results" / "machine").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / "machine" / "0009_broken.json").write_text('{"benchmarks": [')
     with pytest.raises(pytest.UsageError) as refused:
         run_gate_hooks(tmp_path, runs, {}, compare=compare)
-    assert str(refused.value) == message.format(results=tmp_path / "results")
+    assert str(refused.value).startswith(message.format(results=tmp_path / "results"))
+
+
+def test_an_empty_run_to_compare_with_is_refused():
+    """An unset shell variable (--benchmark-compare=$RUN) compared with nothing, and gated nothing, silently."""
+    with pytest.raises(pytest.UsageError) as refused:
+        gate.pytest_configure(OptionsOnly(benchmark_only=True, benchmark_compare=""))
+    assert str(refused.value) == ("--benchmark-compare= is empty: name a run (NUM), or give the option without a "
+                                  "value to compare each benchmark with this machine's newest stored result")
 
 
 def test_each_benchmark_is_compared_with_its_own_newest_result_of_this_machine(tmp_path):

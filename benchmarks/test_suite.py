@@ -55,7 +55,8 @@ class OptionsOnly(SimpleNamespace):
     ``dist``...): enough for ``pytest_configure``, without a new pytest process for each case."""
 
     PLUGIN_DEFAULTS = {"benchmark_only": False, "benchmark_enable": False, "benchmark_compare": [],
-                       "benchmark_compare_fail": None, "dist": "no", "numprocesses": None}
+                       "benchmark_compare_fail": None, "dist": "no", "numprocesses": None, "tx": [],
+                       "collectonly": False}
 
     def __init__(self, *changed, **others):
         parser = Parser(_ispytest=True)
@@ -78,9 +79,10 @@ class OptionsOnly(SimpleNamespace):
     ("--convolutions=winograd", "--convolutions: unknown winograd; choose from native, matmul"),
     ("--convolutions=matmul", "--convolutions: matmul is tried on the native variants the probe times"),
     ("--fast-variant=bf16", "--fast-variant: unknown variant 'bf16': write PRECISION-FORMAT-COMPILE-OPTIMIZER"),
+    ("--fast-variant=", "--fast-variant: unknown variant '': write PRECISION-FORMAT-COMPILE-OPTIMIZER"),  # not ignored
     ("--target-accuracy=99", "--target-accuracy must be a fraction in (0, 1], got 99.0"),
     # empty, as an unset shell variable gives: refused as --devices= and --memory-formats= are, not the default
-    *[(f"--{option}=", f"--{option}: unknown empty list; choose from ")
+    *[(f"--{option}=", f"--{option} is empty; choose from ")
       for option in ("models", "precisions", "memory-formats", "compile", "optimizers", "convolutions")],
 ])
 def test_each_bad_option_is_refused_naming_the_choices(option, message):
@@ -141,24 +143,30 @@ def test_the_header_says_whether_the_run_times(options, mode, monkeypatch):
                                                   (fast.Turns(), None))
 
 
-def test_the_header_says_where_the_chosen_variants_leave_the_fast_cases_only_the_baseline(monkeypatch):
-    """--precisions tf32 on a CPU: the probe has nothing but the fp32 baseline to time, and stored it as the fast
+@pytest.mark.parametrize("options, bare", [
+    (["--precisions=tf32", "--compile=eager"], "vgg epochs and steps, vgg time to accuracy"),  # nothing runs on a CPU
+    (["--precisions=fp32", "--memory-formats=contiguous", "--compile=eager", "--optimizers=default"],
+     "vgg epochs and steps, vgg time to accuracy"),  # the baseline alone
+    (["--compile=compile-step"], "vgg time to accuracy"),  # a captured step cannot train a one-cycle schedule
+    (["--precisions=tf32,bf16"], None),
+    (["--precisions=tf32", "--fast-variant=bf16-contiguous-eager-default"], None),  # pinned: no probe
+])
+def test_the_header_says_where_the_chosen_variants_leave_the_fast_cases_only_the_baseline(options, bare, monkeypatch):
+    """--precisions tf32 on a CPU: the probe had nothing but the fp32 baseline to time, and stored it as the fast
     choice without a word."""
     monkeypatch.setenv(fast.CACHE_ENV, os.environ.get(fast.CACHE_ENV, ""))  # a smoke run's configure replaces it
-    config = OptionsOnly("--devices=cpu", "--precisions=tf32", "--compile=eager")
+    config = OptionsOnly("--devices=cpu", "--models=vgg", *options)
     conftest.pytest_configure(config)
-    assert conftest.pytest_report_header(config)[1:] == [
-        "mnistbench: no variant of --precisions tf32 --memory-formats contiguous,channels_last --compile eager "
-        "--optimizers default runs on cpu: its fast cases time the fp32 baseline"]
-    config = OptionsOnly("--devices=cpu", "--precisions=tf32,bf16")
-    conftest.pytest_configure(config)
-    assert len(conftest.pytest_report_header(config)) == 1
+    assert conftest.pytest_report_header(config)[1:] == ([] if bare is None else [
+        f"mnistbench: on cpu the chosen --precisions, --memory-formats, --compile, --optimizers leave the fast probe "
+        f"only the fp32 baseline for {bare}: those fast cases time it"])
 
 
 @pytest.mark.parametrize("worker_count, xdist, workers", [
-    (None, {"dist": "worksteal", "numprocesses": 2}, 2),  # pytest-xdist's controller, which only knows -n
-    ("2", {"dist": "worksteal", "numprocesses": 2}, 2),  # one of its workers
-    (None, {"dist": "no", "numprocesses": 0}, 1),  # -n 0
+    (None, {"dist": "worksteal", "tx": ["popen"] * 2}, 2),  # pytest-xdist's controller: the workers it starts
+    (None, {"dist": "worksteal", "tx": ["popen"] * 2, "collectonly": True}, 1),  # which --collect-only does not
+    ("2", {"dist": "worksteal", "tx": ["popen"] * 2, "workerinput": {}}, 2),  # one of its workers
+    ("3", {"dist": "no", "tx": []}, 1),  # -n 0, a count left in the environment by another run
 ])
 def test_the_header_counts_the_processes_that_run_the_tests(worker_count, xdist, workers, monkeypatch):
     monkeypatch.setenv(fast.CACHE_ENV, os.environ.get(fast.CACHE_ENV, ""))  # a smoke run's configure replaces it
@@ -166,7 +174,9 @@ def test_the_header_counts_the_processes_that_run_the_tests(worker_count, xdist,
         monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
     else:
         monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", worker_count)
+    worker = {"workerinput": xdist.pop("workerinput")} if "workerinput" in xdist else {}
     config = OptionsOnly("--devices=cpu", **xdist)
+    config.__dict__.update(worker)
     conftest.pytest_configure(config)
     assert conftest.pytest_report_header(config)[0].endswith(f"; {workers} worker(s)")
 

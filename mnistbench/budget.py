@@ -283,9 +283,9 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """Which case runs, for the deadline to name; the whole cost of a case that returned, stored with its result
-    (``case_seconds``) for later estimates and learnt from (one that failed, was skipped out of memory or was
-    stopped says nothing of it); a compilation it measured replaces the model's allowance for the rest of the run."""
+    """The whole cost of a case that returned, stored with its result (``case_seconds``) for later estimates and
+    learnt from (one that failed, was skipped out of memory or was stopped says nothing of it); a compilation it
+    measured replaces the model's allowance for the rest of the run. After its call, no case runs."""
     budget = item.config.stash.get(_BUDGET, None)
     if budget is None:
         return (yield)

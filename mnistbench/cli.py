@@ -217,7 +217,7 @@ def _new_model_file(out: Path, overwrite: bool) -> None:
 
 def train_command(args) -> int:
     _new_model_file(Path(args.out or train_job.default_out(args.model)), args.overwrite)
-    policy = setups.FastPolicy(pinned=args.fast_variant and Variant.parse(args.fast_variant),
+    policy = setups.FastPolicy(pinned=None if args.fast_variant is None else Variant.parse(args.fast_variant),
                                use_cache=not args.no_fast_cache)
     summary = train_job.train(args.model, _device(args.device), recipe_name=args.recipe, epochs=args.epochs,
                               setup=args.pipeline, out=args.out, dataset=args.dataset, root=args.mnist_root,

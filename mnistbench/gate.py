@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pytest_benchmark.storage.file import FileStorage
 from pytest_benchmark.utils import PercentageRegressionCheck
 
 from . import cases, machine
@@ -111,21 +112,36 @@ def stored_runs(storage, request: Request) -> tuple[list[tuple[Path, dict]], lis
     """pytest-benchmark's stored runs of this machine id through its own storage, oldest first (its order, by
     file name): all of them, or those ``request`` names; and one line per file it could not read.
 
-    A run named that is not stored, or a name pytest-benchmark cannot read as a run (a path of three parts), is
-    ``pytest.UsageError`` naming the runs that are."""
+    ``pytest.UsageError`` for a run named that cannot be compared with: a name pytest-benchmark cannot read as
+    one (a path of three parts), a run stored but unreadable (with why), or none stored (naming the runs of its
+    folder that are)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             runs = list(storage.load(request.compare) if request.named else storage.load())
         except ValueError as error:  # pytest-benchmark's FileStorage.query, on a name it cannot read
             raise pytest.UsageError(f"--benchmark-compare={request.compare}: {error}") from None
+    unread = [str(warning.message) for warning in caught]
     if request.named and not runs:
-        numbers = [path.name.partition("_")[0] for path in storage.query("[0-9][0-9][0-9][0-9]_")]
-        stored = (f"the stored runs are {', '.join(numbers[-5:])}" + (f" (of {len(numbers)})" if len(numbers) > 5 else "")
-                  if numbers else "none is stored")
-        raise pytest.UsageError(f"--benchmark-compare={request.compare}: no stored run of this machine id in "
-                                f"{storage.path} matches it; {stored}")
-    return runs, [f"mnistbench: compare: {warning.message}" for warning in caught]
+        if unread:
+            raise pytest.UsageError(f"--benchmark-compare={request.compare}: no stored run it names could be read: "
+                                    f"{'; '.join(unread)}")
+        raise pytest.UsageError(f"--benchmark-compare={request.compare}: {_not_stored(storage, request.compare)}")
+    return runs, [f"mnistbench: compare: {line}" for line in unread]
+
+
+def _not_stored(storage, name: str) -> str:
+    """Why the run ``name`` (NUM, or FOLDER/NUM for another machine id's folder) found nothing, with the runs of
+    that folder that are stored; a storage other than files (Elasticsearch) is only said to hold none."""
+    if not isinstance(storage, FileStorage):
+        return "no stored run matches it"
+    folder, _, _ = name.rpartition("/")
+    where = storage.path / (folder or storage.default_machine_id or "")
+    runs = storage.query(f"{folder}/" * bool(folder) + "[0-9][0-9][0-9][0-9]_")
+    numbers = [path.name.partition("_")[0] for path in runs]
+    stored = (f"the stored runs are {', '.join(numbers[-5:])}" + (f" (of {len(numbers)})" if len(numbers) > 5 else "")
+              if numbers else "none is stored")
+    return f"no stored run in {where} matches it; {stored}"
 
 
 def baseline(runs, fullname: str, wanted) -> tuple[Path, dict, dict] | None:
@@ -239,6 +255,9 @@ _VERDICT = pytest.StashKey[Verdict]()
 def pytest_configure(config):
     compare, checks = config.getoption("benchmark_compare"), config.getoption("benchmark_compare_fail")
     config.option.benchmark_compare, config.option.benchmark_compare_fail = [], None
+    if compare == "":  # an unset shell variable: not the option left out, nor its newest-run form (no value)
+        raise pytest.UsageError("--benchmark-compare= is empty: name a run (NUM), or give the option without a value "
+                                "to compare each benchmark with this machine's newest stored result")
     if not (compare or checks):
         return
     if not compare:
@@ -254,6 +273,7 @@ def _write(config, lines) -> None:
         reporter.write_line(line, yellow=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # a refusal before the estimates and the look at the machine are printed
 def pytest_collection_finish(session):
     """Before the first benchmark: what this run will be compared with, or a refused gate."""
     config = session.config
@@ -261,7 +281,11 @@ def pytest_collection_finish(session):
     benchmark_session = getattr(config, "_benchmarksession", None)
     if request is None or config.option.collectonly or benchmark_session is None or benchmark_session.disabled:
         return
-    runs, lines = stored_runs(benchmark_session.storage, request)
+    try:
+        runs, lines = stored_runs(benchmark_session.storage, request)
+    except pytest.UsageError:
+        benchmark_session.disabled = True  # nothing will run: no note of a results file after the message
+        raise
     here = benchmark_session.get_machine_info()
     selected = [item for item in session.items if cases.is_benchmark(item)]
     missing = [item.name for item in selected if baseline(runs, item.nodeid, same_hardware(here, request)) is None]

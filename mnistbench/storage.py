@@ -105,7 +105,7 @@ def pytest_configure(config):
     config.option.benchmark_storage = in_checkout(config)
     if not cases.timed(config):  # pytest-benchmark would write nothing, and say nothing
         for option, does in (("benchmark_json", "writes timings"), ("benchmark_save", "saves timings"),
-                             ("benchmark_histogram", "draws timings"), ("benchmark_csv", "writes timings")):
+                             ("benchmark_histogram", "draws timings")):
             if config.getoption(option, None):
                 raise pytest.UsageError(f"--{option.replace('_', '-')} {does}, and {cases.UNTIMED}")
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
@@ -146,8 +146,9 @@ def pytest_sessionstart(session):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """A case stopped (Ctrl-C, SIGTERM, a time budget's deadline) before its rounds, in its probe or warm-up, is
-    marked as pytest-benchmark marks a skipped test's fixture: it would warn "not used at all", as of a fault."""
+    """A case stopped (Ctrl-C, SIGTERM, a time budget's deadline) is marked as pytest-benchmark marks a skipped
+    test's fixture: stopped before its rounds (in its probe or warm-up), it would be warned of as "not used at
+    all", as of a fault (the mark changes nothing else: the run saves only the cases that passed)."""
     try:
         return (yield)
     except KeyboardInterrupt:
