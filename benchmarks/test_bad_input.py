@@ -180,9 +180,12 @@ def test_a_file_given_as_the_data_root_is_named(tmp_path, capsys):
 # --- the other inputs of mnistbench train and evaluate ---------------------------------------------------
 
 @pytest.mark.parametrize("args, status, message", [
-    (["--device", "tpu"], 2, "mnistbench: error: unknown device 'tpu'"),
+    (["--device", "tpu"], 2, "mnistbench: error: --device 'tpu': unknown device 'tpu'"),
     (["--device", f"cuda:{torch.cuda.device_count()}"], 2,
-     f"mnistbench: error: device 'cuda:{torch.cuda.device_count()}' was requested but this machine has only: "),
+     f"mnistbench: error: --device 'cuda:{torch.cuda.device_count()}': device 'cuda:{torch.cuda.device_count()}' was "
+     f"requested but this machine has only: "),
+    (["--device", "cpu,cpu"], 2, "mnistbench: error: --device takes one device, not 'cpu,cpu': such as cpu or cuda:0"),
+    (["--device", "all"], 2, "mnistbench: error: --device takes one device, not 'all': such as cpu or cuda:0"),
     (["--out", "{tmp}/no-such-folder/m.pth"], 2,
      "mnistbench: error: --out: folder {tmp}/no-such-folder does not exist"),
     (["--out", "{tmp}/a-file/m.pth"], 2, "mnistbench: error: --out: {tmp}/a-file is not a folder"),
@@ -190,7 +193,7 @@ def test_a_file_given_as_the_data_root_is_named(tmp_path, capsys):
     (["--samples", "-5"], 2, "mnistbench train: error: argument --samples: must be a positive integer, got -5"),
     (["--epochs", "ten"], 2, "mnistbench train: error: argument --epochs: must be a positive integer, got 'ten'"),
     (["--recipe", "slow"], 2, "mnistbench train: error: argument --recipe: invalid choice: 'slow'"),
-    (["--out", "{tmp}"], 2, "mnistbench: error: --out: {tmp} is a folder: name the model file, e.g. {tmp}/mnist_MODEL.pth"),
+    (["--out", "{tmp}"], 2, "mnistbench: error: --out: {tmp} is a folder: name the model file, e.g. {tmp}/mnist_vgg.pth"),
     (["--out", "{tmp}/a-file"], 2,
      "mnistbench: error: --out: {tmp}/a-file exists: name another file, or add --overwrite to replace it"),
     (["--seed", str(10**24)], 2,
@@ -227,7 +230,14 @@ def test_a_model_file_already_there_is_kept_unless_overwrite_is_given(tmp_path, 
     assert (code, out) == (2, "") and err == ("mnistbench: error: --out: mnist_vgg.pth exists: name another file, or "
                                               "add --overwrite to replace it\n")
     assert earlier.read_bytes() == b"hours of training"
-    cli._new_model_file(earlier, overwrite=True)  # accepted: the job then replaces it after its first epoch
+    cli._new_model_file(earlier, overwrite=True, model_name="vgg")  # accepted: replaced after the first epoch
+    # under torchrun only rank 0 writes: another rank, maybe on a machine with a file of that name, checks nothing
+    for name, value in (("RANK", "1"), ("WORLD_SIZE", "2"), ("TORCHELASTIC_RUN_ID", "run")):
+        monkeypatch.setenv(name, value)
+    cli._new_model_file(earlier, overwrite=False, model_name="vgg")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="exists: name another file"):
+        cli._new_model_file(earlier, overwrite=False, model_name="vgg")
 
 
 def test_an_unknown_model_is_refused_naming_the_choices(capsys):

@@ -1,10 +1,14 @@
 """The articles' job as a command, end to end at smoke size: train, save, reload, evaluate, interrupt."""
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+import models
 
 from mnistbench import checkpoints, launcher, train_job, training
 
@@ -78,11 +82,15 @@ def test_evaluate_reports_the_accuracy_of_an_article_file(tmp_path, few_test_dig
 @pytest.mark.parametrize("content, message", [
     (b"not a model", "not a PyTorch state_dict file"),
     (None, "not vgg weights (12 missing keys such as ['classifier.0.bias', 'classifier.0.weight']"),
+    ("nan", "12 tensors hold NaN or infinite values, such as ['features.0.weight', 'features.0.bias']: the "
+            "training that saved them diverged"),  # evaluated, they read as chance accuracy and a loss of nan
 ])
 def test_evaluate_refuses_a_wrong_or_corrupt_file_in_one_line(tmp_path, mnist_root, content, message, capsys):
     path = tmp_path / "model.pth"
     if content is None:
         torch.save(article_model_class("googlenet")().state_dict(), path)
+    elif content == "nan":
+        torch.save({name: tensor * float("nan") for name, tensor in models.build("vgg").state_dict().items()}, path)
     else:
         path.write_bytes(content)
     status, _, err = report(capsys, "evaluate", "--model", "vgg", "--weights", path, "--mnist-root", mnist_root)
@@ -92,24 +100,49 @@ def test_evaluate_refuses_a_wrong_or_corrupt_file_in_one_line(tmp_path, mnist_ro
         assert err.endswith("): they are googlenet's, --model googlenet\n"), err
 
 
-def test_an_interrupted_run_keeps_the_last_complete_epoch(tmp_path, few_test_digits_root, monkeypatch):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_an_interrupted_run_keeps_the_last_complete_epoch(stop, tmp_path, few_test_digits_root, monkeypatch):
+    """Ctrl-C, or SIGTERM (a job scheduler's stop; torchrun's to its ranks after a Ctrl-C), which ended the run
+    with nothing said: the run keeps its last complete epoch, and says so."""
     original_epoch = training.TrainingRun.epoch
     calls = []
 
     def interrupted_second_epoch(self, batches=None):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt
+            if stop == "ctrl-c":
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler raises in this thread, at once
         return original_epoch(self, batches)
 
     monkeypatch.setattr(training.TrainingRun, "epoch", interrupted_second_epoch)
     out, lines = tmp_path / "model.pth", []
-    summary = train_job.train("vgg", "cpu", epochs=3, samples=256, out=out, root=few_test_digits_root,
-                              progress=False, log=lines.append)
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as in a fresh process, not this test's worker
+    try:
+        summary = train_job.train("vgg", "cpu", epochs=3, samples=256, out=out, root=few_test_digits_root,
+                                  progress=False, log=lines.append)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, "the handler is put back"
+    finally:
+        signal.signal(signal.SIGTERM, before)
     assert summary.interrupted and summary.epochs_done == 1
     assert lines[-1] == f"interrupted during epoch 2: {out} holds the weights after epoch 1"
     checkpoints.load("vgg", out)
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_a_run_interrupted_before_its_first_epoch_says_the_file_there_is_the_earlier_one(tmp_path, few_test_digits_root,
+                                                                                         monkeypatch):
+    """With --overwrite, the file a run replaces is replaced by its first epoch: stopped before, it is the old one."""
+    def interrupted(self, batches=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.TrainingRun, "epoch", interrupted)
+    out, lines = tmp_path / "model.pth", []
+    out.write_bytes(b"an earlier model")
+    summary = train_job.train("vgg", "cpu", epochs=1, samples=256, out=out, root=few_test_digits_root,
+                              progress=False, log=lines.append)
+    assert summary.interrupted and out.read_bytes() == b"an earlier model"
+    assert lines[-1] == f"interrupted during epoch 1: nothing was saved: {out} is the file that was there before"
 
 
 def test_saving_is_atomic(tmp_path, monkeypatch):

@@ -46,9 +46,15 @@ def load(model_name: str, path: str | os.PathLike, device: str = "cpu") -> nn.Mo
     if expected != found:
         missing, unexpected = sorted(expected - found), sorted(found - expected)
         other = [name for name in models.names() if set(models.build(name).state_dict()) == found]
-        raise CheckpointError(f"{path}: not {model_name} weights ({len(missing)} missing keys such as "
-                              f"{missing[:2]}, {len(unexpected)} unexpected keys such as {unexpected[:2]})"
+        keys = [f"{len(names)} {kind} keys such as {names[:2]}" for kind, names in (("missing", missing),
+                                                                                   ("unexpected", unexpected)) if names]
+        raise CheckpointError(f"{path}: not {model_name} weights ({', '.join(keys)})"
                               + (f": they are {other[0]}'s, --model {other[0]}" if other else ""))
+    if bad := [name for name, tensor in state_dict.items()
+               if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]:
+        # a run that diverged saved them: evaluated, they would read as a chance accuracy and a loss of nan
+        raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or infinite values, such as {bad[:2]}: the "
+                              f"training that saved them diverged")
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:  # same names, other shapes

@@ -153,10 +153,13 @@ def _device(name: str) -> str:
     """One device, checked against this machine (``cuda`` means ``cuda:0``)."""
     if not name.strip():
         raise ValueError("--device is empty: name one device, such as cpu or cuda:0")
-    chosen = devices.parse(name)
-    if len(chosen) != 1:
-        raise ValueError(f"--device takes one device, not {name!r}")
-    return chosen[0]
+    if "," in name or name.strip() == "all":  # devices.parse reads the suite's --devices, a list
+        raise ValueError(f"--device takes one device, not {name!r}: such as cpu or cuda:0")
+    try:
+        [device] = devices.parse(name)
+    except ValueError as error:  # its messages name the list form, of --devices
+        raise ValueError(f"--device {name!r}: {str(error).split('; use ')[0]}") from None
+    return device
 
 
 def _number(convert, valid, expected: str):
@@ -204,19 +207,22 @@ def _image_file(text: str) -> str:
     return _output_file(text)
 
 
-def _new_model_file(out: Path, overwrite: bool) -> None:
+def _new_model_file(out: Path, overwrite: bool, model_name: str) -> None:
     """Refuse at the start, not after the first epoch, a model file that cannot be written, and one that would
-    replace a file already there (a model trained for hours) unless ``--overwrite`` says so."""
+    replace a file already there (a model trained for hours) unless ``--overwrite`` says so. Only the process that
+    writes it checks: rank 0 under torchrun (the other ranks may run on machines without that folder)."""
+    if os.environ.get("RANK", "0") != "0" and distributed.launched_by_torchrun():
+        return
     if problem := _unwritable(out.parent):
         raise ValueError(f"--out: {problem}")
     if out.is_dir():
-        raise ValueError(f"--out: {out} is a folder: name the model file, e.g. {out / train_job.default_out('MODEL')}")
+        raise ValueError(f"--out: {out} is a folder: name the model file, e.g. {out / train_job.default_out(model_name)}")
     if out.exists() and not overwrite:
         raise ValueError(f"--out: {out} exists: name another file, or add --overwrite to replace it")
 
 
 def train_command(args) -> int:
-    _new_model_file(Path(args.out or train_job.default_out(args.model)), args.overwrite)
+    _new_model_file(Path(args.out or train_job.default_out(args.model)), args.overwrite, args.model)
     policy = setups.FastPolicy(pinned=None if args.fast_variant is None else Variant.parse(args.fast_variant),
                                use_cache=not args.no_fast_cache)
     summary = train_job.train(args.model, _device(args.device), recipe_name=args.recipe, epochs=args.epochs,

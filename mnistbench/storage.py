@@ -19,15 +19,13 @@ checkout; one given on the command line stays relative to the working folder, as
 import importlib.util
 import os
 import shlex
-import signal
-import threading
 from pathlib import Path
 
 import pytest
 from pytest_benchmark.storage.file import FileStorage
 from pytest_benchmark.utils import safe_dumps
 
-from . import atomic, cases
+from . import atomic, cases, interrupts
 
 
 class AtomicFileStorage(FileStorage):
@@ -91,10 +89,6 @@ _PASSED = pytest.StashKey[set]()
 _SIGTERM_BEFORE = pytest.StashKey[object]()
 
 
-def _stop_as_ctrl_c(signum, frame):
-    raise KeyboardInterrupt
-
-
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own pytest_configure opens (and creates) the folder
 def pytest_configure(config):
     if not folder(config).strip():  # an unset shell variable: pytest-benchmark would save in the working folder
@@ -108,13 +102,11 @@ def pytest_configure(config):
                              ("benchmark_histogram", "draws timings")):
             if config.getoption(option, None):
                 raise pytest.UsageError(f"--{option.replace('_', '-')} {does}, and {cases.UNTIMED}")
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        config.stash[_SIGTERM_BEFORE] = signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
+    config.stash[_SIGTERM_BEFORE] = interrupts.sigterm_as_ctrl_c()
 
 
 def pytest_unconfigure(config):
-    if _SIGTERM_BEFORE in config.stash:  # a pytest run inside a process (a test's) leaves its handler as found
-        signal.signal(signal.SIGTERM, config.stash[_SIGTERM_BEFORE])
+    interrupts.restore(config.stash.get(_SIGTERM_BEFORE, None))
 
 
 def check_writable(benchmark_session) -> None:

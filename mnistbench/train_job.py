@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 import models
 
-from . import checkpoints, data, distributed, setups, training
+from . import checkpoints, data, distributed, interrupts, setups, training
 from . import quiet  # noqa: F401 (registers its watcher: a fast probe on a machine that is not quiet is not cached)
 
 
@@ -74,6 +74,8 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
         f"Adam lr {recipe.lr} {recipe.schedule}" + (f", label smoothing {recipe.label_smoothing}"
                                                      if recipe.label_smoothing else ""))
     summary = Summary(0, 0.0, 0, 0.0, 0, False)
+    existed = out.exists()  # replaced only by the first epoch's weights (--overwrite)
+    sigterm_before = interrupts.sigterm_as_ctrl_c()  # a job scheduler's stop, or torchrun's after a Ctrl-C
     try:
         for epoch in range(1, epochs + 1):
             batches = tqdm(run.pipeline, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
@@ -94,10 +96,14 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
                 f"test loss {test_loss:.4f}, {seconds:.1f} s")
     except KeyboardInterrupt:
         summary.interrupted = True
-        kept = f"{out} holds the weights after epoch {summary.epochs_done}" if summary.epochs_done else "nothing was saved"
+        if summary.epochs_done:
+            kept = f"{out} holds the weights after epoch {summary.epochs_done}"
+        else:
+            kept = f"nothing was saved: {out} is the file that was there before" if existed else "nothing was saved"
         log(f"interrupted during epoch {summary.epochs_done + 1}: {kept}")
         return summary
     finally:
+        interrupts.restore(sigterm_before)
         member.close()
     log(f"done: {summary.epochs_done} epochs in {summary.train_seconds:.1f} s of training "
         f"({summary.images / summary.train_seconds:.0f} images/s), best test accuracy "
