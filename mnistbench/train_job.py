@@ -29,7 +29,8 @@ class Summary:
 
 
 def default_out(model_name: str) -> str:
-    """The model file the articles' scripts write, ``mnist_vgg.pth``."""
+    """The model file a run writes, ``mnist_vgg.pth``: as the VGG article's script names its ``mnist_vggnet.pth``,
+    with the registry's model name."""
     return f"mnist_{model_name}.pth"
 
 
