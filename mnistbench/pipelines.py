@@ -47,7 +47,7 @@ class Pipeline:
         self.samples = min(samples or self.size, self.size) // self.ranks  # this rank's share
         if self.samples == 0:  # an epoch of no batch: a loss of nan, weights never trained, and no error
             raise ValueError(f"an epoch of {min(samples or self.size, self.size)} images leaves none to each of "
-                             f"{self.ranks} ranks: give each rank one image at least (--samples {self.ranks})")
+                             f"{self.ranks} ranks: train on {self.ranks} images an epoch at least")
         if drop_last and self.samples >= batch_size:  # whole batches only: one batch shape, one compiled graph
             self.samples -= self.samples % batch_size
         self.generator = torch.Generator(order_device).manual_seed(seed)
