@@ -257,7 +257,11 @@ def pickled_model(path):
     (lambda path: path.write_text("hello"), "not a PyTorch state_dict file (KeyError while reading it)"),
     ("truncated", "not a PyTorch state_dict file ("),
     (lambda path: torch.save(torch.zeros(3), path), "holds a Tensor, not a state_dict"),
-    (pickled_model, "not a PyTorch state_dict file (UnpicklingError while reading it)"),
+    (pickled_model, "holds pickled objects beyond tensors (a whole model saved with torch.save(model)?), which are "
+                    "not loaded: save model.state_dict() instead"),
+    (lambda path: torch.save({"model": models.build("vgg").state_dict(), "epoch": 3}, path),
+     "a checkpoint holding the vgg weights under 'model' beside 1 other entries, not a state_dict: save that entry "
+     "alone"),
 ])
 def test_a_bad_model_file_is_refused_in_one_line(make, fault, tmp_path, weights, mnist_root, capsys):
     path = tmp_path / "model.pth"
@@ -268,6 +272,15 @@ def test_a_bad_model_file_is_refused_in_one_line(make, fault, tmp_path, weights,
     code, out, err = run_cli(capsys, "evaluate", "--model", "vgg", "--weights", path, "--mnist-root", mnist_root)
     assert code == 2 and out == ""
     assert err.startswith(f"mnistbench: error: {path}: {fault}") and err.count("\n") == 1, err
+
+
+def test_weights_saved_from_a_data_parallel_model_load(tmp_path):
+    """DistributedDataParallel and DataParallel keep the network as ``module``: its keys start with ``module.``."""
+    torch.manual_seed(0)
+    model = models.build("vgg")
+    torch.save({f"module.{name}": tensor for name, tensor in model.state_dict().items()}, tmp_path / "ddp.pth")
+    loaded = checkpoints.load("vgg", tmp_path / "ddp.pth")
+    assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in model.state_dict().items())
 
 
 # --- stored results, through mnistbench ratio and history ------------------------------------------------

@@ -160,7 +160,8 @@ def test_two_nodes_train_one_model_together(tmp_path, few_test_digits_root):
                          "--out", str(out), "--no-progress", "--mnist-root", str(few_test_digits_root)],
                         workdir=tmp_path / "logs", ranks_per_node=1, nodes=2, timeout_seconds=SMOKE_TIMEOUT_SECONDS)
     output = "\n".join(log.read_text() for log in logs)
-    assert "data-parallel over 2 rank(s) on 2 node(s) (gloo)" in output and "of 768 mnist images" in output
+    assert "data-parallel over 2 rank(s) on 2 node(s) (gloo)" in output and "of 768 mnist images, batch 128 per rank" \
+        in output
     assert output.count("Epoch [1/1], Loss: ") == 1, "rank 0 alone reports"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["logs", out.name], "one model file, no partial"
     article = article_model_class("vgg")()

@@ -1,7 +1,8 @@
 """Model files: saved atomically, loaded with one clear error when they are not what they claim to be.
 
 The file is a plain ``state_dict`` with the articles' module names, so the articles' own model classes
-load it with ``strict=True``, and files saved by the articles' scripts load here.
+load it with ``strict=True``, and files saved by the articles' scripts load here, as do those saved from a model
+wrapped in ``DistributedDataParallel`` or ``DataParallel`` (their keys start with ``module.``).
 """
 import os
 from pathlib import Path
@@ -38,11 +39,18 @@ def load(model_name: str, path: str | os.PathLike, device: str = "cpu") -> nn.Mo
     # Whatever the bytes, torch.load fails in its own way: UnpicklingError, BadZipFile, EOFError, an
     # OSError for a cut-short archive, a KeyError for text...; each means the same thing here.
     except Exception as error:
+        if "Unsupported global" in str(error):  # torch.save(model): a class pickled, which loading would run
+            raise CheckpointError(f"{path}: holds pickled objects beyond tensors (a whole model saved with "
+                                  f"torch.save(model)?), which are not loaded: save model.state_dict() instead") from None
         raise CheckpointError(f"{path}: not a PyTorch state_dict file ({type(error).__name__} while reading it)") from None
     if not isinstance(state_dict, dict):
         raise CheckpointError(f"{path}: holds a {type(state_dict).__name__}, not a state_dict")
     model = models.build(model_name).to(device)
+    torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, "module.")  # saved from a DDP model
     expected, found = set(model.state_dict()), set(state_dict)
+    if wrapped := [key for key, value in state_dict.items() if isinstance(value, dict) and set(value) == expected]:
+        raise CheckpointError(f"{path}: a checkpoint holding the {model_name} weights under {wrapped[0]!r} beside "
+                              f"{len(state_dict) - 1} other entries, not a state_dict: save that entry alone")
     if expected != found:
         missing, unexpected = sorted(expected - found), sorted(found - expected)
         other = [name for name in models.names() if set(models.build(name).state_dict()) == found]

@@ -71,7 +71,8 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
     epochs, images_per_epoch = recipe.epochs, run.pipeline.samples * member.world_size
     how = chosen.choice.source if chosen.choice else "fixed"
     log(f"training {model_name} on {device}, {member}, {recipe_name} recipe ({setup_name}: {chosen.variant}, {how}), "
-        f"{epochs} epochs of {images_per_epoch} {dataset} images, batch {recipe.batch_size}, "
+        f"{epochs} epochs of {images_per_epoch} {dataset} images, batch {recipe.batch_size}"
+        f"{' per rank' if member.world_size > 1 else ''}, "
         f"Adam lr {recipe.lr} {recipe.schedule}" + (f", label smoothing {recipe.label_smoothing}"
                                                      if recipe.label_smoothing else ""))
     summary = Summary(0, 0.0, 0, 0.0, 0, False)
