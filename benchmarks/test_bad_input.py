@@ -201,6 +201,9 @@ def test_a_file_given_as_the_data_root_is_named(tmp_path, capsys):
     (["--seed", "-1"], 2, "mnistbench train: error: argument --seed: must be an integer from 0 to 2**64 - 1, got -1"),
     (["--seed", "one"], 2, "mnistbench train: error: argument --seed: must be an integer from 0 to 2**64 - 1, got 'one'"),
     (["--fast-variant", ""], 2, "mnistbench: error: unknown variant '': write PRECISION-FORMAT-COMPILE-OPTIMIZER"),
+    (["--recipe", "fast", "--fast-variant", "fp32-contiguous-eager-default", "--samples", "64"], 2,
+     "mnistbench: error: the fast recipe's one-cycle schedule over 1 step trains at its final rate, near zero, and "
+     "learns nothing: give it 2 steps at least (--samples over 64, or --epochs 2)"),
     (["--device", " "], 2, "mnistbench: error: --device is empty: name one device, such as cpu or cuda:0"),
     (["--fast-variant", "bf16-channels_last-eager-fused"], 2,
      "mnistbench: error: --fast-variant pins the fast setup's variant, and the reference setup runs its own: add "

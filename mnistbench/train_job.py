@@ -66,6 +66,10 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
     run = training.TrainingRun.create(model_name, device, chosen.pipeline, train_set, variant=chosen.variant,
                                       recipe=recipe, samples=samples, seed=seed, shard=member.shard,
                                       wrap_model=member.wrap)
+    if recipe.schedule == "onecycle" and recipe.epochs * len(run.pipeline) < 2:  # OneCycleLR over one step
+        raise ValueError(f"the {recipe_name} recipe's one-cycle schedule over {recipe.epochs * len(run.pipeline)} step "
+                         f"trains at its final rate, near zero, and learns nothing: give it 2 steps at least "
+                         f"(--samples over {recipe.batch_size}, or --epochs 2)")
     run.warm_up()  # compilation and autotuning out of epoch 1's time; ``restart`` then trains from scratch
     run.restart()
     epochs, images_per_epoch = recipe.epochs, run.pipeline.samples * member.world_size
