@@ -252,8 +252,7 @@ def _pinned_cannot_serve(pinned, params: dict) -> str | None:
         return None
     model_name = params["model_name"]
     schedule = models.recipe(model_name, params.get("recipe_name", "article")).schedule  # the recipe each test resolves
-    reason = setups.pinned_cannot_serve(pinned, params.get("device", "cpu"), model_name, schedule)
-    return f"--fast-variant {pinned}: {reason}" if reason else None
+    return setups.pinned_cannot_serve(pinned, params.get("device", "cpu"), model_name, schedule)
 
 
 @pytest.fixture(scope="session")

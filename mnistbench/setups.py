@@ -67,12 +67,14 @@ class Setup:
 
 
 def pinned_cannot_serve(pinned: Variant, device: str, model_name: str, schedule: str) -> str | None:
-    """Why the pinned fast variant cannot serve ``model_name`` on ``device`` trained with ``schedule``, or None: a
-    device it cannot run on, a ``matmul`` variant of a model without small maps (it would time the native kernels
-    under another name), a schedule it cannot train. One answer for ``resolve``, the benchmark run (which skips
-    such cases) and the train job (which refuses before loading the data)."""
-    return (pinned.unsupported_on(device) or convolution.runs_native(model_name, pinned)
-            or pinned.unsupported_with(schedule))
+    """Why the pinned fast variant cannot serve ``model_name`` on ``device`` trained with ``schedule``, as
+    ``--fast-variant V: reason``, or None: a device it cannot run on, a ``matmul`` variant of a model without small
+    maps (it would time the native kernels under another name), a schedule it cannot train. One answer for
+    ``resolve``, the benchmark run (which skips such cases) and the train job (which refuses before loading the
+    data)."""
+    reason = (pinned.unsupported_on(device) or convolution.runs_native(model_name, pinned)
+              or pinned.unsupported_with(schedule))
+    return f"--fast-variant {pinned}: {reason}" if reason else None
 
 
 def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, train_set,
@@ -84,7 +86,7 @@ def resolve(name: str, device: str, model_name: str, recipe: models.Recipe, trai
     if name != "fast":
         return Setup(name, name, Variant())
     if policy.pinned is not None and (reason := pinned_cannot_serve(policy.pinned, device, model_name, recipe.schedule)):
-        raise ValueError(f"--fast-variant {policy.pinned}: {reason}")
+        raise ValueError(reason)
     candidates = policy.candidates(device, recipe.schedule, model_name)
     choice = fast.choose(model_name, device, train_set, policy.probe_batch_for(recipe.batch_size), candidates,
                          pinned=policy.pinned, use_cache=policy.use_cache, save=policy.save_cache,

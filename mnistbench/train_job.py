@@ -46,12 +46,12 @@ def train(model_name: str, device: str, *, recipe_name: str = "article", epochs:
     recipe = dataclasses.replace(recipe, epochs=epochs or recipe.epochs)
     setup_name = setup or setups.RECIPE_SETUPS[recipe_name]
     out = Path(out or default_out(model_name))
-    if fast_policy.pinned is not None and setup_name != "fast":
-        raise ValueError(f"--fast-variant pins the fast setup's variant, and the {setup_name} setup runs its own: "
-                         f"add --pipeline fast, or leave --fast-variant out")
-    if fast_policy.pinned is not None and \
-            (reason := setups.pinned_cannot_serve(fast_policy.pinned, device, model_name, recipe.schedule)):
-        raise ValueError(f"--fast-variant {fast_policy.pinned}: {reason}")
+    if fast_policy.pinned is not None:
+        if setup_name != "fast":
+            raise ValueError(f"--fast-variant pins the fast setup's variant, and the {setup_name} setup runs its own: "
+                             f"add --pipeline fast, or leave --fast-variant out")
+        if reason := setups.pinned_cannot_serve(fast_policy.pinned, device, model_name, recipe.schedule):
+            raise ValueError(reason)
     train_set = data.load(dataset, root, train=True)
     test_set = data.load(dataset, root, train=False)
     member = distributed.join(device)  # rank 0 of 1 unless torchrun started this process
